@@ -1,0 +1,36 @@
+"""Devices and dtypes: which names are valid, which are present, what the math runs in."""
+import paddle
+
+from paddlellm.errors import UserError
+
+DEVICES = ("cpu", "gpu", "npu", "dcu")
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def check_dtype(dtype):
+    if dtype not in DTYPES:
+        raise UserError(f"unknown --dtype '{dtype}' (choose one of: {', '.join(DTYPES)})")
+    return dtype
+
+
+def check_device(device):
+    """Raise unless `device` is a known name and present in this Paddle build and machine."""
+    if device not in DEVICES:
+        raise UserError(f"unknown --device '{device}' (choose one of: {', '.join(DEVICES)})")
+    if device == "gpu" and not (paddle.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0):
+        raise UserError("device gpu is not present (install paddlepaddle-gpu on a machine with an NVIDIA GPU, or use --device cpu)")
+    if device == "dcu" and not (paddle.is_compiled_with_rocm() and paddle.device.cuda.device_count() > 0):
+        raise UserError("device dcu is not present (install paddlepaddle-dcu on a Hygon DCU machine, or use --device cpu)")
+    if device == "npu" and "npu" not in paddle.device.get_all_custom_device_type():
+        raise UserError("device npu is not present (install paddle-custom-npu on an Ascend machine, or use --device cpu)")
+    return device
+
+
+def paddle_place(device):
+    """The place name Paddle uses: a DCU is a 'gpu' to paddlepaddle-dcu."""
+    return {"cpu": "cpu", "gpu": "gpu", "dcu": "gpu", "npu": "npu"}[device]
+
+
+def compute_dtype(dtype, device):
+    """CPU Paddle has no bfloat16/float16 matmul kernels: there the weights stay narrow and the math is float32."""
+    return "float32" if device == "cpu" else dtype

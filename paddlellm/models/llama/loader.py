@@ -1,0 +1,46 @@
+"""Build the inference model from a checkpoint directory (HF names and layout, see checkpoint.py)."""
+import numpy as np
+import paddle
+
+from paddlellm.device import compute_dtype
+from paddlellm.models.llama.checkpoint import read_config, read_state_dict
+from paddlellm.models.llama.config import LlamaConfig
+from paddlellm.models.llama.model import LlamaForCausalLM
+
+
+def load_config(model_dir):
+    return LlamaConfig.from_dict(read_config(model_dir), source=f"{model_dir}/config.json")
+
+
+def load_model(model_dir, dtype="float32", device="cpu"):
+    """The inference model in eval mode, weights in `dtype`, math in compute_dtype(dtype, device)."""
+    config = load_config(model_dir)
+    state = read_state_dict(model_dir)
+    model = LlamaForCausalLM(config, dtype=dtype, compute_dtype=compute_dtype(dtype, device))
+    assign_hf_weights(model, state)
+    model.eval()
+    return model
+
+
+def assign_hf_weights(model, state):
+    """Copy HF-layout weights ([out, in]) into the fused, [in, out] parameters of `model`."""
+    def hf(name):
+        return np.asarray(state[name], dtype=np.float32)
+
+    def put(param, array):
+        value = paddle.to_tensor(np.ascontiguousarray(array, dtype=np.float32))
+        param.set_value(value.astype(param.dtype))
+
+    put(model.embed_tokens, hf("model.embed_tokens.weight"))
+    put(model.norm, hf("model.norm.weight"))
+    head = "lm_head.weight" if "lm_head.weight" in state else "model.embed_tokens.weight"
+    put(model.lm_head, hf(head).T)
+    for i, layer in enumerate(model.layers):
+        p = f"model.layers.{i}."
+        qkv = [hf(p + f"self_attn.{n}_proj.weight").T for n in "qkv"]
+        put(layer.qkv_proj, np.concatenate(qkv, axis=1))
+        put(layer.o_proj, hf(p + "self_attn.o_proj.weight").T)
+        put(layer.gate_up_proj, np.concatenate([hf(p + "mlp.gate_proj.weight").T, hf(p + "mlp.up_proj.weight").T], axis=1))
+        put(layer.down_proj, hf(p + "mlp.down_proj.weight").T)
+        put(layer.input_layernorm, hf(p + "input_layernorm.weight"))
+        put(layer.post_attention_layernorm, hf(p + "post_attention_layernorm.weight"))

@@ -1,0 +1,153 @@
+"""Llama for inference: fused QKV and gate/up projections, GQA, RoPE, RMSNorm, SwiGLU, dense KV cache.
+
+One entry point, `forward(input_ids, pad_lens, cache_offset, caches)`, runs one step for a batch:
+a prefill (S prompt tokens, left-padded) or a decode (S = 1). Every sequence in the batch writes
+its S new keys/values at the same cache slots [cache_offset, cache_offset + S); `pad_lens[b]` slots
+at the front of row b are padding and are masked out. Returns the last position's logits and the
+caches (updated in place; exported, the predictor's inplace pass keeps them in place too).
+"""
+import math
+
+import numpy as np
+import paddle
+import paddle.nn.functional as F
+from paddle import nn
+
+from paddlellm.models.llama.config import LlamaConfig
+
+MASKED = -1e30
+
+
+def rope_inv_freq(config: LlamaConfig) -> np.ndarray:
+    """Rotary inverse frequencies (float32), with linear or Llama-3 rope_scaling applied."""
+    dim = config.head_dim
+    exponents = np.arange(0, dim, 2, dtype=np.int64).astype(np.float32) / np.float32(dim)
+    inv_freq = (1.0 / np.power(np.float32(config.rope_theta), exponents)).astype(np.float32)
+    scaling = config.rope_scaling or {}
+    kind = scaling.get("rope_type", scaling.get("type", "default"))
+    if kind == "linear":
+        inv_freq = inv_freq / np.float32(scaling["factor"])
+    elif kind == "llama3":
+        factor = scaling["factor"]
+        low, high = scaling.get("low_freq_factor", 1.0), scaling.get("high_freq_factor", 4.0)
+        old_len = scaling.get("original_max_position_embeddings", 8192)
+        wavelen = 2 * math.pi / inv_freq
+        scaled = np.where(wavelen > old_len / low, inv_freq / factor, inv_freq)
+        smooth = (old_len / wavelen - low) / (high - low)
+        smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+        medium = (wavelen >= old_len / high) & (wavelen <= old_len / low)
+        inv_freq = np.where(medium, smoothed, scaled).astype(np.float32)
+    return inv_freq
+
+
+def cast(x, dtype):
+    """astype that adds no op when the dtype already matches (dtypes are static when exporting)."""
+    return x if dtype_name(x.dtype) == dtype_name(dtype) else x.astype(dtype)
+
+
+def dtype_name(dtype):
+    """'float32' for paddle.float32, a pir/static dtype, or the string itself."""
+    return str(dtype).split(".")[-1]
+
+
+def rms_norm(x, weight, eps):
+    """RMSNorm computed in float32, returned in x's dtype (as HF does)."""
+    xf = cast(x, "float32")
+    xf = xf * paddle.rsqrt(xf.pow(2).mean(axis=-1, keepdim=True) + eps)
+    return cast(xf, x.dtype) * cast(weight, x.dtype)
+
+
+def linear(x, weight):
+    """x @ weight with weight stored [in, out]; weights kept in a narrower dtype are widened first."""
+    return paddle.matmul(x, cast(weight, x.dtype))
+
+
+def rotate_half(x):
+    half = x.shape[-1] // 2
+    return paddle.concat([-x[..., half:], x[..., :half]], axis=-1)
+
+
+class LlamaLayer(nn.Layer):
+    def __init__(self, config: LlamaConfig, dtype):
+        super().__init__()
+        c = config
+        self.config = c
+        zeros = nn.initializer.Constant(0.0)
+        qkv_out = (c.num_attention_heads + 2 * c.num_key_value_heads) * c.head_dim
+
+        def param(shape):
+            return self.create_parameter(shape, dtype=dtype, default_initializer=zeros)
+
+        self.input_layernorm = param([c.hidden_size])
+        self.qkv_proj = param([c.hidden_size, qkv_out])
+        self.o_proj = param([c.num_attention_heads * c.head_dim, c.hidden_size])
+        self.post_attention_layernorm = param([c.hidden_size])
+        self.gate_up_proj = param([c.hidden_size, 2 * c.intermediate_size])
+        self.down_proj = param([c.intermediate_size, c.hidden_size])
+
+    def forward(self, h, cos, sin, bias, cache_offset, cache_k, cache_v):
+        c = self.config
+        batch, seq = paddle.shape(h)[0], paddle.shape(h)[1]
+        nh, nkv, hd, group = c.num_attention_heads, c.num_key_value_heads, c.head_dim, c.kv_group_size
+        x = rms_norm(h, self.input_layernorm, c.rms_norm_eps)
+        qkv = linear(x, self.qkv_proj).reshape([batch, seq, nh + 2 * nkv, hd])
+        q, k, v = paddle.split(qkv, [nh, nkv, nkv], axis=2)
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        end = cache_offset + seq
+        cache_k[:, :, cache_offset:end] = k.transpose([0, 2, 1, 3])
+        cache_v[:, :, cache_offset:end] = v.transpose([0, 2, 1, 3])
+        # Query heads sharing a KV head sit next to each other: fold them into the row axis so one
+        # matmul per KV head serves the whole group, without repeating the cache.
+        q = q.reshape([batch, seq, nkv, group, hd]).transpose([0, 2, 3, 1, 4]).reshape([batch, nkv, -1, hd])
+        scores = cast(paddle.matmul(q, cache_k, transpose_y=True), "float32") * (1.0 / math.sqrt(hd))
+        scores = scores.reshape([batch, nkv, group, seq, -1]) + bias
+        probs = cast(F.softmax(scores, axis=-1), q.dtype).reshape([batch, nkv, group * seq, -1])
+        attn = paddle.matmul(probs, cache_v).reshape([batch, nkv, group, seq, hd])
+        attn = attn.transpose([0, 3, 1, 2, 4]).reshape([batch, seq, nh * hd])
+        h = h + linear(attn, self.o_proj)
+        x = rms_norm(h, self.post_attention_layernorm, c.rms_norm_eps)
+        gate, up = paddle.split(linear(x, self.gate_up_proj), 2, axis=-1)
+        return h + linear(F.silu(gate) * up, self.down_proj)
+
+
+class LlamaForCausalLM(nn.Layer):
+    def __init__(self, config: LlamaConfig, dtype="float32", compute_dtype="float32"):
+        super().__init__()
+        self.config = config
+        self.compute_dtype = compute_dtype
+        zeros = nn.initializer.Constant(0.0)
+        c = config
+        self.embed_tokens = self.create_parameter([c.vocab_size, c.hidden_size], dtype=dtype, default_initializer=zeros)
+        self.layers = nn.LayerList([LlamaLayer(c, dtype) for _ in range(c.num_hidden_layers)])
+        self.norm = self.create_parameter([c.hidden_size], dtype=dtype, default_initializer=zeros)
+        # Kept as its own [hidden, vocab] copy even when tied: a transposed matmul on the embedding is slower.
+        self.lm_head = self.create_parameter([c.hidden_size, c.vocab_size], dtype=dtype, default_initializer=zeros)
+        self.register_buffer("inv_freq", paddle.to_tensor(rope_inv_freq(c)), persistable=True)
+
+    def cache_shape(self, batch, length):
+        """Shape of each of the 2 * num_layers cache tensors (k0, v0, k1, v1, ...)."""
+        return [batch, self.config.num_key_value_heads, length, self.config.head_dim]
+
+    def forward(self, input_ids, pad_lens, cache_offset, caches):
+        seq = paddle.shape(input_ids)[1]
+        cache_len = paddle.shape(caches[0])[2]
+        steps = paddle.arange(seq, dtype="int64")
+        query_slots = cache_offset + steps
+        key_slots = paddle.arange(cache_len, dtype="int64")
+        allowed = (key_slots.unsqueeze(0) <= query_slots.unsqueeze(1)).unsqueeze(0)
+        allowed = paddle.logical_and(allowed, (key_slots.unsqueeze(0) >= pad_lens.unsqueeze(1)).unsqueeze(1))
+        bias = paddle.where(allowed, paddle.zeros([1], "float32"), paddle.full([1], MASKED, "float32"))
+        bias = bias.unsqueeze([1, 2])  # [batch, 1, 1, seq, cache_len]
+
+        positions = paddle.clip(query_slots.unsqueeze(0) - pad_lens.unsqueeze(1), min=0).astype("float32")
+        freqs = positions.unsqueeze(-1) * self.inv_freq
+        angles = paddle.concat([freqs, freqs], axis=-1).unsqueeze(2)  # [batch, seq, 1, head_dim]
+        cos, sin = cast(paddle.cos(angles), self.compute_dtype), cast(paddle.sin(angles), self.compute_dtype)
+
+        h = cast(F.embedding(input_ids, self.embed_tokens), self.compute_dtype)
+        for i, layer in enumerate(self.layers):
+            h = layer(h, cos, sin, bias, cache_offset, caches[2 * i], caches[2 * i + 1])
+        last = rms_norm(h[:, -1, :], self.norm, self.config.rms_norm_eps)
+        logits = cast(linear(last, self.lm_head), "float32")
+        return logits, caches
