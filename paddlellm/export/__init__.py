@@ -1,0 +1,1 @@
+"""Export: the dygraph inference model to a static program plus its manifest."""

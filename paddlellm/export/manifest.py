@@ -1,0 +1,64 @@
+"""The export manifest: the single source of truth for what the static predictor needs."""
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import List, Optional
+
+from paddlellm.errors import UserError
+
+MANIFEST_NAME = "paddlellm_manifest.json"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class Manifest:
+    model_type: str
+    dtype: str  # weights
+    compute_dtype: str  # activations and cache
+    device: str  # the device the program was exported for
+    num_layers: int
+    num_kv_heads: int
+    head_dim: int
+    max_position_embeddings: int
+    inputs: List[str]
+    outputs: List[str]
+    inference_model: bool = True
+    block_attn: bool = False
+    block_size: Optional[int] = None
+    cache_layout: str = "dense"  # [batch, kv_heads, length, head_dim] per layer, k then v
+    quant_type: Optional[str] = None
+    cachekv_int8_type: Optional[str] = None
+    passes: List[str] = field(default_factory=list)
+    program: str = "model.json"
+    params: str = "model.pdiparams"
+    versions: dict = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+
+    def write(self, directory):
+        (Path(directory) / MANIFEST_NAME).write_text(json.dumps(asdict(self), indent=2) + "\n")
+
+
+def read_manifest(directory) -> Manifest:
+    """Read and check DIR/paddlellm_manifest.json and the program files it names."""
+    directory = Path(directory)
+    path = directory / MANIFEST_NAME
+    if not directory.is_dir():
+        raise UserError(f"model directory {directory} does not exist (pass an exported model to --model_name_or_path)")
+    if not path.is_file():
+        raise UserError(f"{path} is missing: {directory} is not an exported model "
+                        "(export it with llm/predict/export_model.py, or use --mode dynamic)")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path} is not valid JSON: {exc} (re-export the model)") from None
+    if not isinstance(data, dict) or data.get("format_version") != FORMAT_VERSION:
+        raise UserError(f"{path} has format_version {data.get('format_version') if isinstance(data, dict) else None}, "
+                        f"this paddlellm reads {FORMAT_VERSION} (re-export the model)")
+    try:
+        manifest = Manifest(**data)
+    except TypeError as exc:
+        raise UserError(f"{path} is incomplete or has unknown keys: {exc} (re-export the model)") from None
+    for name in (manifest.program, manifest.params):
+        if not (directory / name).is_file():
+            raise UserError(f"{directory / name} is missing (re-export the model)")
+    return manifest
