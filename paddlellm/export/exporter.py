@@ -1,6 +1,5 @@
 """to_static + jit.save of the inference model's step, with tokenizer, config and manifest, atomically."""
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -14,7 +13,7 @@ from paddlellm.errors import UserError
 from paddlellm.export.manifest import MANIFEST_NAME, Manifest
 from paddlellm.models.llama.loader import load_model
 
-COPIED_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer.model",
+COPIED_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer.model", "chat_template.jinja",
                 "tokenizer_config.json", "special_tokens_map.json")
 
 
@@ -82,4 +81,4 @@ def _swap_into_place(staging, output_path):
 
 
 def _log(message):
-    print(f"[export] {message}", file=sys.stderr, flush=True)
+    print(f"[export] {message}", flush=True)

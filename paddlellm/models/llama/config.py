@@ -61,7 +61,11 @@ class LlamaConfig:
             raise UserError(f"{source}: head_dim {head_dim} must be even for rotary embeddings")
         eos = cfg.get("eos_token_id")
         eos_ids = [eos] if isinstance(eos, int) else list(eos or [])
-        rope_scaling = cfg.get("rope_scaling")
+        # transformers 5 writes rope_theta and the scaling into one `rope_parameters` dict
+        rope_parameters = cfg.get("rope_parameters") or {}
+        if not isinstance(rope_parameters, dict):
+            raise UserError(f"{source}: 'rope_parameters' must be an object, got {rope_parameters!r}")
+        rope_scaling = cfg.get("rope_scaling") or (rope_parameters if rope_parameters.get("rope_type", "default") != "default" else None)
         if rope_scaling is not None:
             kind = rope_scaling.get("rope_type", rope_scaling.get("type", "default"))
             if kind not in SUPPORTED_ROPE_SCALING:
@@ -75,7 +79,7 @@ class LlamaConfig:
             num_key_value_heads=kv_heads,
             head_dim=head_dim,
             rms_norm_eps=get("rms_norm_eps", float, 1e-6),
-            rope_theta=get("rope_theta", float, 10000.0),
+            rope_theta=get("rope_theta", float, rope_parameters.get("rope_theta", 10000.0)),
             rope_scaling=rope_scaling,
             max_position_embeddings=get("max_position_embeddings", int, 2048),
             tie_word_embeddings=get("tie_word_embeddings", bool, False),

@@ -1,0 +1,37 @@
+"""`llm/predict/export_model.py`: export a checkpoint to a static inference model."""
+import sys
+
+from paddlellm.argparsing import ArgumentParser, add_bool
+from paddlellm.device import DEVICES, DTYPES
+from paddlellm.errors import UserError
+from paddlellm.export.exporter import export_model
+
+
+def build_parser():
+    p = ArgumentParser(prog="export_model.py", description="Export a Llama checkpoint to a static inference model.")
+    p.add_argument("--model_name_or_path", required=True, help="checkpoint directory (HF format or Paddle pdparams)")
+    p.add_argument("--output_path", required=True, help="directory to write (replaced whole if it is an earlier export)")
+    add_bool(p, "--inference_model", "export the inference model (the only kind paddlellm exports)")
+    p.add_argument("--dtype", default="float32", help=" | ".join(DTYPES))
+    p.add_argument("--device", default="cpu", help=f"the device the program is for: {' | '.join(DEVICES)}")
+    add_bool(p, "--block_attn", "paged KV cache")
+    p.add_argument("--quant_type", default=None, help="weight quantization")
+    p.add_argument("--cachekv_int8_type", default=None, help="int8 KV cache")
+    return p
+
+
+def main(argv):
+    args = build_parser().parse_args(argv)
+    if args.inference_model is False:
+        raise UserError("--inference_model false is not supported: paddlellm exports only the inference model (drop the flag)")
+    for flag in ("block_attn", "quant_type", "cachekv_int8_type"):
+        if getattr(args, flag):
+            raise UserError(f"--{flag} is not available in this version of paddlellm (export without it)")
+    export_model(args.model_name_or_path, args.output_path, dtype=args.dtype, device=args.device)
+    return 0
+
+
+if __name__ == "__main__":
+    from paddlellm.cli import run_main
+
+    sys.exit(run_main(main))

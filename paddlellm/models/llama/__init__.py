@@ -1,0 +1,1 @@
+"""Llama: checkpoint reading, model and loading."""

@@ -1,0 +1,315 @@
+"""Read a Llama checkpoint directory into Hugging Face names and layout, as numpy arrays.
+
+Weight files, the first kind found wins:
+
+1. ``model.safetensors`` or ``model.safetensors.index.json`` + shards.
+2. ``pytorch_model.bin`` or ``pytorch_model.bin.index.json`` + shards (torch zip pickles, read without torch).
+3. ``model_state.pdparams`` or ``model_state.pdparams.index.json`` + shards, or a lone ``*.pdparams``
+   (paddle.load).
+
+Layouts. HF layout has linear weights as [out_features, in_features]. Paddle layout ([in, out]) is
+assumed for every .pdparams file and for safetensors whose metadata says ``{"format": "np"}``, which is
+what paddleformers' ``save_pretrained(save_to_hf=False, safe_serialization=True)`` and PaddleNLP's
+unified checkpoints write; its default (flex checkpoint) and ``save_to_hf=True`` saves are HF layout
+(no metadata, or ``{"format": "pt"}``). In Paddle layout the ``*_proj`` weights are transposed; lm_head is
+[vocab, hidden] in paddleformers >= 1.0 and [hidden, vocab] in older PaddleNLP, told apart by config.json
+(only ambiguous when vocab_size == hidden_size). Names may start with ``llama.`` (PaddleNLP),
+``model.`` or nothing; they come back as ``model.…`` and ``lm_head.weight``.
+
+Fused PaddleNLP weights (``fuse_attention_qkv`` / ``fuse_attention_ffn``; paddleformers 1.2's Llama no
+longer has them) are split: ``self_attn.qkv_proj`` holds, along the output axis, one block per kv head g:
+[the num_heads/num_kv_heads query heads of group g, k head g, v head g], each head_dim wide;
+``mlp.gate_up_fused_proj`` (or ``mlp.up_gate_proj``) is [gate; up] along the output axis.
+
+Dtypes are kept (float32/float16). bfloat16 comes back as ``ml_dtypes.bfloat16`` arrays when ml_dtypes is
+installed (it is a dependency of paddle), else upcast to float32.
+"""
+import collections
+import json
+import pickle
+import struct
+import zipfile
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from paddlellm.errors import UserError
+
+REQUIRED_KEYS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
+SOURCES = (  # (single file, index file, kind)
+    ("model.safetensors", "model.safetensors.index.json", "safetensors"),
+    ("pytorch_model.bin", "pytorch_model.bin.index.json", "torch"),
+    ("model_state.pdparams", "model_state.pdparams.index.json", "paddle"),
+)
+_TORCH_STORAGES = {"DoubleStorage": "<f8", "FloatStorage": "<f4", "HalfStorage": "<f2", "BFloat16Storage": "bf16",
+                   "LongStorage": "<i8", "IntStorage": "<i4", "ShortStorage": "<i2", "CharStorage": "i1",
+                   "ByteStorage": "u1", "BoolStorage": "?", "UntypedStorage": "u1"}
+
+
+def _model_dir(model_dir):
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise UserError(f"model directory {model_dir} does not exist (check the path)")
+    return model_dir
+
+
+def _read_json(path):
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path} is not valid JSON: {e.msg} at line {e.lineno} column {e.colno} "
+                        "(fix the file or download it again)") from None
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path} is not UTF-8 text: {e} (fix the file or download it again)") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path} does not hold a JSON object (fix the file or download it again)")
+    return data
+
+
+def read_config(model_dir):
+    """config.json of a model directory as a dict, checked for the keys a Llama model needs."""
+    path = _model_dir(model_dir) / "config.json"
+    if not path.is_file():
+        raise UserError(f"{path} not found (the model directory needs the config.json of the checkpoint)")
+    config = _read_json(path)
+    missing = [key for key in REQUIRED_KEYS if key not in config]
+    if missing:
+        raise UserError(f"{path} lacks {', '.join(missing)} (is it the config.json of a Llama model?)")
+    return config
+
+
+def _bf16(bits):
+    """bfloat16 bit patterns (uint16) -> ml_dtypes.bfloat16 view if ml_dtypes is installed, else float32."""
+    try:
+        import ml_dtypes
+    except ImportError:
+        return (bits.astype(np.uint32) << 16).view(np.float32)
+    return bits.view(ml_dtypes.bfloat16)
+
+
+def _read_safetensors(path):
+    """(tensors, paddle_layout). BF16 is read from the raw bytes (safetensors' numpy backend may lack it)."""
+    from safetensors import safe_open
+
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+        length = struct.unpack("<Q", head)[0] if len(head) == 8 else size
+        try:
+            if length > size - 8:
+                raise ValueError("header longer than the file")
+            header = json.loads(f.read(length))
+        except ValueError as e:
+            raise UserError(f"{path} is not a safetensors file ({e}; download it again)") from None
+    metadata = header.pop("__metadata__", None) or {}
+    tensors = {}
+    with safe_open(str(path), framework="np") as sf:
+        for name, info in header.items():
+            if info.get("dtype") == "BF16":
+                start, end = info["data_offsets"]
+                bits = np.fromfile(path, dtype="<u2", count=(end - start) // 2, offset=8 + length + start)
+                tensors[name] = _bf16(bits.reshape(info["shape"]))
+            else:
+                tensors[name] = sf.get_tensor(name)
+    return tensors, metadata.get("format") == "np"
+
+
+class _Storage:
+    def __init__(self, name):
+        self.dtype = _TORCH_STORAGES[name]
+
+
+def _rebuild_tensor(storage, offset, size, stride, *_):
+    size, stride = tuple(size), tuple(stride)
+    if 0 in size:
+        return np.empty(size, dtype=storage.dtype)
+    last = offset + sum((n - 1) * s for n, s in zip(size, stride))
+    if offset < 0 or last >= storage.size or min(stride, default=0) < 0:
+        raise ValueError(f"tensor of shape {size} reaches outside its storage")
+    view = np.lib.stride_tricks.as_strided(storage[offset:], shape=size,
+                                           strides=[s * storage.itemsize for s in stride])
+    return np.ascontiguousarray(view)  # a copy: storages may be shared and zip data is read-only
+
+
+class _TorchUnpickler(pickle.Unpickler):
+    """Unpickles a torch zip checkpoint's data.pkl into numpy arrays; allows only tensor-rebuilding globals."""
+
+    ALLOWED = {("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
+               ("torch._utils", "_rebuild_parameter"): lambda data, *_: data,
+               ("torch._utils", "_rebuild_parameter_with_state"): lambda data, *_: data,
+               ("collections", "OrderedDict"): collections.OrderedDict}
+
+    def __init__(self, archive, prefix):
+        super().__init__(archive.open(prefix + "data.pkl"))
+        self.archive, self.prefix, self.storages = archive, prefix, {}
+
+    def find_class(self, module, name):
+        if module == "torch" and name in _TORCH_STORAGES:
+            return _Storage(name)
+        if (module, name) in self.ALLOWED:
+            return self.ALLOWED[(module, name)]
+        raise pickle.UnpicklingError(f"{module}.{name} is not allowed in a weights file")
+
+    def persistent_load(self, pid):
+        if not (isinstance(pid, tuple) and pid[0] == "storage" and isinstance(pid[1], _Storage)):
+            raise pickle.UnpicklingError(f"unsupported persistent id {pid!r}")
+        storage_type, key = pid[1], str(pid[2])
+        if key not in self.storages:
+            raw = self.archive.read(f"{self.prefix}data/{key}")
+            dtype = storage_type.dtype
+            if dtype == "bf16":
+                self.storages[key] = _bf16(np.frombuffer(raw, dtype="<u2"))
+            else:
+                self.storages[key] = np.frombuffer(raw, dtype=dtype)
+        return self.storages[key]
+
+
+def _read_torch(path):
+    """A torch.save zip file (torch >= 1.6) as {name: array}, without importing torch."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+            pkl = next((n for n in names if n == "data.pkl" or n.endswith("/data.pkl")), None)
+            if pkl is None:
+                raise ValueError("no data.pkl in the archive")
+            prefix = pkl[: -len("data.pkl")]
+            if prefix + "byteorder" in names and archive.read(prefix + "byteorder").strip() != b"little":
+                raise ValueError("big-endian tensors are not supported")
+            state = _TorchUnpickler(archive, prefix).load()
+    except zipfile.BadZipFile:
+        raise UserError(f"{path} is not a zip-format PyTorch file (re-save it with torch >= 1.6 "
+                        "or convert it to safetensors)") from None
+    except (ValueError, KeyError, pickle.UnpicklingError, EOFError) as e:
+        raise UserError(f"cannot read {path}: {e} (download it again or convert it to safetensors)") from None
+    if not isinstance(state, dict):
+        raise UserError(f"{path} does not hold a state dict (save model.state_dict(), not the model)")
+    return {k: v for k, v in state.items() if isinstance(v, np.ndarray)}
+
+
+def _read_paddle(path):
+    import paddle
+
+    try:
+        state = paddle.load(str(path), return_numpy=True)
+    except Exception as e:  # paddle raises many kinds for a bad file
+        raise UserError(f"cannot read {path}: {e} (download it again or re-save it)") from None
+    if not isinstance(state, dict):
+        raise UserError(f"{path} does not hold a state dict (save model.state_dict())")
+    # paddle returns bfloat16 tensors as uint16 bit patterns
+    return {k: _bf16(v) if v.dtype == np.uint16 else v for k, v in state.items() if isinstance(v, np.ndarray)}
+
+
+def _weight_files(model_dir):
+    for single, index, kind in SOURCES:
+        if (model_dir / single).is_file():
+            return [model_dir / single], kind
+        if (model_dir / index).is_file():
+            weight_map = _read_json(model_dir / index).get("weight_map")
+            if not isinstance(weight_map, dict) or not weight_map:
+                raise UserError(f"{model_dir / index} has no weight_map (download it again)")
+            files = [model_dir / name for name in dict.fromkeys(weight_map.values())]
+            for path in files:
+                if not path.is_file():
+                    raise UserError(f"{path} not found, but {index} lists it (download the missing shard)")
+            return files, kind
+    pdparams = sorted(model_dir.glob("*.pdparams"))
+    if len(pdparams) == 1:
+        return pdparams, "paddle"
+    raise UserError(f"no weight files in {model_dir} (expected model.safetensors, pytorch_model.bin or "
+                    "model_state.pdparams, or their sharded .index.json forms)")
+
+
+def _dims(config):
+    heads = config["num_attention_heads"]
+    head_dim = config.get("head_dim") or config["hidden_size"] // heads
+    return heads, config.get("num_key_value_heads") or heads, head_dim
+
+
+def _to_hf(name, array, paddle_layout, config):
+    """[(hf_name, array)] for one stored tensor: renamed, transposed to [out, in], fused weights split."""
+    for prefix in ("llama.", "model."):
+        if name.startswith(prefix):
+            name = name[len(prefix):]
+            break
+    if not name.startswith("lm_head."):
+        name = "model." + name
+    if "rotary_emb.inv_freq" in name:
+        return []
+    if paddle_layout and array.ndim == 2:
+        hidden, vocab = config["hidden_size"], config["vocab_size"]
+        old_lm_head = name == "lm_head.weight" and hidden != vocab and array.shape == (hidden, vocab)
+        if name.endswith("_proj.weight") or old_lm_head:
+            array = np.ascontiguousarray(array.T)
+    base, _, leaf = name.rpartition(".")
+    if base.endswith("self_attn.qkv_proj"):
+        heads, kv_heads, head_dim = _dims(config)
+        group = heads // kv_heads
+        blocks = array.reshape(kv_heads, group + 2, head_dim, *array.shape[1:])
+        q = blocks[:, :group].reshape(heads * head_dim, *array.shape[1:])
+        k, v = (blocks[:, i].reshape(kv_heads * head_dim, *array.shape[1:]) for i in (group, group + 1))
+        stem = base[: -len("qkv_proj")]
+        return [(f"{stem}{p}_proj.{leaf}", np.ascontiguousarray(t)) for p, t in zip("qkv", (q, k, v))]
+    if base.endswith(("mlp.gate_up_fused_proj", "mlp.up_gate_proj")):
+        gate, up = np.split(array, 2, axis=0)
+        stem = base.rpartition(".")[0]
+        return [(f"{stem}.gate_proj.{leaf}", np.ascontiguousarray(gate)), (f"{stem}.up_proj.{leaf}", np.ascontiguousarray(up))]
+    return [(name, array)]
+
+
+def _expected_shapes(config):
+    hidden, inter, vocab = config["hidden_size"], config["intermediate_size"], config["vocab_size"]
+    heads, kv_heads, head_dim = _dims(config)
+    shapes = {"model.embed_tokens.weight": (vocab, hidden)}
+    for i in range(config["num_hidden_layers"]):
+        layer = f"model.layers.{i}."
+        shapes.update({
+            layer + "self_attn.q_proj.weight": (heads * head_dim, hidden),
+            layer + "self_attn.k_proj.weight": (kv_heads * head_dim, hidden),
+            layer + "self_attn.v_proj.weight": (kv_heads * head_dim, hidden),
+            layer + "self_attn.o_proj.weight": (hidden, heads * head_dim),
+            layer + "mlp.gate_proj.weight": (inter, hidden),
+            layer + "mlp.up_proj.weight": (inter, hidden),
+            layer + "mlp.down_proj.weight": (hidden, inter),
+            layer + "input_layernorm.weight": (hidden,),
+            layer + "post_attention_layernorm.weight": (hidden,),
+        })
+    shapes["model.norm.weight"] = (hidden,)
+    shapes["lm_head.weight"] = (vocab, hidden)
+    return shapes
+
+
+def read_state_dict(model_dir):
+    """All weights of a Llama checkpoint directory as {HF name: numpy array in HF layout}.
+
+    lm_head.weight is absent when the checkpoint ties it to the embeddings (tie_word_embeddings)."""
+    model_dir = _model_dir(model_dir)
+    config = read_config(model_dir)
+    files, kind = _weight_files(model_dir)
+    tensors, origin = {}, {}
+    for path in tqdm(files, desc=f"reading {model_dir.name}", unit="file", disable=None):
+        if kind == "safetensors":
+            stored, paddle_layout = _read_safetensors(path)
+        elif kind == "torch":
+            stored, paddle_layout = _read_torch(path), False
+        else:
+            stored, paddle_layout = _read_paddle(path), True
+        for name, array in stored.items():
+            try:
+                converted = _to_hf(name, array, paddle_layout, config)
+            except ValueError as e:  # a fused weight that does not split as config.json says
+                raise UserError(f"{path}: {name} of shape {array.shape} does not match config.json ({e})") from None
+            for hf_name, hf_array in converted:
+                tensors[hf_name], origin[hf_name] = hf_array, path
+        del stored
+    tied = config.get("tie_word_embeddings", False)
+    for name, shape in _expected_shapes(config).items():
+        if name not in tensors:
+            if name == "lm_head.weight" and tied:
+                continue
+            raise UserError(f"{model_dir}: the weights lack {name} (the checkpoint is incomplete or not a "
+                            "Llama model; download or save it again)")
+        if tuple(tensors[name].shape) != shape:
+            raise UserError(f"{origin[name]}: {name} has shape {tuple(tensors[name].shape)} but config.json "
+                            f"implies {shape} (the weights and config.json do not belong together)")
+    return tensors

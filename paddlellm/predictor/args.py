@@ -1,0 +1,95 @@
+"""Predictor flags (PaddleNLP's names) and their validation."""
+import os
+from dataclasses import dataclass
+from typing import Optional
+
+from paddlellm.argparsing import ArgumentParser, add_bool
+from paddlellm.device import DEVICES, DTYPES
+from paddlellm.errors import UserError
+from paddlellm.predictor.sampling import SamplingParams
+
+
+@dataclass
+class PredictorArgs:
+    model_name_or_path: str
+    mode: str = "dynamic"
+    inference_model: Optional[bool] = None
+    block_attn: Optional[bool] = None
+    dtype: Optional[str] = None  # None: float32 in dynamic mode, the manifest's in static mode
+    device: Optional[str] = None  # None: cpu in dynamic mode, the manifest's in static mode
+    src_length: int = 1024
+    max_length: int = 1024
+    batch_size: int = 1
+    decode_strategy: str = "sampling"
+    top_k: int = 0
+    top_p: float = 0.7
+    temperature: float = 0.95
+    repetition_penalty: float = 1.0
+    seed: int = 42
+    chat_template: Optional[str] = None
+    data_file: Optional[str] = None
+    output_file: Optional[str] = None
+    cpu_threads: int = 0  # 0: every core this process may use
+    quiet: bool = False
+
+    def sampling(self):
+        return SamplingParams(self.decode_strategy, self.top_k, self.top_p, self.temperature,
+                              self.repetition_penalty, self.seed)
+
+    def threads(self):
+        return self.cpu_threads or len(os.sched_getaffinity(0))
+
+
+def build_parser():
+    p = ArgumentParser(prog="predictor.py", description="Generate text with a Llama model (dynamic or exported static).")
+    p.add_argument("--model_name_or_path", required=True, help="checkpoint dir (dynamic) or exported dir (static)")
+    p.add_argument("--mode", default="dynamic", help="dynamic | static")
+    add_bool(p, "--inference_model", "use the inference model (the only kind paddlellm has; accepted for PaddleNLP recipes)")
+    add_bool(p, "--block_attn", "paged KV cache (must match the export)")
+    p.add_argument("--dtype", default=None, help=f"{' | '.join(DTYPES)} (static mode: taken from the export)")
+    p.add_argument("--device", default=None, help=f"{' | '.join(DEVICES)}")
+    p.add_argument("--src_length", type=int, default=1024, help="maximum prompt tokens")
+    p.add_argument("--max_length", type=int, default=1024, help="maximum new tokens")
+    p.add_argument("--batch_size", type=int, default=1)
+    p.add_argument("--decode_strategy", default="sampling", help="greedy_search | sampling")
+    p.add_argument("--top_k", type=int, default=0)
+    p.add_argument("--top_p", type=float, default=0.7)
+    p.add_argument("--temperature", type=float, default=0.95, help="0 means greedy")
+    p.add_argument("--repetition_penalty", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=42, help="sampling seed")
+    p.add_argument("--chat_template", default=None,
+                   help="'none' sends the raw text; a file path gives a template; default: the tokenizer's own")
+    p.add_argument("--data_file", default=None, help='JSONL, one {"src": ...} a line')
+    p.add_argument("--output_file", default=None, help="JSONL results, one line per input, in input order")
+    p.add_argument("--cpu_threads", type=int, default=0, help="CPU math threads (0: all available cores)")
+    p.add_argument("--quiet", action="store_true", help="print no generations, only the summary")
+    return p
+
+
+def parse_args(argv) -> PredictorArgs:
+    args = PredictorArgs(**vars(build_parser().parse_args(argv)))
+    check_args(args)
+    return args
+
+
+def check_args(a: PredictorArgs):
+    def require(ok, message):
+        if not ok:
+            raise UserError(message)
+
+    require(a.mode in ("dynamic", "static"), f"unknown --mode '{a.mode}' (choose dynamic or static)")
+    require(a.dtype is None or a.dtype in DTYPES, f"unknown --dtype '{a.dtype}' (choose one of: {', '.join(DTYPES)})")
+    require(a.device is None or a.device in DEVICES, f"unknown --device '{a.device}' (choose one of: {', '.join(DEVICES)})")
+    require(a.src_length >= 1, f"--src_length must be at least 1, got {a.src_length}")
+    require(a.max_length >= 1, f"--max_length must be at least 1 new token, got {a.max_length}")
+    require(a.batch_size >= 1, f"--batch_size must be at least 1, got {a.batch_size}")
+    require(a.decode_strategy in ("greedy_search", "sampling"),
+            f"unknown --decode_strategy '{a.decode_strategy}' (choose greedy_search or sampling)")
+    require(a.top_k >= 0, f"--top_k must be 0 (off) or positive, got {a.top_k}")
+    require(0.0 < a.top_p <= 1.0, f"--top_p must be in (0, 1], got {a.top_p}")
+    require(a.temperature >= 0.0, f"--temperature must be 0 (greedy) or positive, got {a.temperature}")
+    require(a.repetition_penalty > 0.0, f"--repetition_penalty must be positive, got {a.repetition_penalty}")
+    require(a.cpu_threads >= 0, f"--cpu_threads must be 0 (all cores) or positive, got {a.cpu_threads}")
+    if a.block_attn and a.mode == "dynamic":
+        raise UserError("--block_attn needs --mode static with a model exported with --block_attn "
+                        "(block attention is not available in this version; drop --block_attn)")

@@ -1,0 +1,122 @@
+"""The predictor CLI on tiny random Llamas: dynamic vs static, batching, dtypes, sampling, outputs."""
+import numpy as np
+import pytest
+import torch
+import transformers
+
+from cli_helpers import GREEDY, PROMPTS, predict, write_jsonl
+from paddlellm.tokenizer import load_tokenizer
+
+
+@pytest.fixture
+def data_file(tmp_path):
+    return write_jsonl(tmp_path / "prompts.jsonl", [{"src": p} for p in PROMPTS])
+
+
+@pytest.mark.parametrize("which", ["gqa", "mha_tied"])
+def test_static_gives_the_dynamic_tokens(request, tmp_path, data_file, which):
+    source, exported = (("tiny_llama", "exported") if which == "gqa" else ("tiny_llama_mha", "exported_mha"))
+    dynamic = predict(request.getfixturevalue(source), tmp_path / "d.jsonl", "--mode", "dynamic",
+                      "--data_file", data_file, "--batch_size", 2, *GREEDY)
+    static = predict(request.getfixturevalue(exported), tmp_path / "s.jsonl", "--mode", "static",
+                     "--inference_model", "--data_file", data_file, "--batch_size", 2, *GREEDY)
+    assert [r["src"] for r in static] == PROMPTS
+    assert [r["output_ids"] for r in static] == [r["output_ids"] for r in dynamic]
+    assert all(len(r["output_ids"]) > 0 for r in static)
+
+
+def test_tokens_match_hf_generate(tiny_llama, tmp_path, data_file):
+    rows = predict(tiny_llama, tmp_path / "d.jsonl", "--data_file", data_file, "--chat_template", "none", *GREEDY)
+    hf = transformers.AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.float32).eval()
+    tokenizer = load_tokenizer(tiny_llama)
+    for row in rows:
+        ids = tokenizer.encode(row["src"])
+        with torch.no_grad():
+            out = hf.generate(torch.tensor([ids]), max_new_tokens=12, do_sample=False,
+                              eos_token_id=tokenizer.eos_token_ids, pad_token_id=tokenizer.pad_token_id)
+        expected = [t for t in out[0, len(ids):].tolist() if t not in tokenizer.eos_token_ids]
+        assert row["output_ids"] == expected
+        assert row["output"] == tokenizer.decode(expected)
+
+
+def test_batch_gives_the_one_by_one_tokens(exported, tmp_path, data_file):
+    alone = predict(exported, tmp_path / "1.jsonl", "--mode", "static", "--data_file", data_file, "--batch_size", 1, *GREEDY)
+    batched = predict(exported, tmp_path / "4.jsonl", "--mode", "static", "--data_file", data_file, "--batch_size", 4, *GREEDY)
+    assert [r["output_ids"] for r in batched] == [r["output_ids"] for r in alone]
+
+
+def test_bfloat16_dynamic_and_static_agree(tiny_llama, tmp_path, data_file):
+    from paddlellm.export.exporter import export_model
+
+    out = export_model(tiny_llama, tmp_path / "bf16", dtype="bfloat16")
+    dynamic = predict(tiny_llama, tmp_path / "d.jsonl", "--dtype", "bfloat16", "--data_file", data_file, *GREEDY)
+    static = predict(out, tmp_path / "s.jsonl", "--mode", "static", "--data_file", data_file, *GREEDY)
+    assert [r["output_ids"] for r in static] == [r["output_ids"] for r in dynamic]
+    assert (out / "model.pdiparams").stat().st_size < 0.6 * (tiny_llama / "model.safetensors").stat().st_size
+
+
+def test_max_length_bounds_new_tokens(exported, tmp_path, data_file):
+    rows = predict(exported, tmp_path / "o.jsonl", "--mode", "static", "--data_file", data_file,
+                   "--decode_strategy", "greedy_search", "--max_length", 3)
+    assert all(len(r["output_ids"]) <= 3 for r in rows)
+    assert any(len(r["output_ids"]) == 3 for r in rows)
+
+
+def test_sampling_is_seeded_and_temperature_zero_is_greedy(exported, tmp_path, data_file):
+    base = ["--mode", "static", "--data_file", data_file, "--max_length", 12]
+    sample = ["--decode_strategy", "sampling", "--top_p", 0.9, "--top_k", 50, "--temperature", 1.5]
+    first = predict(exported, tmp_path / "a.jsonl", *base, *sample, "--seed", 7)
+    again = predict(exported, tmp_path / "b.jsonl", *base, *sample, "--seed", 7)
+    other = predict(exported, tmp_path / "c.jsonl", *base, *sample, "--seed", 8)
+    assert [r["output_ids"] for r in first] == [r["output_ids"] for r in again]
+    assert [r["output_ids"] for r in first] != [r["output_ids"] for r in other]
+    greedy = predict(exported, tmp_path / "g.jsonl", *base, "--decode_strategy", "greedy_search")
+    cold = predict(exported, tmp_path / "t.jsonl", *base, "--decode_strategy", "sampling", "--temperature", 0)
+    top1 = predict(exported, tmp_path / "k.jsonl", *base, "--decode_strategy", "sampling", "--top_k", 1)
+    assert [r["output_ids"] for r in cold] == [r["output_ids"] for r in greedy] == [r["output_ids"] for r in top1]
+
+
+def test_repetition_penalty_changes_the_output(exported, tmp_path, data_file):
+    base = ["--mode", "static", "--data_file", data_file, *GREEDY]
+    plain = predict(exported, tmp_path / "a.jsonl", *base)
+    penalized = predict(exported, tmp_path / "b.jsonl", *base, "--repetition_penalty", 5.0)
+    assert [r["output_ids"] for r in plain] != [r["output_ids"] for r in penalized]
+    for row in penalized:  # a strong penalty rarely repeats a token
+        assert len(set(row["output_ids"])) >= len(row["output_ids"]) - 2
+
+
+def test_chat_template_is_applied_unless_none(exported, tmp_path, data_file, monkeypatch):
+    import paddlellm.predictor.main as predictor
+
+    seen = []
+    original = predictor.generate_batch
+    monkeypatch.setattr(predictor, "generate_batch", lambda runner, prompts, *a: seen.append(prompts) or original(runner, prompts, *a))
+    tokenizer = load_tokenizer(exported)
+    base = ["--mode", "static", "--data_file", data_file, "--batch_size", 4, *GREEDY]
+    predict(exported, tmp_path / "a.jsonl", *base)
+    predict(exported, tmp_path / "b.jsonl", *base, "--chat_template", "none")
+    templated = tokenizer.encode(f"<|im_start|>user\n{PROMPTS[0]}<|im_end|>\n<|im_start|>assistant\n", add_special_tokens=False)
+    assert seen[0][0] == templated
+    assert seen[1][0] == tokenizer.encode(PROMPTS[0])
+
+
+def test_demo_prompts_without_data_file(exported, tmp_path, capsys):
+    rows = predict(exported, tmp_path / "o.jsonl", "--mode", "static", "--max_length", 4, "--batch_size", 4)
+    assert len(rows) >= 3 and all(r["src"] for r in rows)
+    assert "tok/s" in capsys.readouterr().out
+
+
+def test_logits_of_static_match_dynamic(tiny_llama, exported):
+    from paddlellm.export.manifest import read_manifest
+    from paddlellm.models.llama.loader import load_model
+    from paddlellm.predictor.runners import DynamicRunner, StaticRunner
+
+    ids = np.array([[3, 4, 5, 6], [0, 0, 7, 8]], dtype=np.int64)
+    pad = np.array([0, 2], dtype=np.int64)
+    outs = []
+    for runner in (DynamicRunner(load_model(tiny_llama), 2), StaticRunner(exported, read_manifest(exported), "cpu", 2)):
+        logits, caches = runner.step(ids, pad, 0, runner.new_caches(2, 6))
+        step2, _ = runner.step(np.array([[9], [10]]), pad, 4, caches)
+        outs.append((logits, step2))
+    np.testing.assert_allclose(outs[0][0], outs[1][0], atol=1e-5)
+    np.testing.assert_allclose(outs[0][1], outs[1][1], atol=1e-5)
