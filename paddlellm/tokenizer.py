@@ -11,7 +11,8 @@ Two sources, picked in this order from the model directory:
   the text, and decoding with ``▁`` -> space, byte fallback and one leading space stripped.
 
 ``tokenizer_config.json`` (optional) supplies bos/eos/pad/unk tokens, added tokens, the chat template,
-clean_up_tokenization_spaces and, for tokenizer.model, add_bos_token/add_eos_token/legacy/add_prefix_space; ``chat_template.jinja`` overrides its template.
+clean_up_tokenization_spaces and, for tokenizer.model, add_bos_token/add_eos_token/legacy/add_prefix_space;
+``chat_template.jinja`` overrides its template. generation_config.json and config.json add eos ids.
 """
 import json
 import re
@@ -183,7 +184,7 @@ class JsonTokenizer(Tokenizer):
         return self._tk.encode(text, add_special_tokens=add_special_tokens).ids
 
     def decode(self, ids, skip_special_tokens=True):
-        return self._finish_decode(self._tk.decode(list(ids), skip_special_tokens=skip_special_tokens))
+        return self._finish_decode(self._tk.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens))
 
 
 class SentencePieceTokenizer(Tokenizer):

@@ -102,6 +102,8 @@ def compare(path, texts):
 ], ids=["bytelevel", "no-post-processor", "template-bos", "add-bos-ignored"])
 def test_tokenizer_json_matches_hf(tmp_path, post_processor, config):
     hf, ours = compare(bpe_tokenizer(tmp_path, post_processor, **config), BPE_TEXTS)
+    for text in PLAIN:
+        assert ours.decode(ours.encode(text)) == text
     assert ours.bos_token_id == hf.bos_token_id
     assert ours.eos_token_ids == [hf.eos_token_id]
     assert ours.apply_chat_template(MESSAGES) == hf.apply_chat_template(MESSAGES, tokenize=False, add_generation_prompt=True)

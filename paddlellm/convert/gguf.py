@@ -22,7 +22,8 @@ GLOBAL_TENSORS = {"token_embd": "model.embed_tokens", "output_norm": "model.norm
 LAYER_TENSORS = {
     "attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm",
     "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
-    "attn_output": "self_attn.o_proj", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj", "ffn_down": "mlp.down_proj",
+    "attn_output": "self_attn.o_proj", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj",
+    "ffn_down": "mlp.down_proj",
 }
 LLAMA3_REGEX = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
                 r"|\s*[\r\n]+|\s+(?!\S)|\s+")
@@ -35,7 +36,8 @@ def open_gguf(path):
     """Open a GGUF file with gguf.GGUFReader; missing, unreadable or non-llama files raise UserError."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"GGUF file {path} {'is not a file' if path.exists() else 'does not exist'} (check the --gguf path)")
+        problem = "is not a file" if path.exists() else "does not exist"
+        raise UserError(f"GGUF file {path} {problem} (check the --gguf path)")
     with open(path, "rb") as fh:
         if fh.read(4) != b"GGUF":
             raise UserError(f"{path} is not a GGUF file (it lacks the GGUF magic bytes; pass a .gguf model file)")
@@ -69,7 +71,8 @@ def build_config(reader):
     head_dim = int(field(reader, "llama.attention.key_length", hidden // heads))
     rot = int(field(reader, "llama.rope.dimension_count", head_dim))
     if rot != head_dim:
-        raise UserError(f"partial rotary embeddings ({rot} of {head_dim} dims) are not supported (use a standard llama GGUF)")
+        raise UserError(f"partial rotary embeddings ({rot} of {head_dim} dims) are not supported "
+                        "(use a standard llama GGUF)")
     names = {t.name: t for t in reader.tensors}
     if "token_embd.weight" not in names:
         raise UserError("GGUF has no token_embd.weight tensor (the file is not a complete llama GGUF)")
@@ -86,10 +89,10 @@ def build_config(reader):
         "max_position_embeddings": int(field(reader, "llama.context_length", 2048)),
         "tie_word_embeddings": "output.weight" not in names, "torch_dtype": "float32",
     }
-    for key, name in (("bos_token_id", "bos_token_id"), ("eos_token_id", "eos_token_id"), ("pad_token_id", "padding_token_id")):
-        value = field(reader, f"tokenizer.ggml.{name}", None)
+    for key, meta in (("bos", "bos"), ("eos", "eos"), ("pad", "padding")):
+        value = field(reader, f"tokenizer.ggml.{meta}_token_id", None)
         if value is not None:
-            cfg[key] = int(value)
+            cfg[f"{key}_token_id"] = int(value)
     scaling = rope_scaling(reader, cfg, names.get("rope_freqs.weight"))
     if scaling:
         cfg["rope_scaling"] = scaling
@@ -118,7 +121,8 @@ def rope_scaling(reader, cfg, freqs_tensor):
         low, high = round(-icpt / slope, 4), round((1 - icpt) / slope, 4)
     s = np.clip((orig / wavelen - low) / (high - low), 0, 1)
     if not np.allclose(1 / ((1 - s) / factor + s), divisors, rtol=1e-3):
-        raise UserError("rope_freqs tensor does not follow llama3 rope scaling (this GGUF's rope scaling is not supported)")
+        raise UserError("rope_freqs tensor does not follow llama3 rope scaling "
+                        "(this GGUF's rope scaling is not supported)")
     return {"rope_type": "llama3", "factor": factor, "low_freq_factor": float(low), "high_freq_factor": float(high),
             "original_max_position_embeddings": orig}
 
@@ -234,7 +238,8 @@ def build_tokenizer(reader):
                             for i, ty in enumerate(types) if ty in (CONTROL, UNKNOWN)])
     tok.add_tokens([AddedToken(tokens[i], special=False, normalized=False)
                     for i, ty in enumerate(types) if ty == USER_DEFINED])
-    flags = {k: bool(field(reader, f"tokenizer.ggml.add_{k}_token", kind == "llama" and k == "bos")) for k in ("bos", "eos")}
+    flags = {k: bool(field(reader, f"tokenizer.ggml.add_{k}_token", kind == "llama" and k == "bos"))
+             for k in ("bos", "eos")}
     bos, eos = (field(reader, f"tokenizer.ggml.{k}_token_id", None) if flags[k] else None for k in ("bos", "eos"))
     if bos is not None or eos is not None:  # BOS/EOS around every sequence, as llama.cpp adds them
 
@@ -324,7 +329,8 @@ def convert(gguf_path, output_path, overwrite=False):
     def write(tmp):
         save_file(convert_tensors(reader, cfg), str(tmp / "model.safetensors"), metadata={"format": "pt"})
         tokenizer.save(str(tmp / "tokenizer.json"))
-        for name, data in (("config.json", cfg), ("tokenizer_config.json", tok_cfg), ("generation_config.json", gen_cfg)):
+        files = {"config.json": cfg, "tokenizer_config.json": tok_cfg, "generation_config.json": gen_cfg}
+        for name, data in files.items():
             (tmp / name).write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
     write_atomically(out, overwrite, write)

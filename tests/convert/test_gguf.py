@@ -188,7 +188,8 @@ def write_gguf(path, qtypes=None, tokens=None, types=None, tokenizer=gpt2_metada
     w.add_bos_token_id(1)
     w.add_eos_token_id(2)
     w.add_add_bos_token(add_bos)
-    w.add_chat_template("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}")
+    w.add_chat_template("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+                        "{% endfor %}")
     rng = np.random.default_rng(0)
     d = hidden // heads
     shapes = {"token_embd.weight": (len(tokens), hidden), "output_norm.weight": (hidden,),
@@ -196,7 +197,8 @@ def write_gguf(path, qtypes=None, tokens=None, types=None, tokenizer=gpt2_metada
     for i in range(LAYERS):
         shapes.update({f"blk.{i}.attn_norm.weight": (hidden,), f"blk.{i}.ffn_norm.weight": (hidden,),
                        f"blk.{i}.attn_q.weight": (heads * d, hidden), f"blk.{i}.attn_k.weight": (KV_HEADS * d, hidden),
-                       f"blk.{i}.attn_v.weight": (KV_HEADS * d, hidden), f"blk.{i}.attn_output.weight": (hidden, heads * d),
+                       f"blk.{i}.attn_v.weight": (KV_HEADS * d, hidden),
+                       f"blk.{i}.attn_output.weight": (hidden, heads * d),
                        f"blk.{i}.ffn_gate.weight": (FFN, hidden), f"blk.{i}.ffn_up.weight": (FFN, hidden),
                        f"blk.{i}.ffn_down.weight": (hidden, FFN)})
     written = {}

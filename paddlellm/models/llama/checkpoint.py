@@ -8,9 +8,9 @@ Weight files, the first kind found wins:
    (paddle.load).
 
 Layouts. HF layout has linear weights as [out_features, in_features]. Paddle layout ([in, out]) is
-assumed for every .pdparams file and for safetensors whose metadata says ``{"format": "np"}``, which is
-what paddleformers' ``save_pretrained(save_to_hf=False, safe_serialization=True)`` and PaddleNLP's
-unified checkpoints write; its default (flex checkpoint) and ``save_to_hf=True`` saves are HF layout
+assumed for every .pdparams file and for safetensors whose metadata says ``{"format": "np"}`` (or "pd"),
+which paddleformers writes with ``save_to_hf=False`` (``save_pretrained`` outside its default flex
+checkpoint path, Trainer unified checkpoints); its default and ``save_to_hf=True`` saves are HF layout
 (no metadata, or ``{"format": "pt"}``). In Paddle layout the ``*_proj`` weights are transposed; lm_head is
 [vocab, hidden] in paddleformers >= 1.0 and [hidden, vocab] in older PaddleNLP, told apart by config.json
 (only ambiguous when vocab_size == hidden_size). Names may start with ``llama.`` (PaddleNLP),
@@ -90,29 +90,29 @@ def _bf16(bits):
 
 def _read_safetensors(path):
     """(tensors, paddle_layout). BF16 is read from the raw bytes (safetensors' numpy backend may lack it)."""
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
     size = path.stat().st_size
-    with open(path, "rb") as f:
-        head = f.read(8)
-        length = struct.unpack("<Q", head)[0] if len(head) == 8 else size
-        try:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+            length = struct.unpack("<Q", head)[0] if len(head) == 8 else size
             if length > size - 8:
                 raise ValueError("header longer than the file")
             header = json.loads(f.read(length))
-        except ValueError as e:
-            raise UserError(f"{path} is not a safetensors file ({e}; download it again)") from None
-    metadata = header.pop("__metadata__", None) or {}
-    tensors = {}
-    with safe_open(str(path), framework="np") as sf:
-        for name, info in header.items():
-            if info.get("dtype") == "BF16":
-                start, end = info["data_offsets"]
-                bits = np.fromfile(path, dtype="<u2", count=(end - start) // 2, offset=8 + length + start)
-                tensors[name] = _bf16(bits.reshape(info["shape"]))
-            else:
-                tensors[name] = sf.get_tensor(name)
-    return tensors, metadata.get("format") == "np"
+        metadata = header.pop("__metadata__", None) or {}
+        tensors = {}
+        with safe_open(str(path), framework="np") as sf:
+            for name, info in header.items():
+                if info["dtype"] == "BF16":
+                    start, end = info["data_offsets"]
+                    bits = np.fromfile(path, dtype="<u2", count=(end - start) // 2, offset=8 + length + start)
+                    tensors[name] = _bf16(bits.reshape(info["shape"]))
+                else:
+                    tensors[name] = sf.get_tensor(name)
+    except (ValueError, KeyError, TypeError, AttributeError, SafetensorError) as e:
+        raise UserError(f"{path} is not a valid safetensors file ({e}; download it again)") from None
+    return tensors, isinstance(metadata, dict) and metadata.get("format") in ("np", "pd")
 
 
 class _Storage:
@@ -180,7 +180,7 @@ def _read_torch(path):
     except zipfile.BadZipFile:
         raise UserError(f"{path} is not a zip-format PyTorch file (re-save it with torch >= 1.6 "
                         "or convert it to safetensors)") from None
-    except (ValueError, KeyError, pickle.UnpicklingError, EOFError) as e:
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError, pickle.UnpicklingError, EOFError) as e:
         raise UserError(f"cannot read {path}: {e} (download it again or convert it to safetensors)") from None
     if not isinstance(state, dict):
         raise UserError(f"{path} does not hold a state dict (save model.state_dict(), not the model)")
@@ -208,7 +208,7 @@ def _weight_files(model_dir):
             weight_map = _read_json(model_dir / index).get("weight_map")
             if not isinstance(weight_map, dict) or not weight_map:
                 raise UserError(f"{model_dir / index} has no weight_map (download it again)")
-            files = [model_dir / name for name in dict.fromkeys(weight_map.values())]
+            files = [model_dir / name for name in sorted(set(map(str, weight_map.values())))]
             for path in files:
                 if not path.is_file():
                     raise UserError(f"{path} not found, but {index} lists it (download the missing shard)")
@@ -253,7 +253,8 @@ def _to_hf(name, array, paddle_layout, config):
     if base.endswith(("mlp.gate_up_fused_proj", "mlp.up_gate_proj")):
         gate, up = np.split(array, 2, axis=0)
         stem = base.rpartition(".")[0]
-        return [(f"{stem}.gate_proj.{leaf}", np.ascontiguousarray(gate)), (f"{stem}.up_proj.{leaf}", np.ascontiguousarray(up))]
+        return [(f"{stem}.gate_proj.{leaf}", np.ascontiguousarray(gate)),
+                (f"{stem}.up_proj.{leaf}", np.ascontiguousarray(up))]
     return [(name, array)]
 
 

@@ -26,12 +26,15 @@ def as_numpy(tensor):
     return tensor.detach().float().numpy()
 
 
-def save_bin(model, path, shards=1, views=False):
+def save_bin(model, path, shards=1, views=False, parameters=False):
     """pytorch_model.bin (or `shards` shards plus index) the way transformers 4 wrote them; `views` stores
-    every tensor as a view into one shared storage (offsets), transposed ones with Fortran strides."""
+    every tensor as a view into one shared storage (offsets), transposed ones with Fortran strides;
+    `parameters` stores nn.Parameter objects instead of plain tensors."""
     path.mkdir(parents=True, exist_ok=True)
     model.config.save_pretrained(path)
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    if parameters:
+        state = {k: torch.nn.Parameter(v) for k, v in state.items()}
     if views:
         flat, offset = torch.zeros(sum(v.numel() for v in state.values()), dtype=model.dtype), 0
         for name, value in state.items():
@@ -59,6 +62,7 @@ HF_FORMATS = {
     "bin": lambda m, p: save_bin(m, p),
     "bin_sharded": lambda m, p: save_bin(m, p, shards=3),
     "bin_views": lambda m, p: save_bin(m, p, views=True),
+    "bin_parameters": lambda m, p: save_bin(m, p, parameters=True),
 }
 
 
