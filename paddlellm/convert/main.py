@@ -1,0 +1,22 @@
+"""`llm/tools/convert_gguf.py`: a llama-architecture GGUF file to an HF-format Llama checkpoint."""
+import sys
+
+from paddlellm.argparsing import ArgumentParser
+
+
+def main(argv):
+    parser = ArgumentParser(prog="convert_gguf.py", description=__doc__.split(": ", 1)[1])
+    parser.add_argument("--gguf", required=True, help="input .gguf file (general.architecture must be llama)")
+    parser.add_argument("--output_path", required=True, help="output directory for the HF checkpoint")
+    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty output directory")
+    args = parser.parse_args(argv)
+    from paddlellm.convert.gguf import convert
+
+    print(f"wrote {convert(args.gguf, args.output_path, overwrite=args.overwrite)}")
+    return 0
+
+
+if __name__ == "__main__":
+    from paddlellm.cli import run_main
+
+    sys.exit(run_main(main))
