@@ -1,17 +1,9 @@
 """Shared fixtures: tiny random Llamas and their exports."""
 import pytest
 
+from paddlellm.compat import hide_paddlecodec_from_transformers
 
-def _hide_paddlecodec_from_transformers():
-    """paddlecodec (a paddleformers dependency) installs a `torchcodec` module without package metadata;
-    transformers then finds the module, asks for its version and fails to import its models."""
-    import transformers.utils
-    import transformers.utils.import_utils as import_utils
-
-    import_utils.is_torchcodec_available = transformers.utils.is_torchcodec_available = lambda: False
-
-
-_hide_paddlecodec_from_transformers()
+hide_paddlecodec_from_transformers()
 
 from tiny_models import make_tiny_llama  # noqa: E402
 

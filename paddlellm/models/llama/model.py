@@ -62,9 +62,10 @@ def linear(x, weight):
     return paddle.matmul(x, cast(weight, x.dtype))
 
 
-def rotate_half(x):
-    half = x.shape[-1] // 2
-    return paddle.concat([-x[..., half:], x[..., :half]], axis=-1)
+def rope(x, cos, sin_signed):
+    """Rotary embedding in HF's rotate-half layout: x*cos + rotate_half(x)*sin, where rotate_half(x)
+    = [-x2, x1] equals roll(x, half) * [-1.., 1..]; that sign is folded into sin_signed."""
+    return x * cos + paddle.roll(x, x.shape[-1] // 2, axis=-1) * sin_signed
 
 
 class LlamaLayer(nn.Layer):
@@ -85,30 +86,26 @@ class LlamaLayer(nn.Layer):
         self.gate_up_proj = param([c.hidden_size, 2 * c.intermediate_size])
         self.down_proj = param([c.intermediate_size, c.hidden_size])
 
-    def forward(self, h, cos, sin, bias, cache_offset, cache_k, cache_v):
+    def forward(self, h, cos, sin_signed, bias, cache_start, cache_end, cache_k, cache_v):
+        # Reshapes use 0 (keep this dim) and -1 so that no shape arithmetic enters the exported program.
         c = self.config
-        batch, seq = paddle.shape(h)[0], paddle.shape(h)[1]
         nh, nkv, hd, group = c.num_attention_heads, c.num_key_value_heads, c.head_dim, c.kv_group_size
         x = rms_norm(h, self.input_layernorm, c.rms_norm_eps)
-        qkv = linear(x, self.qkv_proj).reshape([batch, seq, nh + 2 * nkv, hd])
-        q, k, v = paddle.split(qkv, [nh, nkv, nkv], axis=2)
-        q = q * cos + rotate_half(q) * sin
-        k = k * cos + rotate_half(k) * sin
-        end = cache_offset + seq
-        cache_k[:, :, cache_offset:end] = k.transpose([0, 2, 1, 3])
-        cache_v[:, :, cache_offset:end] = v.transpose([0, 2, 1, 3])
+        qkv = linear(x, self.qkv_proj).reshape([0, 0, nh + 2 * nkv, hd])
+        qk, v = paddle.split(qkv, [nh + nkv, nkv], axis=2)
+        q, k = paddle.split(rope(qk, cos, sin_signed), [nh, nkv], axis=2)
+        cache_k[:, :, cache_start:cache_end] = k.transpose([0, 2, 1, 3])
+        cache_v[:, :, cache_start:cache_end] = v.transpose([0, 2, 1, 3])
         # Query heads sharing a KV head sit next to each other: fold them into the row axis so one
         # matmul per KV head serves the whole group, without repeating the cache.
-        q = q.reshape([batch, seq, nkv, group, hd]).transpose([0, 2, 3, 1, 4]).reshape([batch, nkv, -1, hd])
+        q = q.reshape([0, 0, nkv, group, hd]).transpose([0, 2, 3, 1, 4]).reshape([0, 0, -1, hd])
         scores = cast(paddle.matmul(q, cache_k, transpose_y=True), "float32") * (1.0 / math.sqrt(hd))
-        scores = scores.reshape([batch, nkv, group, seq, -1]) + bias
-        probs = cast(F.softmax(scores, axis=-1), q.dtype).reshape([batch, nkv, group * seq, -1])
-        attn = paddle.matmul(probs, cache_v).reshape([batch, nkv, group, seq, hd])
-        attn = attn.transpose([0, 3, 1, 2, 4]).reshape([batch, seq, nh * hd])
+        probs = cast(F.softmax(scores + bias, axis=-1), q.dtype)
+        attn = paddle.matmul(probs, cache_v).reshape([0, 0, group, -1, hd])
+        attn = attn.transpose([0, 3, 1, 2, 4]).reshape([0, 0, nh * hd])
         h = h + linear(attn, self.o_proj)
         x = rms_norm(h, self.post_attention_layernorm, c.rms_norm_eps)
-        gate, up = paddle.split(linear(x, self.gate_up_proj), 2, axis=-1)
-        return h + linear(F.silu(gate) * up, self.down_proj)
+        return h + linear(F.swiglu(linear(x, self.gate_up_proj)), self.down_proj)
 
 
 class LlamaForCausalLM(nn.Layer):
@@ -130,24 +127,25 @@ class LlamaForCausalLM(nn.Layer):
         return [batch, self.config.num_key_value_heads, length, self.config.head_dim]
 
     def forward(self, input_ids, pad_lens, cache_offset, caches):
-        seq = paddle.shape(input_ids)[1]
-        cache_len = paddle.shape(caches[0])[2]
-        steps = paddle.arange(seq, dtype="int64")
-        query_slots = cache_offset + steps
-        key_slots = paddle.arange(cache_len, dtype="int64")
+        c = self.config
+        cache_end = cache_offset + paddle.shape(input_ids)[1]
+        query_slots = paddle.arange(cache_offset, cache_end, dtype="int64")
+        key_slots = paddle.arange(paddle.shape(caches[0])[2], dtype="int64")
         allowed = (key_slots.unsqueeze(0) <= query_slots.unsqueeze(1)).unsqueeze(0)
         allowed = paddle.logical_and(allowed, (key_slots.unsqueeze(0) >= pad_lens.unsqueeze(1)).unsqueeze(1))
         bias = paddle.where(allowed, paddle.zeros([1], "float32"), paddle.full([1], MASKED, "float32"))
-        bias = bias.unsqueeze([1, 2])  # [batch, 1, 1, seq, cache_len]
+        # [batch, 1, group * seq, cache_len]: the rows of every query head of a KV group (see LlamaLayer)
+        bias = paddle.tile(bias.unsqueeze(1), [1, 1, c.kv_group_size, 1])
 
         positions = paddle.clip(query_slots.unsqueeze(0) - pad_lens.unsqueeze(1), min=0).astype("float32")
         freqs = positions.unsqueeze(-1) * self.inv_freq
-        angles = paddle.concat([freqs, freqs], axis=-1).unsqueeze(2)  # [batch, seq, 1, head_dim]
-        cos, sin = cast(paddle.cos(angles), self.compute_dtype), cast(paddle.sin(angles), self.compute_dtype)
+        cos = cast(paddle.cos(paddle.concat([freqs, freqs], axis=-1)).unsqueeze(2), self.compute_dtype)
+        sin = paddle.sin(freqs)
+        sin_signed = cast(paddle.concat([-sin, sin], axis=-1).unsqueeze(2), self.compute_dtype)
 
         h = cast(F.embedding(input_ids, self.embed_tokens), self.compute_dtype)
         for i, layer in enumerate(self.layers):
-            h = layer(h, cos, sin, bias, cache_offset, caches[2 * i], caches[2 * i + 1])
-        last = rms_norm(h[:, -1, :], self.norm, self.config.rms_norm_eps)
+            h = layer(h, cos, sin_signed, bias, cache_offset, cache_end, caches[2 * i], caches[2 * i + 1])
+        last = rms_norm(h[:, -1, :], self.norm, c.rms_norm_eps)
         logits = cast(linear(last, self.lm_head), "float32")
         return logits, caches
