@@ -53,7 +53,7 @@ def dtype_name(dtype):
 def rms_norm(x, weight, eps):
     """RMSNorm computed in float32, returned in x's dtype (as HF does)."""
     xf = cast(x, "float32")
-    xf = xf * paddle.rsqrt(xf.pow(2).mean(axis=-1, keepdim=True) + eps)
+    xf = xf * paddle.rsqrt((xf * xf).mean(axis=-1, keepdim=True) + eps)  # Paddle's CPU pow is ~60x slower
     return cast(xf, x.dtype) * cast(weight, x.dtype)
 
 
