@@ -133,7 +133,7 @@ class LlamaForCausalLM(nn.Layer):
         key_slots = paddle.arange(paddle.shape(caches[0])[2], dtype="int64")
         allowed = (key_slots.unsqueeze(0) <= query_slots.unsqueeze(1)).unsqueeze(0)
         allowed = paddle.logical_and(allowed, (key_slots.unsqueeze(0) >= pad_lens.unsqueeze(1)).unsqueeze(1))
-        bias = paddle.where(allowed, paddle.zeros([1], "float32"), paddle.full([1], MASKED, "float32"))
+        bias = (allowed.astype("float32") - 1.0) * -MASKED  # 0 where allowed, MASKED elsewhere
         # [batch, 1, group * seq, cache_len]: the rows of every query head of a KV group (see LlamaLayer)
         bias = paddle.tile(bias.unsqueeze(1), [1, 1, c.kv_group_size, 1])
 
