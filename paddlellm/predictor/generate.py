@@ -36,6 +36,7 @@ def generate_batch(runner, prompts, max_new_tokens, sampler: Sampler, eos_ids, p
 
     Returns ([Generated] in prompt order, GenerationStats). EOS itself is not part of token_ids.
     """
+    pad_id = 0 if pad_id is None else pad_id  # padding is masked out: any valid id will do
     batch, longest = len(prompts), max(len(p) for p in prompts)
     pad_lens = np.array([longest - len(p) for p in prompts], dtype=np.int64)
     input_ids = np.array([[pad_id] * (longest - len(p)) + list(p) for p in prompts], dtype=np.int64)
