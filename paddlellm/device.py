@@ -34,3 +34,19 @@ def paddle_place(device):
 def compute_dtype(dtype, device):
     """CPU Paddle has no bfloat16/float16 matmul kernels: there the weights stay narrow and the math is float32."""
     return "float32" if device == "cpu" else dtype
+
+
+def main(argv):
+    """`python -m paddlellm.device --check NAME`: exit 0 if the device is present, else one error line."""
+    if len(argv) != 2 or argv[0] != "--check":
+        raise UserError("usage: python -m paddlellm.device --check cpu|gpu|npu|dcu")
+    check_device(argv[1])
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    from paddlellm.cli import run_main
+
+    sys.exit(run_main(main))

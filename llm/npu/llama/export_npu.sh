@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Export a trained Llama to a static inference model for the NPU (float16).
+#   usage: bash export_npu.sh [SRC=./output/sft_bf16_llama_N1C8] [DST=./inference]     (any directory)
+#   env:   DEVICE=npu|cpu (cpu exports float32 for the CPU), LORA_BASE=BASE_DIR when SRC is a LoRA adapter
+# Block attention (PaddleNLP's --block_attn) is not in this version: the program uses a dense KV cache.
+set -euo pipefail
+src_path="$(realpath -m "${1:-./output/sft_bf16_llama_N1C8}")"
+dst_path="$(realpath -m "${2:-./inference}")"
+LOG_DIR=.
+source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/env.sh"
+dtype="float16"; [ "$DEVICE" = "cpu" ] && dtype="float32"
+
+if [ -n "${LORA_BASE:-}" ]; then
+    model=(--model_name_or_path "$LORA_BASE" --lora_path "$src_path")
+else
+    model=(--model_name_or_path "$src_path")
+fi
+"$PYTHON" "$ROOT/llm/predict/export_model.py" "${model[@]}" --inference_model \
+    --output_path "$dst_path" --dtype "$dtype" --device "$DEVICE"

@@ -1,0 +1,61 @@
+"""`llm/run_finetune.py`: SFT and LoRA on paddleformers' Trainer, configured as PaddleNLP's recipes are.
+
+Everything a user can get wrong (settings, data rows, device) is checked before output_dir is touched.
+"""
+import sys
+from functools import partial
+from pathlib import Path
+
+from paddlellm.errors import UserError
+from paddlellm.training import trainer as common
+from paddlellm.training.config import resolve
+from paddlellm.training.sft_data import SFTDataset, collate_sft, read_sft_file, tokenize_sft_example
+
+
+def load_sft_split(tokenizer, path, settings):
+    """Tokenized examples of one file; rows whose target does not fit at all are an error, not dropped."""
+    examples = []
+    for number, row in enumerate(read_sft_file(path), 1):
+        example = tokenize_sft_example(tokenizer, row, settings["max_length"], settings["src_length"])
+        if example is None:
+            raise UserError(f"{path}: example {number} leaves no room for its target within max_length "
+                            f"{settings['max_length']} (shorten it or raise max_length/src_length)")
+        examples.append(example)
+    return SFTDataset(examples)
+
+
+def main(argv):
+    from paddlellm.tokenizer import load_tokenizer
+
+    settings, training = resolve(argv, required=("model_name_or_path", "dataset_name_or_path", "output_dir"))
+    common.check_device_settings(settings, training)
+    data_dir = Path(settings["dataset_name_or_path"])
+    if not data_dir.is_dir():
+        raise UserError(f"dataset_name_or_path {data_dir} is not a directory (it must hold train.json and dev.json)")
+    tokenizer = load_tokenizer(settings.get("tokenizer_name_or_path") or settings["model_name_or_path"])
+    train_set = load_sft_split(tokenizer, data_dir / "train.json", settings)
+    do_eval = training.get("do_eval", False) or training.get("evaluation_strategy", "no") != "no"
+    dev_set = load_sft_split(tokenizer, data_dir / "dev.json", settings) if do_eval else None
+    training.setdefault("do_train", True)
+    resume = common.prepare_output_dir(training)
+
+    args = common.training_arguments(training)
+    model = common.load_model(settings, args)
+    from paddleformers.trainer import Trainer
+
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    trainer = Trainer(model=model, args=args, train_dataset=train_set, eval_dataset=dev_set,
+                      data_collator=partial(collate_sft, pad_id=pad_id))
+    if args.do_train:
+        result = trainer.train(resume_from_checkpoint=resume)
+        trainer.log_metrics("train", result.metrics)
+        common.save_final(trainer, settings, args.output_dir)
+    if dev_set is not None:
+        trainer.log_metrics("eval", trainer.evaluate())
+    return 0
+
+
+if __name__ == "__main__":
+    from paddlellm.cli import run_main
+
+    sys.exit(run_main(main))

@@ -1,0 +1,116 @@
+"""What SFT, LoRA and pretraining share: device checks, the paddleformers model, the Trainer, saving."""
+import os
+import shutil
+from pathlib import Path
+
+import paddle
+
+from paddlellm.device import check_device
+from paddlellm.errors import UserError
+
+# Fused kernels and half-precision training need an accelerator; on the CPU they are errors, not silently off.
+ACCELERATOR_ONLY = ("use_flash_attention", "use_fused_rms_norm", "use_fused_rope", "fuse_attention_qkv",
+                    "fuse_attention_ffn", "bf16", "fp16")
+DEFAULT_LORA_TARGETS = [f".*{name}.*" for name in ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")]
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json",
+                   "chat_template.jinja", "generation_config.json")
+
+
+def check_device_settings(settings, training):
+    """Pick the device (as PaddleNLP: --device, default gpu when Paddle has CUDA, else cpu) and check it."""
+    device = training.get("device") or ("gpu" if paddle.is_compiled_with_cuda() else "cpu")
+    check_device(device)
+    training["device"] = "gpu" if device == "dcu" else device
+    if device == "cpu":
+        for key in ACCELERATOR_ONLY:
+            if settings.get(key) or training.get(key):
+                raise UserError(f"'{key}' needs an accelerator (set it false when training with --device cpu)")
+    for key in ("zero_padding", "eval_with_do_generation"):
+        if settings.get(key):
+            raise UserError(f"'{key}' is not supported by paddlellm's trainer (set it false)")
+
+
+def prepare_output_dir(training):
+    """The checkpoint to resume from: the last one in output_dir unless overwrite_output_dir."""
+    from paddleformers.trainer.trainer_utils import get_last_checkpoint
+
+    output_dir = Path(training["output_dir"])
+    if output_dir.exists() and not output_dir.is_dir():
+        raise UserError(f"output_dir {output_dir} is a file (give a directory)")
+    if training.get("resume_from_checkpoint"):
+        checkpoint = Path(training.pop("resume_from_checkpoint"))
+        if not checkpoint.is_dir():
+            raise UserError(f"resume_from_checkpoint {checkpoint} does not exist")
+        return str(checkpoint)
+    if output_dir.is_dir() and not training.get("overwrite_output_dir"):
+        return get_last_checkpoint(str(output_dir))
+    return None
+
+
+def load_model(settings, args, from_scratch=False):
+    """paddleformers' Llama training model (optionally wrapped with LoRA) with the recipe's fused-op flags,
+    split for tensor parallelism as the TrainingArguments `args` (already built) say."""
+    from paddleformers.transformers import AutoConfig, LlamaForCausalLM
+
+    model_dir = settings["model_name_or_path"]
+    if not Path(model_dir, "config.json").is_file():
+        raise UserError(f"{model_dir}/config.json is missing (model_name_or_path must be a local Llama checkpoint)")
+    config = AutoConfig.from_pretrained(model_dir)
+    config.use_flash_attention = settings["use_flash_attention"]
+    config.fuse_rms_norm = settings["use_fused_rms_norm"]
+    config.use_fused_rope = settings["use_fused_rope"]
+    config.fuse_attention_qkv = settings["fuse_attention_qkv"]
+    config.fuse_attention_ffn = settings["fuse_attention_ffn"]
+    config.tensor_parallel_output = settings["tensor_parallel_output"]
+    config.tensor_model_parallel_size = args.tensor_model_parallel_size
+    config.tensor_parallel_rank = max(args.tensor_parallel_rank, 0)
+    config.sequence_parallel = args.sequence_parallel
+    dtype = "bfloat16" if args.bf16 else "float16" if args.fp16 else "float32"
+    if from_scratch:
+        model = LlamaForCausalLM.from_config(config, dtype=dtype)
+    else:
+        model = LlamaForCausalLM.from_pretrained(model_dir, config=config, dtype=dtype)
+    if settings["lora"]:
+        model = wrap_lora(model, settings, dtype)
+    return model
+
+
+def wrap_lora(model, settings, dtype):
+    from paddleformers.peft import LoRAConfig, LoRAModel
+
+    if settings["lora_path"]:
+        if not Path(settings["lora_path"]).is_dir():
+            raise UserError(f"lora_path {settings['lora_path']} does not exist")
+        model = LoRAModel.from_pretrained(model=model, lora_path=settings["lora_path"])
+    else:
+        rank = settings["lora_rank"]
+        alpha = settings["lora_alpha"] if settings["lora_alpha"] > 0 else 2.0 * rank
+        config = LoRAConfig(target_modules=settings["lora_target_modules"] or DEFAULT_LORA_TARGETS,
+                            r=rank, lora_alpha=alpha, dtype=dtype)
+        model = LoRAModel(model, config)
+    model.mark_only_lora_as_trainable()
+    return model
+
+
+def training_arguments(training):
+    from paddleformers.trainer import TrainingArguments
+
+    training.setdefault("report_to", "none")
+    try:
+        return TrainingArguments(**training)
+    except (ValueError, TypeError, AssertionError) as exc:
+        raise UserError(f"training settings rejected by paddleformers: {str(exc).strip().splitlines()[0]}") from None
+
+
+def save_final(trainer, settings, output_dir):
+    """Final weights (or the LoRA adapter) and the tokenizer files, in output_dir (rank 0 writes)."""
+    trainer.save_model(output_dir, last_fc_to_hf=True)  # HF-format weights and config.json, not flex shards
+    if trainer.args.should_save:
+        source = Path(settings.get("tokenizer_name_or_path") or settings["model_name_or_path"])
+        for name in TOKENIZER_FILES:
+            if (source / name).is_file():
+                shutil.copy2(source / name, Path(output_dir) / name)
+
+
+def world_size():
+    return int(os.environ.get("PADDLE_TRAINERS_NUM", "1"))
