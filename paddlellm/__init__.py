@@ -21,3 +21,4 @@ def _let_mkl_use_avx2_on_amd():
 _let_mkl_use_avx2_on_amd()
 # Importing paddle warns about ccache (a build cache for custom ops) on every run; it is not our concern.
 warnings.filterwarnings("ignore", message="No ccache found")
+warnings.filterwarnings("ignore", message="Setuptools is replacing distutils")  # from paddleformers' imports

@@ -8,3 +8,19 @@ def hide_paddlecodec_from_transformers():
     import transformers.utils.import_utils as import_utils
 
     import_utils.is_torchcodec_available = transformers.utils.is_torchcodec_available = lambda: False
+
+
+_IMPORT_NOTICES = ("Due to potential compatibility issues between PaddlePaddle and PyTorch",
+                   "PyTorch was not found. Models won't be available")
+
+
+def quiet_paddleformers_import():
+    """Importing paddleformers makes it and transformers log a notice each on stderr (paddleformers hides
+    torch from transformers); entry points keep stderr for their own one-line errors."""
+    import logging
+
+    def not_a_notice(record):
+        return not any(notice in str(record.msg) for notice in _IMPORT_NOTICES)
+
+    for name in ("PaddleFormers", "transformers"):
+        logging.getLogger(name).addFilter(not_a_notice)

@@ -28,8 +28,9 @@ def step_input_specs(config, cache_dtype):
             InputSpec([1], "int64", "cache_offset"), caches]
 
 
-def export_model(model_dir, output_path, dtype="float32", device="cpu"):
-    """Export `model_dir` (a checkpoint) into `output_path`; the directory appears whole or not at all."""
+def export_model(model_dir, output_path, dtype="float32", device="cpu", lora_path=None):
+    """Export `model_dir` (a checkpoint, with the LoRA adapter at `lora_path` merged in) into `output_path`;
+    the directory appears whole or not at all."""
     check_dtype(dtype)
     if device not in DEVICES:
         raise UserError(f"unknown --device '{device}' (choose one of: {', '.join(DEVICES)})")
@@ -42,8 +43,8 @@ def export_model(model_dir, output_path, dtype="float32", device="cpu"):
 
     paddle.set_device("cpu")
     started = time.perf_counter()
-    _log(f"loading {model_dir} as {dtype}")
-    model = load_model(model_dir, dtype=dtype, device=device)
+    _log(f"loading {model_dir} as {dtype}" + (f" with the LoRA adapter {lora_path}" if lora_path else ""))
+    model = load_model(model_dir, dtype=dtype, device=device, lora_path=lora_path)
     config, cache_dtype = model.config, compute_dtype(dtype, device)
     specs = step_input_specs(config, cache_dtype)
     staging = Path(tempfile.mkdtemp(prefix=f".{output_path.name}.export-", dir=output_path.parent))

@@ -11,6 +11,7 @@ def build_parser():
     p = ArgumentParser(prog="export_model.py", description="Export a Llama checkpoint to a static inference model.")
     p.add_argument("--model_name_or_path", required=True, help="checkpoint directory (HF format or Paddle pdparams)")
     p.add_argument("--output_path", required=True, help="directory to write (replaced whole if it is an earlier export)")
+    p.add_argument("--lora_path", default=None, help="LoRA adapter directory (paddleformers) to merge into the weights")
     add_bool(p, "--inference_model", "export the inference model (the only kind paddlellm exports)")
     p.add_argument("--dtype", default="float32", help=" | ".join(DTYPES))
     p.add_argument("--device", default="cpu", help=f"the device the program is for: {' | '.join(DEVICES)}")
@@ -27,7 +28,8 @@ def main(argv):
     for flag in ("block_attn", "quant_type", "cachekv_int8_type"):
         if getattr(args, flag):
             raise UserError(f"--{flag} is not available in this version of paddlellm (export without it)")
-    export_model(args.model_name_or_path, args.output_path, dtype=args.dtype, device=args.device)
+    export_model(args.model_name_or_path, args.output_path, dtype=args.dtype, device=args.device,
+                 lora_path=args.lora_path)
     return 0
 
 

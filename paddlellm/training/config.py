@@ -49,6 +49,7 @@ MODEL_DATA_KEYS = {
     "eval_with_do_generation": (bool, False),
     "autotuner_benchmark": (bool, False),
     "data_cache": (str, None),
+    "recompute": (bool, False),  # PaddleNLP's switch; paddleformers spells it recompute_granularity/method
 }
 # Keys a device script may pass that have no effect here; accepted so PaddleNLP recipes run unchanged.
 IGNORED_KEYS = {"intokens", "benchmark", "virtual_pp_degree", "enable_linear_fused_grad_add", "recompute_use_reentrant"}
@@ -156,6 +157,10 @@ def resolve(argv, required=("model_name_or_path", "output_dir"), defaults=None):
             else:
                 name = RENAMED.get(key, key)
                 training[name] = convert(value, train_types[name], key, source)
+    if settings["recompute"]:
+        training.setdefault("recompute_granularity", "full")
+        training.setdefault("recompute_method", "uniform")
+        training.setdefault("recompute_num_layers", 1)
     for key in required:
         if settings.get(key) is None and training.get(key) is None:
             raise UserError(f"missing key '{key}' (give it in the config file or as --{key})")

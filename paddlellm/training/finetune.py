@@ -34,25 +34,9 @@ def main(argv):
         raise UserError(f"dataset_name_or_path {data_dir} is not a directory (it must hold train.json and dev.json)")
     tokenizer = load_tokenizer(settings.get("tokenizer_name_or_path") or settings["model_name_or_path"])
     train_set = load_sft_split(tokenizer, data_dir / "train.json", settings)
-    do_eval = training.get("do_eval", False) or training.get("evaluation_strategy", "no") != "no"
-    dev_set = load_sft_split(tokenizer, data_dir / "dev.json", settings) if do_eval else None
-    training.setdefault("do_train", True)
-    resume = common.prepare_output_dir(training)
-
-    args = common.training_arguments(training)
-    model = common.load_model(settings, args)
-    from paddleformers.trainer import Trainer
-
+    dev_set = load_sft_split(tokenizer, data_dir / "dev.json", settings) if common.wants_eval(training) else None
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    trainer = Trainer(model=model, args=args, train_dataset=train_set, eval_dataset=dev_set,
-                      data_collator=partial(collate_sft, pad_id=pad_id))
-    if args.do_train:
-        result = trainer.train(resume_from_checkpoint=resume)
-        trainer.log_metrics("train", result.metrics)
-        common.save_final(trainer, settings, args.output_dir)
-    if dev_set is not None:
-        trainer.log_metrics("eval", trainer.evaluate())
-    return 0
+    return common.train_and_save(settings, training, train_set, dev_set, partial(collate_sft, pad_id=pad_id))
 
 
 if __name__ == "__main__":

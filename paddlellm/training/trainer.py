@@ -65,6 +65,8 @@ def load_model(settings, args, from_scratch=False):
     config.tensor_model_parallel_size = args.tensor_model_parallel_size
     config.tensor_parallel_rank = max(args.tensor_parallel_rank, 0)
     config.sequence_parallel = args.sequence_parallel
+    for name in ("recompute_granularity", "recompute_method", "recompute_num_layers"):
+        setattr(config, name, getattr(args, name))
     dtype = "bfloat16" if args.bf16 else "float16" if args.fp16 else "float32"
     if from_scratch:
         model = LlamaForCausalLM.from_config(config, dtype=dtype)
@@ -96,6 +98,10 @@ def training_arguments(training):
     from paddleformers.trainer import TrainingArguments
 
     training.setdefault("report_to", "none")
+    # paddleformers' default (flex_checkpoint) cannot resume without a hybrid-parallel group, i.e. in a
+    # single process; unified checkpoints resume everywhere and are what PaddleNLP's recipes use.
+    training.setdefault("save_checkpoint_format", "unified_checkpoint")
+    training.setdefault("load_checkpoint_format", training["save_checkpoint_format"])
     try:
         return TrainingArguments(**training)
     except (ValueError, TypeError, AssertionError) as exc:
@@ -114,3 +120,26 @@ def save_final(trainer, settings, output_dir):
 
 def world_size():
     return int(os.environ.get("PADDLE_TRAINERS_NUM", "1"))
+
+
+def train_and_save(settings, training, train_set, dev_set, collator, from_scratch=False):
+    """Build the Trainer once all input is checked; train (resuming from output_dir's last checkpoint),
+    save the final model and tokenizer files, evaluate on dev_set when given."""
+    from paddleformers.trainer import Trainer
+
+    training.setdefault("do_train", True)
+    resume = prepare_output_dir(training)
+    args = training_arguments(training)
+    model = load_model(settings, args, from_scratch=from_scratch)
+    trainer = Trainer(model=model, args=args, train_dataset=train_set, eval_dataset=dev_set, data_collator=collator)
+    if args.do_train:
+        result = trainer.train(resume_from_checkpoint=resume)
+        trainer.log_metrics("train", result.metrics)
+        save_final(trainer, settings, args.output_dir)
+    if dev_set is not None:
+        trainer.log_metrics("eval", trainer.evaluate())
+    return 0
+
+
+def wants_eval(training):
+    return bool(training.get("do_eval")) or training.get("evaluation_strategy", "no") != "no"

@@ -280,6 +280,25 @@ def _expected_shapes(config):
     return shapes
 
 
+def read_weight_file(path, kind, config):
+    """One weight file (`kind` as _weight_files says) as {HF name: array in HF layout}, fused weights split."""
+    if kind == "safetensors":
+        stored, paddle_layout = _read_safetensors(path)
+    elif kind == "torch":
+        stored, paddle_layout = _read_torch(path), False
+    else:
+        stored, paddle_layout = _read_paddle(path), True
+    tensors = {}
+    for name in list(stored):
+        array = stored.pop(name)
+        try:
+            converted = _to_hf(name, array, paddle_layout, config)
+        except ValueError as e:  # a fused weight that does not split as config.json says
+            raise UserError(f"{path}: {name} of shape {array.shape} does not match config.json ({e})") from None
+        tensors.update(converted)
+    return tensors
+
+
 def read_state_dict(model_dir):
     """All weights of a Llama checkpoint directory as {HF name: numpy array in HF layout}.
 
@@ -289,20 +308,8 @@ def read_state_dict(model_dir):
     files, kind = _weight_files(model_dir)
     tensors, origin = {}, {}
     for path in tqdm(files, desc=f"reading {model_dir.name}", unit="file", disable=None):
-        if kind == "safetensors":
-            stored, paddle_layout = _read_safetensors(path)
-        elif kind == "torch":
-            stored, paddle_layout = _read_torch(path), False
-        else:
-            stored, paddle_layout = _read_paddle(path), True
-        for name, array in stored.items():
-            try:
-                converted = _to_hf(name, array, paddle_layout, config)
-            except ValueError as e:  # a fused weight that does not split as config.json says
-                raise UserError(f"{path}: {name} of shape {array.shape} does not match config.json ({e})") from None
-            for hf_name, hf_array in converted:
-                tensors[hf_name], origin[hf_name] = hf_array, path
-        del stored
+        for hf_name, hf_array in read_weight_file(path, kind, config).items():
+            tensors[hf_name], origin[hf_name] = hf_array, path
     tied = config.get("tie_word_embeddings", False)
     for name, shape in _expected_shapes(config).items():
         if name not in tensors:

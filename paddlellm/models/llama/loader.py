@@ -12,10 +12,16 @@ def load_config(model_dir):
     return LlamaConfig.from_dict(read_config(model_dir), source=f"{model_dir}/config.json")
 
 
-def load_model(model_dir, dtype="float32", device="cpu"):
-    """The inference model in eval mode, weights in `dtype`, math in compute_dtype(dtype, device)."""
+def load_model(model_dir, dtype="float32", device="cpu", lora_path=None):
+    """The inference model in eval mode, weights in `dtype`, math in compute_dtype(dtype, device); a LoRA
+    adapter at `lora_path` is merged into the weights first."""
     config = load_config(model_dir)
-    state = read_state_dict(model_dir)
+    if lora_path is None:
+        state = read_state_dict(model_dir)
+    else:
+        from paddlellm.training.lora import merged_state_dict
+
+        state = merged_state_dict(model_dir, lora_path)
     model = LlamaForCausalLM(config, dtype=dtype, compute_dtype=compute_dtype(dtype, device))
     assign_hf_weights(model, state)
     model.eval()
