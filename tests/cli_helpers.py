@@ -1,5 +1,10 @@
 """Running entry points in-process, as a user would, and checking their results and errors."""
 import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -30,3 +35,24 @@ def fails(capsys, main, argv):
     assert exit_info.value.code == 2
     assert len(err) == 1 and err[0].startswith("error: "), err
     return err[0]
+
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = ROOT / "llm" / "config" / "llama" / "cpu_smoke.json"  # the CPU override of the device recipes
+
+
+def run_recipe(script, env, *args, timeout=1200):
+    """Run a recipe of llm/npu/llama (or a path) with extra environment, from env['WORK'] if given."""
+    env = {**os.environ, "PYTHON": sys.executable, **{k: str(v) for k, v in env.items()}}
+    path = Path(script) if "/" in str(script) else ROOT / "llm" / "npu" / "llama" / script
+    return subprocess.run(["bash", str(path), *map(str, args)], env=env, capture_output=True, text=True,
+                          timeout=timeout, cwd=env.get("WORK"))
+
+
+def losses(log_text):
+    """{step: training loss} from the Trainer's log lines."""
+    return {int(step): float(loss) for loss, step in re.findall(r"- loss: ([0-9.]+),.*?global_step: (\d+)", log_text)}
+
+
+def eval_losses(log_text):
+    return [float(x) for x in re.findall(r"eval_loss: ([0-9.]+)", log_text)]

@@ -32,3 +32,12 @@ def exported_mha(tiny_llama_mha, tmp_path_factory):
     from paddlellm.export.exporter import export_model
 
     return export_model(tiny_llama_mha, tmp_path_factory.mktemp("exported_mha") / "inference")
+
+
+@pytest.fixture(scope="session")
+def smollm2_checkpoint(tmp_path_factory):
+    """The reference model (SmolLM2-135M-Instruct GGUF) converted by our importer: an HF-format directory."""
+    from paddlellm.convert.gguf import convert
+    from paddlellm.reference import reference_gguf
+
+    return convert(reference_gguf(), tmp_path_factory.mktemp("smollm2") / "checkpoint")

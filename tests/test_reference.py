@@ -6,7 +6,6 @@ import torch
 import transformers
 
 from cli_helpers import predict, write_jsonl
-from paddlellm.convert.gguf import convert
 from paddlellm.export.exporter import export_model
 from paddlellm.export.manifest import read_manifest
 from paddlellm.models.llama.loader import load_model
@@ -28,11 +27,9 @@ NEW_TOKENS = 32
 
 
 @pytest.fixture(scope="module")
-def smollm(tmp_path_factory):
-    gguf = reference_gguf()
-    work = tmp_path_factory.mktemp("smollm2")
-    checkpoint = convert(gguf, work / "checkpoint")
-    inference = export_model(checkpoint, work / "inference")
+def smollm(smollm2_checkpoint, tmp_path_factory):
+    gguf, checkpoint = reference_gguf(), smollm2_checkpoint
+    inference = export_model(checkpoint, tmp_path_factory.mktemp("smollm2_export") / "inference")
     hf = transformers.AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32).eval()
     hf_tokenizer = transformers.AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     return checkpoint, inference, hf, hf_tokenizer, load_tokenizer(checkpoint)

@@ -36,7 +36,8 @@ def main(argv):
     train_set = load_sft_split(tokenizer, data_dir / "train.json", settings)
     dev_set = load_sft_split(tokenizer, data_dir / "dev.json", settings) if common.wants_eval(training) else None
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    return common.train_and_save(settings, training, train_set, dev_set, partial(collate_sft, pad_id=pad_id))
+    return common.train_and_save(settings, training, train_set, dev_set, partial(collate_sft, pad_id=pad_id,
+                                                                      pad_to_multiple_of=settings["pad_to_multiple_of"]))
 
 
 if __name__ == "__main__":

@@ -161,10 +161,13 @@ class SFTDataset(paddle.io.Dataset):
         return self.examples[i]
 
 
-def collate_sft(batch, pad_id):
-    """Right-pad a list of examples into int64 tensors input_ids (pad_id) and labels (-100). Any pad id
+def collate_sft(batch, pad_id, pad_to_multiple_of=None):
+    """Right-pad a list of examples into int64 tensors input_ids (pad_id) and labels (-100), to a width
+    that is a multiple of pad_to_multiple_of when given (fixed shapes for device kernels). Any pad id
     works: no real token attends to the padding after it and padded positions carry no loss."""
     width = max(len(example["input_ids"]) for example in batch)
+    if pad_to_multiple_of:
+        width = -(-width // pad_to_multiple_of) * pad_to_multiple_of
     input_ids = np.full((len(batch), width), 0 if pad_id is None else pad_id, dtype=np.int64)
     labels = np.full((len(batch), width), IGNORE_INDEX, dtype=np.int64)
     for row, example in enumerate(batch):

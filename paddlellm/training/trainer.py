@@ -3,6 +3,7 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import paddle
 
 from paddlellm.device import check_device
@@ -50,7 +51,7 @@ def prepare_output_dir(training):
 def load_model(settings, args, from_scratch=False):
     """paddleformers' Llama training model (optionally wrapped with LoRA) with the recipe's fused-op flags,
     split for tensor parallelism as the TrainingArguments `args` (already built) say."""
-    from paddleformers.transformers import AutoConfig, LlamaForCausalLM
+    from paddleformers.transformers import AutoConfig, LlamaForCausalLM, LlamaForCausalLMPipe
 
     model_dir = settings["model_name_or_path"]
     if not Path(model_dir, "config.json").is_file():
@@ -68,13 +69,39 @@ def load_model(settings, args, from_scratch=False):
     for name in ("recompute_granularity", "recompute_method", "recompute_num_layers"):
         setattr(config, name, getattr(args, name))
     dtype = "bfloat16" if args.bf16 else "float16" if args.fp16 else "float32"
-    if from_scratch:
-        model = LlamaForCausalLM.from_config(config, dtype=dtype)
-    else:
-        model = LlamaForCausalLM.from_pretrained(model_dir, config=config, dtype=dtype)
+    # Paddle's Embedding outputs zeros for padding_idx (torch's only stops its gradient), and paddleformers
+    # passes pad_token_id as padding_idx: where pad is eos (SmolLM2: <|im_end|>) every real eos would be a
+    # zero vector in training but not in inference. Labels, not pad ids, mark padding here.
+    pad_token_id, config.pad_token_id = config.pad_token_id, None
+    # with pipeline parallelism paddleformers' Trainer takes only the pipeline-layer model
+    model_class = LlamaForCausalLMPipe if args.pipeline_model_parallel_size > 1 else LlamaForCausalLM
+    if from_scratch or args.device == "cpu":
+        model = model_class.from_config(config, dtype=dtype)
+        if not from_scratch:
+            assign_checkpoint(model, model_dir)
+    else:  # on devices paddleformers' loader reshards the checkpoint for tensor parallelism
+        model = model_class.from_pretrained(model_dir, config=config, dtype=dtype)
+    model.config.pad_token_id = pad_token_id
     if settings["lora"]:
         model = wrap_lora(model, settings, dtype)
     return model
+
+
+def assign_checkpoint(model, model_dir):
+    """Load weights through our checkpoint reader: paddleformers' from_pretrained writes a metadata file
+    into the model directory and, with several processes, reshards through `.cuda()`, so it cannot run
+    multi-process on the CPU. Its names are HF's; its Linear weights are [in, out], lm_head [vocab, hidden]."""
+    from paddlellm.models.llama.checkpoint import read_state_dict
+
+    state = read_state_dict(model_dir)
+    values = {}
+    for name, param in model.state_dict().items():
+        source = name if name in state else "model.embed_tokens.weight" if name == "lm_head.weight" else None
+        if source is None:
+            raise UserError(f"{model_dir}: the weights lack {name} (the checkpoint does not fit this model)")
+        array = state[source].T if name.endswith("_proj.weight") else state[source]
+        values[name] = paddle.to_tensor(np.ascontiguousarray(array, dtype=np.float32)).astype(param.dtype)
+    model.set_state_dict(values)
 
 
 def wrap_lora(model, settings, dtype):

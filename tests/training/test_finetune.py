@@ -1,20 +1,16 @@
 """run_finetune: bad settings and data are refused before anything is written; SFT trains, resumes, exports."""
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
-from cli_helpers import fails
+from cli_helpers import ROOT, SMOKE, fails, losses, run_recipe
 from paddlellm.training.finetune import main
 
-ROOT = Path(__file__).resolve().parents[2]
-SMOKE = ROOT / "llm" / "config" / "llama" / "cpu_smoke.json"
 SFT_DEMO = ROOT / "llm" / "data" / "sft_demo"
 
 
@@ -65,30 +61,19 @@ def test_bad_data(capsys, tmp_path, tiny_llama, untouched_output):
     assert f"{data / 'train.json'}:2" in message
 
 
-def run_script(script, env, *args, timeout=900):
-    env = {**os.environ, "PYTHON": sys.executable, **{k: str(v) for k, v in env.items()}}
-    return subprocess.run(["bash", str(ROOT / "llm" / "npu" / "llama" / script), *map(str, args)],
-                          env=env, capture_output=True, text=True, timeout=timeout, cwd=env.get("WORK", None))
-
-
-def losses(log_text):
-    """{step: loss} from the Trainer's log lines."""
-    return {int(step): float(loss) for loss, step in re.findall(r"- loss: ([0-9.]+),.*?global_step: (\d+)", log_text)}
-
-
 def test_tiny_sft_through_the_recipe_then_export_and_predict(tmp_path, tiny_llama):
     out, inference = tmp_path / "out", tmp_path / "inference"
     env = {"DEVICE": "cpu", "MODEL": tiny_llama, "OUTPUT_DIR": out, "OVERRIDE_CONFIG": SMOKE, "WORK": tmp_path}
-    proc = run_script("llama_npu_sft_N1C8.sh", env, 4)
+    proc = run_recipe("llama_npu_sft_N1C8.sh", env, 4)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert sorted(losses(proc.stdout + proc.stderr)) == [1, 2, 3, 4]
     for name in ("config.json", "model.safetensors.index.json", "tokenizer.json", "checkpoint-4"):
         assert (out / name).exists(), name
-    proc = run_script("export_npu.sh", {"DEVICE": "cpu", "WORK": tmp_path}, out, inference)
+    proc = run_recipe("export_npu.sh", {"DEVICE": "cpu", "WORK": tmp_path}, out, inference)
     assert proc.returncode == 0, proc.stderr[-3000:]
     data = tmp_path / "p.jsonl"
     data.write_text('{"src": "What is 2 plus 2?"}\n')
-    proc = run_script("predict_npu.sh", {"WORK": tmp_path}, inference, "--data_file", data, "--max_length", 4,
+    proc = run_recipe("predict_npu.sh", {"WORK": tmp_path}, inference, "--data_file", data, "--max_length", 4,
                       "--output_file", tmp_path / "o.jsonl", "--decode_strategy", "greedy_search")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert len(json.loads((tmp_path / "o.jsonl").read_text())["output_ids"]) == 4

@@ -3,7 +3,8 @@
 # (fp16 O2, tensor parallel 8, src_length 1024, max_length 2048). OUTPUT_DIR receives the adapter only.
 #   usage: bash run_lora.sh [CONFIG.json ...] [--key value ...]   (any directory; later settings win)
 #   env:   MODEL, DATA (dir with train.json, dev.json), OUTPUT_DIR - each overrides the JSON's path when set;
-#          LOG_DIR, DEVICE=dcu|cpu, HIP_VISIBLE_DEVICES, NPROC (cpu processes), OVERRIDE_CONFIG (a JSON, last)
+#          LOG_DIR, DEVICE=dcu|cpu, HIP_VISIBLE_DEVICES, NPROC (cpu processes), OVERRIDE_CONFIG (a JSON;
+#          the arguments win over it)
 set -euo pipefail
 LOG_DIR="${LOG_DIR:-$PWD/log/llama_lora_dcu}"
 source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/env.sh"
@@ -12,4 +13,4 @@ add_path model_name_or_path "${MODEL:-}"
 add_path dataset_name_or_path "${DATA:-}"
 add_path output_dir "${OUTPUT_DIR:-}"
 "${LAUNCH[@]}" "$ROOT/llm/run_finetune.py" "$HERE/lora_argument.json" --device "$DEVICE" \
-    ${PATH_FLAGS[@]+"${PATH_FLAGS[@]}"} "$@" ${OVERRIDE_CONFIG:+"$OVERRIDE_CONFIG"}
+    ${PATH_FLAGS[@]+"${PATH_FLAGS[@]}"} ${OVERRIDE_CONFIG:+"$OVERRIDE_CONFIG"} "$@"

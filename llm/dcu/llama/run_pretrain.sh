@@ -4,7 +4,8 @@
 #   usage: bash run_pretrain.sh [CONFIG.json ...] [--key value ...]   (any directory; later settings win)
 #   env:   MODEL (config, and weights with continue_training true), TOKENIZER (default: MODEL), INPUT_DIR (the
 #          PREFIX of the .bin/.idx from llm/tools/preprocess_data.py), OUTPUT_DIR - each overrides the JSON
-#          when set; LOG_DIR, DEVICE=dcu|cpu, HIP_VISIBLE_DEVICES, NPROC, OVERRIDE_CONFIG (a JSON, last)
+#          when set; LOG_DIR, DEVICE=dcu|cpu, HIP_VISIBLE_DEVICES, NPROC, OVERRIDE_CONFIG (a JSON;
+#          the arguments win over it)
 set -euo pipefail
 LOG_DIR="${LOG_DIR:-$PWD/log/llama_pretrain_dcu}"
 source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/env.sh"
@@ -14,4 +15,4 @@ add_path tokenizer_name_or_path "${TOKENIZER:-}"
 add_path input_dir "${INPUT_DIR:-}"
 add_path output_dir "${OUTPUT_DIR:-}"
 "${LAUNCH[@]}" "$ROOT/llm/run_pretrain.py" "$HERE/pretrain_pp8.json" --device "$DEVICE" \
-    ${PATH_FLAGS[@]+"${PATH_FLAGS[@]}"} "$@" ${OVERRIDE_CONFIG:+"$OVERRIDE_CONFIG"}
+    ${PATH_FLAGS[@]+"${PATH_FLAGS[@]}"} ${OVERRIDE_CONFIG:+"$OVERRIDE_CONFIG"} "$@"

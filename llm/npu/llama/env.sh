@@ -29,7 +29,9 @@ fi
 "$PYTHON" -m paddlellm.device --check "$DEVICE" || exit 2
 
 if [ "$DEVICE" = "npu" ]; then
-    LAUNCH=("$PYTHON" -u -m paddle.distributed.launch --devices "$ASCEND_RT_VISIBLE_DEVICES" --log_dir "$LOG_DIR")
+    # The launcher counts the visible cards from 0, whichever physical cards they are.
+    cards="$(echo "$ASCEND_RT_VISIBLE_DEVICES" | tr ',' '\n' | grep -c .)"
+    LAUNCH=("$PYTHON" -u -m paddle.distributed.launch --devices "$(seq -s, 0 $((cards - 1)))" --log_dir "$LOG_DIR")
 elif [ "${NPROC:-1}" -gt 1 ]; then
     LAUNCH=("$PYTHON" -u -m paddle.distributed.launch --nproc_per_node "$NPROC" --log_dir "$LOG_DIR")
 else

@@ -4,7 +4,8 @@
 #   usage: bash llama_npu_ppt_N1C8.sh [max_steps] [more run_pretrain flags]   (works from any directory)
 #   env:   MODEL (config, and weights unless continue_training 0), TOKENIZER, INPUT_DIR (PREFIX of the
 #          .bin/.idx from llm/tools/preprocess_data.py), OUTPUT_DIR, LOG_DIR, DEVICE=npu|cpu, NPROC,
-#          OVERRIDE_CONFIG (a JSON whose keys win over the flags below)
+#          OVERRIDE_CONFIG (a JSON whose keys win over
+#          the flags below; extra arguments win over both)
 set -euo pipefail
 max_steps="${1:-2000}"
 shift || true
@@ -30,6 +31,7 @@ source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/env.sh"
     --warmup_steps 20 \
     --max_grad_norm 1.0 \
     --logging_steps 1 \
+    --evaluation_strategy steps \
     --eval_steps 1001 \
     --disable_tqdm true \
     --continue_training true \
@@ -49,5 +51,5 @@ source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/env.sh"
     --use_fused_rope true \
     --fuse_attention_qkv true \
     --fuse_attention_ffn true \
-    "$@" \
-    ${OVERRIDE_CONFIG:+"$OVERRIDE_CONFIG"}
+    ${OVERRIDE_CONFIG:+"$OVERRIDE_CONFIG"} \
+    "$@"

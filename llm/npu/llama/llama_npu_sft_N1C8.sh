@@ -3,7 +3,8 @@
 # sequence parallel, sharding stage1, flash attention and fused rope / rms_norm / qkv / ffn.
 #   usage: bash llama_npu_sft_N1C8.sh [max_steps] [more run_finetune flags]   (works from any directory)
 #   env:   MODEL (checkpoint dir), DATA (dir with train.json, dev.json), OUTPUT_DIR, LOG_DIR,
-#          DEVICE=npu|cpu, NPROC (cpu processes), OVERRIDE_CONFIG (a JSON whose keys win over the flags below)
+#          DEVICE=npu|cpu, NPROC (cpu processes), OVERRIDE_CONFIG (a JSON whose keys win over
+#          the flags below; extra arguments win over both)
 set -euo pipefail
 max_steps="${1:-100}"
 shift || true
@@ -46,5 +47,5 @@ source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/env.sh"
     --fuse_attention_qkv true \
     --fuse_attention_ffn true \
     --pad_to_multiple_of 4096 \
-    "$@" \
-    ${OVERRIDE_CONFIG:+"$OVERRIDE_CONFIG"}
+    ${OVERRIDE_CONFIG:+"$OVERRIDE_CONFIG"} \
+    "$@"
