@@ -312,3 +312,16 @@ def load_tokenizer(model_dir):
         return SentencePieceTokenizer(model_dir, config, model_dir / "tokenizer.model")
     raise UserError(f"no tokenizer in {model_dir}: neither tokenizer.json nor tokenizer.model "
                     "(copy the tokenizer files of the model into that directory)")
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json",
+                   "added_tokens.json", "vocab.json", "merges.txt", "chat_template.jinja", "generation_config.json")
+
+
+def copy_tokenizer_files(source, destination):
+    """Copy the tokenizer files (and generation_config.json) that `source` has into `destination`."""
+    import shutil
+
+    for name in TOKENIZER_FILES:
+        if (Path(source) / name).is_file():
+            shutil.copy2(Path(source) / name, Path(destination) / name)

@@ -12,9 +12,8 @@ from paddlellm.device import DEVICES, check_dtype, compute_dtype
 from paddlellm.errors import UserError
 from paddlellm.export.manifest import MANIFEST_NAME, Manifest
 from paddlellm.models.llama.loader import load_model
+from paddlellm.tokenizer import copy_tokenizer_files
 
-COPIED_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer.model", "chat_template.jinja",
-                "tokenizer_config.json", "special_tokens_map.json")
 
 
 def step_input_specs(config, cache_dtype):
@@ -52,9 +51,8 @@ def export_model(model_dir, output_path, dtype="float32", device="cpu", lora_pat
         _log("tracing the step program (to_static)")
         static_model = paddle.jit.to_static(model, input_spec=specs, full_graph=True)
         paddle.jit.save(static_model, str(staging / "model"))
-        for name in COPIED_FILES:
-            if (model_dir / name).is_file():
-                shutil.copy2(model_dir / name, staging / name)
+        shutil.copy2(model_dir / "config.json", staging / "config.json")
+        copy_tokenizer_files(model_dir, staging)
         cache_names = [s.name for s in specs[3]]
         Manifest(
             model_type="llama", dtype=dtype, compute_dtype=cache_dtype, device=device,

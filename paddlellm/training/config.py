@@ -64,7 +64,7 @@ def training_argument_types():
 
 def parse_sources(argv):
     """[(source name, {key: raw value})] in command-line order: JSON files and --key value pairs."""
-    sources, flags, i = [], {}, 0
+    sources, i = [], 0
     while i < len(argv):
         arg = argv[i]
         if arg.startswith("--"):

@@ -30,6 +30,7 @@ from safetensors.numpy import save_file
 from tqdm import tqdm
 
 from paddlellm.errors import UserError
+from paddlellm.tokenizer import copy_tokenizer_files
 from paddlellm.models.llama.checkpoint import (_expected_shapes, _read_json, _read_paddle, _read_safetensors, _to_hf,
                                                _weight_files, read_config, read_state_dict, read_weight_file)
 
@@ -38,8 +39,6 @@ WEIGHTS_INDEX = "peft_model.safetensors.index.json"
 SINGLE_WEIGHTS = ("peft_model.safetensors", "lora_model_state.pdparams")
 UNSUPPORTED = {"enable_lora_list": "MergedLoRALinear (enable_lora_list)", "do_qat": "quantization-aware (do_qat)",
                "use_mora": "MoRA (use_mora)", "lora_use_mixer": "MosLoRA (lora_use_mixer)"}
-COPIED_FILES = ("generation_config.json", "tokenizer.json", "tokenizer.model", "tokenizer_config.json",
-                "special_tokens_map.json", "added_tokens.json", "vocab.json", "merges.txt", "chat_template.jinja")
 
 
 def read_lora_config(lora_path):
@@ -204,9 +203,7 @@ def _write_metadata(base_dir, staging, weight_map):
         if config.get(key):
             config[key] = False
     (staging / "config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    for name in COPIED_FILES:
-        if (base_dir / name).is_file():
-            shutil.copy2(base_dir / name, staging / name)
+    copy_tokenizer_files(base_dir, staging)
 
 
 def _check_output(out, base_dir, lora_dir):

@@ -1,6 +1,5 @@
 """What SFT, LoRA and pretraining share: device checks, the paddleformers model, the Trainer, saving."""
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -8,13 +7,12 @@ import paddle
 
 from paddlellm.device import check_device
 from paddlellm.errors import UserError
+from paddlellm.tokenizer import copy_tokenizer_files
 
 # Fused kernels and half-precision training need an accelerator; on the CPU they are errors, not silently off.
 ACCELERATOR_ONLY = ("use_flash_attention", "use_fused_rms_norm", "use_fused_rope", "fuse_attention_qkv",
                     "fuse_attention_ffn", "bf16", "fp16")
 DEFAULT_LORA_TARGETS = [f".*{name}.*" for name in ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")]
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json",
-                   "chat_template.jinja", "generation_config.json")
 
 
 def check_device_settings(settings, training):
@@ -139,10 +137,7 @@ def save_final(trainer, settings, output_dir):
     """Final weights (or the LoRA adapter) and the tokenizer files, in output_dir (rank 0 writes)."""
     trainer.save_model(output_dir, last_fc_to_hf=True)  # HF-format weights and config.json, not flex shards
     if trainer.args.should_save:
-        source = Path(settings.get("tokenizer_name_or_path") or settings["model_name_or_path"])
-        for name in TOKENIZER_FILES:
-            if (source / name).is_file():
-                shutil.copy2(source / name, Path(output_dir) / name)
+        copy_tokenizer_files(settings.get("tokenizer_name_or_path") or settings["model_name_or_path"], output_dir)
 
 
 def world_size():
