@@ -13,10 +13,15 @@ def check_dtype(dtype):
     return dtype
 
 
-def check_device(device):
-    """Raise unless `device` is a known name and present in this Paddle build and machine."""
+def check_device_name(device):
     if device not in DEVICES:
         raise UserError(f"unknown --device '{device}' (choose one of: {', '.join(DEVICES)})")
+    return device
+
+
+def check_device(device):
+    """Raise unless `device` is a known name and present in this Paddle build and machine."""
+    check_device_name(device)
     if device == "gpu" and not (paddle.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0):
         raise UserError("device gpu is not present (install paddlepaddle-gpu on a machine with an NVIDIA GPU, or use --device cpu)")
     if device == "dcu" and not (paddle.is_compiled_with_rocm() and paddle.device.cuda.device_count() > 0):

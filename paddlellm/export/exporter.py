@@ -8,7 +8,7 @@ import paddle
 from paddle.static import InputSpec
 
 import paddlellm
-from paddlellm.device import DEVICES, check_dtype, compute_dtype
+from paddlellm.device import check_device_name, check_dtype, compute_dtype
 from paddlellm.errors import UserError
 from paddlellm.export.manifest import MANIFEST_NAME, Manifest
 from paddlellm.models.llama.loader import load_model
@@ -31,8 +31,7 @@ def export_model(model_dir, output_path, dtype="float32", device="cpu", lora_pat
     """Export `model_dir` (a checkpoint, with the LoRA adapter at `lora_path` merged in) into `output_path`;
     the directory appears whole or not at all."""
     check_dtype(dtype)
-    if device not in DEVICES:
-        raise UserError(f"unknown --device '{device}' (choose one of: {', '.join(DEVICES)})")
+    check_device_name(device)
     model_dir, output_path = Path(model_dir).resolve(), Path(output_path).resolve()
     if output_path == model_dir:
         raise UserError(f"--output_path {output_path} is the model directory itself (choose another directory)")

@@ -4,7 +4,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from paddlellm.argparsing import ArgumentParser, add_bool
-from paddlellm.device import DEVICES, DTYPES
+from paddlellm.device import DEVICES, DTYPES, check_device_name, check_dtype
 from paddlellm.errors import UserError
 from paddlellm.predictor.sampling import SamplingParams
 
@@ -78,8 +78,10 @@ def check_args(a: PredictorArgs):
             raise UserError(message)
 
     require(a.mode in ("dynamic", "static"), f"unknown --mode '{a.mode}' (choose dynamic or static)")
-    require(a.dtype is None or a.dtype in DTYPES, f"unknown --dtype '{a.dtype}' (choose one of: {', '.join(DTYPES)})")
-    require(a.device is None or a.device in DEVICES, f"unknown --device '{a.device}' (choose one of: {', '.join(DEVICES)})")
+    if a.dtype is not None:
+        check_dtype(a.dtype)
+    if a.device is not None:
+        check_device_name(a.device)
     require(a.src_length >= 1, f"--src_length must be at least 1, got {a.src_length}")
     require(a.max_length >= 1, f"--max_length must be at least 1 new token, got {a.max_length}")
     require(a.batch_size >= 1, f"--batch_size must be at least 1, got {a.batch_size}")

@@ -9,7 +9,7 @@ and change nothing: the merge runs in numpy on the CPU with one base weight file
 import sys
 
 from paddlellm.argparsing import ArgumentParser, add_bool
-from paddlellm.device import DEVICES
+from paddlellm.device import DEVICES, check_device_name
 from paddlellm.errors import UserError
 
 
@@ -29,8 +29,7 @@ def build_parser():
 
 def main(argv):
     args = build_parser().parse_args(argv)
-    if args.device not in DEVICES:
-        raise UserError(f"unknown --device '{args.device}' (choose one of: {', '.join(DEVICES)})")
+    check_device_name(args.device)
     if args.safe_serialization is False:
         raise UserError("--safe_serialization false is not supported: the merged checkpoint is always safetensors "
                         "(drop the flag)")
