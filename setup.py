@@ -21,11 +21,11 @@ INSTALL_REQUIRES = [
     "safetensors==0.8.0",
     "jinja2==3.1.6",
     "tqdm==4.70.1",
+    "gguf==0.19.0",  # llm/tools/convert_gguf.py, and the quickstart's reference model
 ]
 TEST_REQUIRES = [
     "pytest==9.2.0",
     "torch==2.13.0",
-    "gguf==0.19.0",
     "accelerate==1.15.0",
 ]
 
