@@ -21,21 +21,10 @@ from functools import lru_cache
 from pathlib import Path
 
 from paddlellm.errors import UserError
+from paddlellm.files import read_json
 
 SPIECE_UNDERLINE = "\u2581"
 _NAMED_TOKENS = ("bos_token", "eos_token", "unk_token", "pad_token")
-
-
-def _read_json(path):
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as e:
-        raise UserError(f"{path} is not valid JSON: {e} (fix the file or download it again)") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{path} does not hold a JSON object (fix the file or download it again)")
-    return data
 
 
 def _content(value):
@@ -99,8 +88,8 @@ class Tokenizer:
 
     def _finish(self):
         """Resolve the special token ids once the backend can map tokens to ids."""
-        gen = _read_json(self.model_dir / "generation_config.json")
-        model = _read_json(self.model_dir / "config.json")
+        gen = read_json(self.model_dir / "generation_config.json", missing_ok=True)
+        model = read_json(self.model_dir / "config.json", missing_ok=True)
         self.bos_token_id = self.token_to_id(self.bos_token) if self.bos_token else None
         if self.bos_token_id is None:
             self.bos_token_id = next(iter(_id_list(gen.get("bos_token_id")) + _id_list(model.get("bos_token_id"))), None)
@@ -305,7 +294,7 @@ def load_tokenizer(model_dir):
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise UserError(f"model directory {model_dir} does not exist (check the path)")
-    config = _read_json(model_dir / "tokenizer_config.json")
+    config = read_json(model_dir / "tokenizer_config.json", missing_ok=True)
     if (model_dir / "tokenizer.json").is_file():
         return JsonTokenizer(model_dir, config, model_dir / "tokenizer.json")
     if (model_dir / "tokenizer.model").is_file():

@@ -1,11 +1,8 @@
 """Convert a llama-architecture GGUF file into an HF-format Llama checkpoint directory."""
 import json
 import math
-import os
 import re
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import gguf
@@ -16,6 +13,8 @@ from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalize
 from tqdm import tqdm
 
 from paddlellm.errors import UserError
+from paddlellm.files import atomic_directory
+from paddlellm.models.llama.checkpoint import expected_shapes
 
 SUPPORTED_TYPES = ("F32", "F16", "BF16", "Q4_0", "Q4_1", "Q8_0")
 GLOBAL_TENSORS = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}
@@ -135,21 +134,6 @@ def hf_name(name):
         return GLOBAL_TENSORS[name.removesuffix(".weight")] + ".weight"
     m = re.fullmatch(r"blk\.(\d+)\.(\w+)\.weight", name)
     return f"model.layers.{int(m[1])}.{LAYER_TENSORS[m[2]]}.weight" if m and m[2] in LAYER_TENSORS else None
-
-
-def expected_shapes(cfg):
-    """Map of HF parameter name to its [out_features, in_features] shape for this config."""
-    h, f, v, d = cfg["hidden_size"], cfg["intermediate_size"], cfg["vocab_size"], cfg["head_dim"]
-    q, kv = cfg["num_attention_heads"] * d, cfg["num_key_value_heads"] * d
-    shapes = {"model.embed_tokens.weight": (v, h), "model.norm.weight": (h,)}
-    if not cfg["tie_word_embeddings"]:
-        shapes["lm_head.weight"] = (v, h)
-    layer = {"input_layernorm": (h,), "post_attention_layernorm": (h,), "self_attn.q_proj": (q, h),
-             "self_attn.k_proj": (kv, h), "self_attn.v_proj": (kv, h), "self_attn.o_proj": (h, q),
-             "mlp.gate_proj": (f, h), "mlp.up_proj": (f, h), "mlp.down_proj": (h, f)}
-    for i in range(cfg["num_hidden_layers"]):
-        shapes.update({f"model.layers.{i}.{k}.weight": s for k, s in layer.items()})
-    return shapes
 
 
 def check_tensors(reader, cfg):
@@ -289,33 +273,6 @@ def check_output(out, overwrite):
         raise UserError(f"output directory {out} is not empty (pass --overwrite to replace it, or choose another path)")
 
 
-def write_atomically(out, overwrite, write):
-    """Call write(tmp) on a fresh sibling temp dir of `out`, then swap it into place (old dir removed)."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    old = None
-    try:
-        write(tmp)
-        umask = os.umask(0o022)
-        os.umask(umask)
-        for path in [tmp, *tmp.iterdir()]:  # mkdtemp made it private; give the result ordinary permissions
-            os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~umask)
-        check_output(out, overwrite)
-        if out.exists() and any(out.iterdir()):
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            os.replace(out, old)
-        os.replace(tmp, out)
-    except BaseException:
-        if old is not None and not out.exists():
-            os.replace(old, out)
-            old = None
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    finally:
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-
-
 def convert(gguf_path, output_path, overwrite=False):
     """Convert `gguf_path` into an HF Llama checkpoint at `output_path`; returns the output Path."""
     out = Path(output_path).resolve()
@@ -326,12 +283,10 @@ def convert(gguf_path, output_path, overwrite=False):
     tokenizer, flags = build_tokenizer(reader)
     tok_cfg, gen_cfg = tokenizer_files(reader, cfg, flags)
 
-    def write(tmp):
+    with atomic_directory(out, before_swap=lambda: check_output(out, overwrite)) as tmp:
         save_file(convert_tensors(reader, cfg), str(tmp / "model.safetensors"), metadata={"format": "pt"})
         tokenizer.save(str(tmp / "tokenizer.json"))
         files = {"config.json": cfg, "tokenizer_config.json": tok_cfg, "generation_config.json": gen_cfg}
         for name, data in files.items():
             (tmp / name).write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-
-    write_atomically(out, overwrite, write)
     return out

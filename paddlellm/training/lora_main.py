@@ -33,7 +33,7 @@ def main(argv):
     if args.safe_serialization is False:
         raise UserError("--safe_serialization false is not supported: the merged checkpoint is always safetensors "
                         "(drop the flag)")
-    from paddlellm.training.lora import merge_lora_checkpoint
+    from paddlellm.models.llama.lora import merge_lora_checkpoint
 
     out = merge_lora_checkpoint(args.model_name_or_path, args.lora_path, args.merge_lora_model_path)
     print(f"wrote {out}")

@@ -9,7 +9,7 @@ import pytest
 
 from cli_helpers import fails
 from paddlellm.models.llama.checkpoint import read_config
-from paddlellm.training import lora
+from paddlellm.models.llama import lora
 from paddlellm.training.lora_main import main
 from tiny_models import write_tokenizer
 

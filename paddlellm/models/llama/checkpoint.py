@@ -35,6 +35,7 @@ import numpy as np
 from tqdm import tqdm
 
 from paddlellm.errors import UserError
+from paddlellm.files import read_json
 
 REQUIRED_KEYS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
 SOURCES = (  # (single file, index file, kind)
@@ -54,25 +55,12 @@ def _model_dir(model_dir):
     return model_dir
 
 
-def _read_json(path):
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise UserError(f"{path} is not valid JSON: {e.msg} at line {e.lineno} column {e.colno} "
-                        "(fix the file or download it again)") from None
-    except UnicodeDecodeError as e:
-        raise UserError(f"{path} is not UTF-8 text: {e} (fix the file or download it again)") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{path} does not hold a JSON object (fix the file or download it again)")
-    return data
-
-
 def read_config(model_dir):
     """config.json of a model directory as a dict, checked for the keys a Llama model needs."""
     path = _model_dir(model_dir) / "config.json"
     if not path.is_file():
         raise UserError(f"{path} not found (the model directory needs the config.json of the checkpoint)")
-    config = _read_json(path)
+    config = read_json(path)
     missing = [key for key in REQUIRED_KEYS if key not in config]
     if missing:
         raise UserError(f"{path} lacks {', '.join(missing)} (is it the config.json of a Llama model?)")
@@ -88,7 +76,7 @@ def _bf16(bits):
     return bits.view(ml_dtypes.bfloat16)
 
 
-def _read_safetensors(path):
+def read_safetensors(path):
     """(tensors, paddle_layout). BF16 is read from the raw bytes (safetensors' numpy backend may lack it)."""
     from safetensors import SafetensorError, safe_open
 
@@ -187,7 +175,7 @@ def _read_torch(path):
     return {k: v for k, v in state.items() if isinstance(v, np.ndarray)}
 
 
-def _read_paddle(path):
+def read_paddle(path):
     import paddle
 
     try:
@@ -200,12 +188,12 @@ def _read_paddle(path):
     return {k: _bf16(v) if v.dtype == np.uint16 else v for k, v in state.items() if isinstance(v, np.ndarray)}
 
 
-def _weight_files(model_dir):
+def weight_files(model_dir):
     for single, index, kind in SOURCES:
         if (model_dir / single).is_file():
             return [model_dir / single], kind
         if (model_dir / index).is_file():
-            weight_map = _read_json(model_dir / index).get("weight_map")
+            weight_map = read_json(model_dir / index).get("weight_map")
             if not isinstance(weight_map, dict) or not weight_map:
                 raise UserError(f"{model_dir / index} has no weight_map (download it again)")
             files = [model_dir / name for name in sorted(set(map(str, weight_map.values())))]
@@ -226,7 +214,7 @@ def _dims(config):
     return heads, config.get("num_key_value_heads") or heads, head_dim
 
 
-def _to_hf(name, array, paddle_layout, config):
+def to_hf_layout(name, array, paddle_layout, config):
     """[(hf_name, array)] for one stored tensor: renamed, transposed to [out, in], fused weights split."""
     for prefix in ("llama.", "model."):
         if name.startswith(prefix):
@@ -258,41 +246,39 @@ def _to_hf(name, array, paddle_layout, config):
     return [(name, array)]
 
 
-def _expected_shapes(config):
+LAYER_WEIGHTS = ("input_layernorm", "post_attention_layernorm", "self_attn.q_proj", "self_attn.k_proj",
+                 "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
+
+
+def expected_shapes(config):
+    """{HF weight name: shape} of a Llama config.json dict, linear weights [out, in]; lm_head.weight only when
+    it is not tied to the embeddings. The one table of weight shapes (checkpoints, LoRA, GGUF)."""
     hidden, inter, vocab = config["hidden_size"], config["intermediate_size"], config["vocab_size"]
     heads, kv_heads, head_dim = _dims(config)
-    shapes = {"model.embed_tokens.weight": (vocab, hidden)}
+    q, kv = heads * head_dim, kv_heads * head_dim
+    layer = dict(zip(LAYER_WEIGHTS, [(hidden,), (hidden,), (q, hidden), (kv, hidden), (kv, hidden), (hidden, q),
+                                     (inter, hidden), (inter, hidden), (hidden, inter)]))
+    shapes = {"model.embed_tokens.weight": (vocab, hidden), "model.norm.weight": (hidden,)}
+    if not config.get("tie_word_embeddings", False):
+        shapes["lm_head.weight"] = (vocab, hidden)
     for i in range(config["num_hidden_layers"]):
-        layer = f"model.layers.{i}."
-        shapes.update({
-            layer + "self_attn.q_proj.weight": (heads * head_dim, hidden),
-            layer + "self_attn.k_proj.weight": (kv_heads * head_dim, hidden),
-            layer + "self_attn.v_proj.weight": (kv_heads * head_dim, hidden),
-            layer + "self_attn.o_proj.weight": (hidden, heads * head_dim),
-            layer + "mlp.gate_proj.weight": (inter, hidden),
-            layer + "mlp.up_proj.weight": (inter, hidden),
-            layer + "mlp.down_proj.weight": (hidden, inter),
-            layer + "input_layernorm.weight": (hidden,),
-            layer + "post_attention_layernorm.weight": (hidden,),
-        })
-    shapes["model.norm.weight"] = (hidden,)
-    shapes["lm_head.weight"] = (vocab, hidden)
+        shapes.update({f"model.layers.{i}.{name}.weight": shape for name, shape in layer.items()})
     return shapes
 
 
 def read_weight_file(path, kind, config):
-    """One weight file (`kind` as _weight_files says) as {HF name: array in HF layout}, fused weights split."""
+    """One weight file (`kind` as weight_files says) as {HF name: array in HF layout}, fused weights split."""
     if kind == "safetensors":
-        stored, paddle_layout = _read_safetensors(path)
+        stored, paddle_layout = read_safetensors(path)
     elif kind == "torch":
         stored, paddle_layout = _read_torch(path), False
     else:
-        stored, paddle_layout = _read_paddle(path), True
+        stored, paddle_layout = read_paddle(path), True
     tensors = {}
     for name in list(stored):
         array = stored.pop(name)
         try:
-            converted = _to_hf(name, array, paddle_layout, config)
+            converted = to_hf_layout(name, array, paddle_layout, config)
         except ValueError as e:  # a fused weight that does not split as config.json says
             raise UserError(f"{path}: {name} of shape {array.shape} does not match config.json ({e})") from None
         tensors.update(converted)
@@ -305,16 +291,13 @@ def read_state_dict(model_dir):
     lm_head.weight is absent when the checkpoint ties it to the embeddings (tie_word_embeddings)."""
     model_dir = _model_dir(model_dir)
     config = read_config(model_dir)
-    files, kind = _weight_files(model_dir)
+    files, kind = weight_files(model_dir)
     tensors, origin = {}, {}
     for path in tqdm(files, desc=f"reading {model_dir.name}", unit="file", disable=None):
         for hf_name, hf_array in read_weight_file(path, kind, config).items():
             tensors[hf_name], origin[hf_name] = hf_array, path
-    tied = config.get("tie_word_embeddings", False)
-    for name, shape in _expected_shapes(config).items():
+    for name, shape in expected_shapes(config).items():
         if name not in tensors:
-            if name == "lm_head.weight" and tied:
-                continue
             raise UserError(f"{model_dir}: the weights lack {name} (the checkpoint is incomplete or not a "
                             "Llama model; download or save it again)")
         if tuple(tensors[name].shape) != shape:

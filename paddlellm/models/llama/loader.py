@@ -19,7 +19,7 @@ def load_model(model_dir, dtype="float32", device="cpu", lora_path=None):
     if lora_path is None:
         state = read_state_dict(model_dir)
     else:
-        from paddlellm.training.lora import merged_state_dict
+        from paddlellm.models.llama.lora import merged_state_dict
 
         state = merged_state_dict(model_dir, lora_path)
     model = LlamaForCausalLM(config, dtype=dtype, compute_dtype=compute_dtype(dtype, device))

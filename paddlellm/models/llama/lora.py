@@ -19,9 +19,6 @@ from the original base weights. The merged checkpoint keeps the base's dtype and
 """
 import json
 import math
-import os
-import shutil
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -30,9 +27,10 @@ from safetensors.numpy import save_file
 from tqdm import tqdm
 
 from paddlellm.errors import UserError
+from paddlellm.files import atomic_directory, read_json
+from paddlellm.models.llama.checkpoint import (expected_shapes, read_config, read_paddle, read_safetensors,
+                                               read_state_dict, read_weight_file, to_hf_layout, weight_files)
 from paddlellm.tokenizer import copy_tokenizer_files
-from paddlellm.models.llama.checkpoint import (_expected_shapes, _read_json, _read_paddle, _read_safetensors, _to_hf,
-                                               _weight_files, read_config, read_state_dict, read_weight_file)
 
 LORA_CONFIG = "lora_config.json"
 WEIGHTS_INDEX = "peft_model.safetensors.index.json"
@@ -51,7 +49,7 @@ def read_lora_config(lora_path):
         hint = ("it holds a Trainer flex checkpoint (model_state/); save the adapter with LoRAModel.save_pretrained"
                 if (lora_dir / "model_state").is_dir() else "is it a paddleformers LoRA adapter directory?")
         raise UserError(f"{path} not found ({hint})")
-    config = _read_json(path)
+    config = read_json(path)
     r, alpha = config.get("r"), config.get("lora_alpha")
     if type(r) is not int or r <= 0 or type(alpha) not in (int, float):
         raise UserError(f"{path} needs a positive integer r and a number lora_alpha, not r={r!r}, "
@@ -66,7 +64,7 @@ def read_lora_config(lora_path):
 def _adapter_files(lora_dir):
     index = lora_dir / WEIGHTS_INDEX
     if index.is_file():
-        weight_map = _read_json(index).get("weight_map")
+        weight_map = read_json(index).get("weight_map")
         if not isinstance(weight_map, dict) or not weight_map:
             raise UserError(f"{index} has no weight_map (save the adapter again)")
         files = [lora_dir / name for name in sorted(set(map(str, weight_map.values())))]
@@ -88,7 +86,7 @@ def _read_pairs(lora_dir, rank):
     """{stored weight name: (lora_A [in, rank], lora_B [rank, out])} of an adapter directory."""
     halves = {}
     for path in _adapter_files(lora_dir):
-        stored = _read_safetensors(path)[0] if path.suffix == ".safetensors" else _read_paddle(path)
+        stored = read_safetensors(path)[0] if path.suffix == ".safetensors" else read_paddle(path)
         for name, array in stored.items():
             stem, _, kind = name.rpartition(".")
             if kind not in ("lora_A", "lora_B") or array.ndim != 2:
@@ -116,13 +114,13 @@ class LoraDeltas(Mapping):
     def __init__(self, lora_dir, pairs, scaling, model_config):
         self.pairs, self.scaling, self.model_config = pairs, scaling, model_config
         self.sources = {}  # HF name -> stored weight name
-        expected = _expected_shapes(model_config)
+        expected = expected_shapes(model_config)
         for stored, (a, b) in pairs.items():
             if not stored.endswith("_proj.weight"):
                 raise UserError(f"{lora_dir}: the adapter targets {stored[:-len('.weight')]}, which is not a Llama "
                                 "projection (merge only adapters on q/k/v/o/gate/up/down_proj)")
             try:  # a [1, out] stand-in gives the names and output rows without computing the delta
-                pieces = _to_hf(stored, np.zeros((1, b.shape[1]), np.float32), True, model_config)
+                pieces = to_hf_layout(stored, np.zeros((1, b.shape[1]), np.float32), True, model_config)
             except ValueError:  # a fused qkv that does not split into the base's heads
                 raise UserError(f"LoRA adapter {lora_dir} does not fit the base model: {stored} has {b.shape[1]} "
                                 "outputs (use the base model the adapter was trained on)") from None
@@ -140,7 +138,7 @@ class LoraDeltas(Mapping):
         if self._cached[0] != stored:
             a, b = self.pairs[stored]
             delta = (a.astype(np.float32) @ b.astype(np.float32)) * np.float32(self.scaling)
-            self._cached = (stored, dict(_to_hf(stored, delta, True, self.model_config)))
+            self._cached = (stored, dict(to_hf_layout(stored, delta, True, self.model_config)))
         return self._cached[1][name]
 
     def __iter__(self):
@@ -183,12 +181,11 @@ def _merge_shard(path, kind, config, deltas, target):
 
 
 def _check_complete(base_dir, config, shapes):
-    tied = config.get("tie_word_embeddings", False)
-    for name, shape in _expected_shapes(config).items():
-        if name not in shapes and not (name == "lm_head.weight" and tied):
+    for name, shape in expected_shapes(config).items():
+        if name not in shapes:
             raise UserError(f"{base_dir}: the weights lack {name} (the base checkpoint is incomplete; "
                             "download it again)")
-        if name in shapes and shapes[name] != shape:
+        if shapes[name] != shape:
             raise UserError(f"{base_dir}: {name} has shape {shapes[name]} but config.json implies {shape} "
                             "(the weights and config.json do not belong together)")
 
@@ -198,7 +195,7 @@ def _write_metadata(base_dir, staging, weight_map):
         total = sum((staging / name).stat().st_size for name in set(weight_map.values()))
         index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
         (staging / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
-    config = _read_json(base_dir / "config.json")
+    config = read_json(base_dir / "config.json")
     for key in ("fuse_attention_qkv", "fuse_attention_ffn"):  # the merged weights are stored unfused
         if config.get(key):
             config[key] = False
@@ -219,11 +216,9 @@ def merge_lora_checkpoint(base_dir, lora_path, output_dir):
     base_dir, lora_dir, out = (Path(p).resolve() for p in (base_dir, lora_path, output_dir))
     config = read_config(base_dir)
     _, deltas = read_lora_adapter(lora_dir, config)
-    files, kind = _weight_files(base_dir)
+    files, kind = weight_files(base_dir)
     _check_output(out, base_dir, lora_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.merge-", dir=out.parent))
-    try:
+    with atomic_directory(out, before_swap=lambda: _check_output(out, base_dir, lora_dir)) as staging:
         weight_map, shapes = {}, {}
         for i, path in enumerate(tqdm(files, desc=f"merging into {out.name}", unit="file", disable=None)):
             name = "model.safetensors" if len(files) == 1 else f"model-{i + 1:05d}-of-{len(files):05d}.safetensors"
@@ -231,15 +226,4 @@ def merge_lora_checkpoint(base_dir, lora_path, output_dir):
                 weight_map[tensor], shapes[tensor] = name, shape
         _check_complete(base_dir, config, shapes)
         _write_metadata(base_dir, staging, weight_map)
-        umask = os.umask(0o022)
-        os.umask(umask)
-        for path in [staging, *staging.iterdir()]:  # mkdtemp and safetensors made them private
-            os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~umask)
-        _check_output(out, base_dir, lora_dir)
-        if out.exists():
-            out.rmdir()
-        os.replace(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return out
