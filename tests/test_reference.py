@@ -6,6 +6,7 @@ import torch
 import transformers
 
 from cli_helpers import predict, write_jsonl
+from hf_reference import hf_greedy_tokens
 from paddlellm.export.exporter import export_model
 from paddlellm.export.manifest import read_manifest
 from paddlellm.models.llama.loader import load_model
@@ -63,16 +64,8 @@ def test_first_step_logits_match_hf(smollm):
 
 def test_greedy_tokens_match_hf(smollm, tmp_path):
     checkpoint, inference, hf, _, tokenizer = smollm
-    eos = set(tokenizer.eos_token_ids)
-    expected = []
-    for text in PROMPTS:
-        ids = prompt_ids(tokenizer, text)
-        with torch.no_grad():
-            out = hf.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-                              max_new_tokens=NEW_TOKENS, do_sample=False, eos_token_id=list(eos),
-                              pad_token_id=tokenizer.pad_token_id)
-        tokens = out[0, len(ids):].tolist()
-        expected.append(tokens[: next((i for i, t in enumerate(tokens) if t in eos), len(tokens))])
+    expected = [hf_greedy_tokens(hf, prompt_ids(tokenizer, text), NEW_TOKENS, tokenizer.eos_token_ids,
+                                 tokenizer.pad_token_id) for text in PROMPTS]
     data = write_jsonl(tmp_path / "prompts.jsonl", [{"src": p} for p in PROMPTS])
     flags = ["--data_file", data, "--decode_strategy", "greedy_search", "--max_length", NEW_TOKENS, "--batch_size", 4]
     dynamic = predict(checkpoint, tmp_path / "dynamic.jsonl", "--mode", "dynamic", *flags)
