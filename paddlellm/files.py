@@ -1,5 +1,5 @@
 """Files and directories that appear whole or not at all, with the permissions the user's umask gives;
-and the one JSON reader.
+JSONL results streamed to a sibling as they come; and the one JSON reader.
 
 Every output is written into a temporary sibling, flushed to disk, given the umask's permissions
 (mkstemp/mkdtemp create them private) and renamed into place. A directory that already exists at the
@@ -90,6 +90,37 @@ def atomic_file(path, mode="w", encoding="utf-8"):
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+class JsonlStream:
+    """JSON lines appended as they come to the visible sibling `<path>.partial`, one write per line (a kill
+    leaves only whole lines), and renamed onto `path` with the umask's permissions by finish(): until then a
+    previous `path` is untouched. Creating it is the check that `path` can be written (OSError if not)."""
+
+    def __init__(self, path):
+        self.path = Path(path).resolve()
+        self.partial = self.path.with_name(self.path.name + ".partial")
+        self.rows = 0
+        self._file = open(self.partial, "wb", buffering=0)
+
+    def write(self, row):
+        line = memoryview((json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8"))
+        while line:
+            line = line[self._file.write(line):]
+        self.rows += 1
+
+    def finish(self):
+        os.fsync(self._file.fileno())
+        self._file.close()
+        os.chmod(self.partial, 0o666 & ~umask())
+        os.replace(self.partial, self.path)
+        _fsync_dir(self.path.parent)
+
+    def abandon(self):
+        """Stop writing: the finished rows stay in `partial`, which is removed if it holds none."""
+        self._file.close()
+        if not self.rows:
+            self.partial.unlink(missing_ok=True)
 
 
 def write_json(path, data):

@@ -1,7 +1,10 @@
 """to_static + jit.save of the inference model's step, with tokenizer, config and manifest, atomically."""
+import os
 import shutil
+import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import paddle
@@ -11,9 +14,9 @@ import paddlellm
 from paddlellm.device import check_device_name, check_dtype, compute_dtype
 from paddlellm.errors import UserError
 from paddlellm.export.manifest import MANIFEST_NAME, Manifest
+from paddlellm.files import atomic_directory
 from paddlellm.models.llama.loader import load_model
 from paddlellm.tokenizer import copy_tokenizer_files
-
 
 
 def step_input_specs(config, cache_dtype):
@@ -35,9 +38,12 @@ def export_model(model_dir, output_path, dtype="float32", device="cpu", lora_pat
     model_dir, output_path = Path(model_dir).resolve(), Path(output_path).resolve()
     if output_path == model_dir:
         raise UserError(f"--output_path {output_path} is the model directory itself (choose another directory)")
-    if output_path.exists() and any(output_path.iterdir()) and not (output_path / MANIFEST_NAME).is_file():
-        raise UserError(f"--output_path {output_path} exists and is not an exported model (choose a new or empty directory)")
-    output_path.parent.mkdir(parents=True, exist_ok=True)
+    check_replaceable(output_path)
+    try:
+        output_path.parent.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=output_path.parent).close()
+    except OSError as exc:
+        raise UserError(f"--output_path {output_path} cannot be written: {exc.strerror} (choose a writable location)") from None
 
     paddle.set_device("cpu")
     started = time.perf_counter()
@@ -45,11 +51,11 @@ def export_model(model_dir, output_path, dtype="float32", device="cpu", lora_pat
     model = load_model(model_dir, dtype=dtype, device=device, lora_path=lora_path)
     config, cache_dtype = model.config, compute_dtype(dtype, device)
     specs = step_input_specs(config, cache_dtype)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output_path.name}.export-", dir=output_path.parent))
-    try:
+    with atomic_directory(output_path, before_swap=lambda: check_replaceable(output_path)) as staging:
         _log("tracing the step program (to_static)")
-        static_model = paddle.jit.to_static(model, input_spec=specs, full_graph=True)
-        paddle.jit.save(static_model, str(staging / "model"))
+        with without_stderr_lines(PADDLE_EXPORT_NOISE):
+            static_model = paddle.jit.to_static(model, input_spec=specs, full_graph=True)
+            paddle.jit.save(static_model, str(staging / "model"))
         shutil.copy2(model_dir / "config.json", staging / "config.json")
         copy_tokenizer_files(model_dir, staging)
         cache_names = [s.name for s in specs[3]]
@@ -57,25 +63,47 @@ def export_model(model_dir, output_path, dtype="float32", device="cpu", lora_pat
             model_type="llama", dtype=dtype, compute_dtype=cache_dtype, device=device,
             num_layers=config.num_hidden_layers, num_kv_heads=config.num_key_value_heads,
             head_dim=config.head_dim, max_position_embeddings=config.max_position_embeddings,
+            vocab_size=config.vocab_size,
             inputs=[s.name for s in specs[:3]] + cache_names, outputs=["logits"] + cache_names,
             versions={"paddle": paddle.__version__, "paddlellm": paddlellm.__version__},
         ).write(staging)
-        _swap_into_place(staging, output_path)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     _log(f"exported to {output_path} in {time.perf_counter() - started:.1f}s")
     return output_path
 
 
-def _swap_into_place(staging, output_path):
-    old = None
-    if output_path.exists():
-        old = output_path.with_name(f".{output_path.name}.old-{staging.name.rsplit('-', 1)[-1]}")
-        output_path.rename(old)
-    staging.rename(output_path)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+def check_replaceable(output_path):
+    """`output_path` may be created or replaced: it is new, an empty directory or an earlier export."""
+    existing = next(p for p in (output_path, *output_path.parents) if p.exists())
+    if not existing.is_dir():
+        raise UserError(f"--output_path {output_path}: {existing} is a file, not a directory (choose a directory path)")
+    if existing == output_path and any(output_path.iterdir()) and not (output_path / MANIFEST_NAME).is_file():
+        raise UserError(f"--output_path {output_path} exists and is not an exported model (choose a new or empty directory)")
+
+
+# Paddle 3.3.1 logs this (C++ glog, eager_utils.cc) for every paddle.arange traced into a PIR program: its
+# Python wrapper always passes `out=None` to _C_ops.arange. Nothing is wrong with the program.
+PADDLE_EXPORT_NOISE = ("Paddle static graph(PIR) not support input out tensor for now!!!!!",)
+
+
+@contextmanager
+def without_stderr_lines(known_lines):
+    """Hold what is written to file descriptor 2 (C++ logging included) in the block, then pass it on
+    without the lines that contain one of `known_lines`."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            noise = [line.encode() for line in known_lines]
+            kept = [line for line in held.read().splitlines(keepends=True) if not any(n in line for n in noise)]
+            with os.fdopen(os.dup(2), "wb") as stderr:
+                stderr.write(b"".join(kept))
 
 
 def _log(message):

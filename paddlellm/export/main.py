@@ -1,23 +1,26 @@
 """`llm/predict/export_model.py`: export a checkpoint to a static inference model."""
 import sys
 
-from paddlellm.argparsing import ArgumentParser, add_bool
+from paddlellm.argparsing import ArgumentParser, DefaultsHelpFormatter, add_bool, add_debug
 from paddlellm.device import DEVICES, DTYPES
 from paddlellm.errors import UserError
 from paddlellm.export.exporter import export_model
 
 
 def build_parser():
-    p = ArgumentParser(prog="export_model.py", description="Export a Llama checkpoint to a static inference model.")
+    p = ArgumentParser(prog="export_model.py", formatter_class=DefaultsHelpFormatter,
+                       description="Export a Llama checkpoint to a static inference model.")
     p.add_argument("--model_name_or_path", required=True, help="checkpoint directory (HF format or Paddle pdparams)")
     p.add_argument("--output_path", required=True, help="directory to write (replaced whole if it is an earlier export)")
-    p.add_argument("--lora_path", default=None, help="LoRA adapter directory (paddleformers) to merge into the weights")
-    add_bool(p, "--inference_model", "export the inference model (the only kind paddlellm exports)")
-    p.add_argument("--dtype", default="float32", help=" | ".join(DTYPES))
+    p.add_argument("--lora_path", default=None,
+                   help="LoRA adapter directory (paddleformers) to merge into the weights (default: none)")
+    add_bool(p, "--inference_model", "export the inference model (the only kind paddlellm exports; default: true)")
+    p.add_argument("--dtype", default="float32", help="weights: " + " | ".join(DTYPES))
     p.add_argument("--device", default="cpu", help=f"the device the program is for: {' | '.join(DEVICES)}")
-    add_bool(p, "--block_attn", "paged KV cache")
-    p.add_argument("--quant_type", default=None, help="weight quantization")
-    p.add_argument("--cachekv_int8_type", default=None, help="int8 KV cache")
+    add_bool(p, "--block_attn", "paged KV cache; not available in this version (default: off)")
+    p.add_argument("--quant_type", default=None, help="weight quantization; not available in this version (default: none)")
+    p.add_argument("--cachekv_int8_type", default=None, help="int8 KV cache; not available in this version (default: none)")
+    add_debug(p)
     return p
 
 
@@ -27,7 +30,7 @@ def main(argv):
         raise UserError("--inference_model false is not supported: paddlellm exports only the inference model (drop the flag)")
     for flag in ("block_attn", "quant_type", "cachekv_int8_type"):
         if getattr(args, flag):
-            raise UserError(f"--{flag} is not available in this version of paddlellm (export without it)")
+            raise UserError(f"--{flag} is not available in this version of paddlellm (drop --{flag})")
     export_model(args.model_name_or_path, args.output_path, dtype=args.dtype, device=args.device,
                  lora_path=args.lora_path)
     return 0

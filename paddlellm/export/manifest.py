@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from paddlellm.errors import UserError
+from paddlellm.files import read_json
 
 MANIFEST_NAME = "paddlellm_manifest.json"
 FORMAT_VERSION = 1
@@ -20,6 +21,7 @@ class Manifest:
     num_kv_heads: int
     head_dim: int
     max_position_embeddings: int
+    vocab_size: int
     inputs: List[str]
     outputs: List[str]
     inference_model: bool = True
@@ -47,12 +49,9 @@ def read_manifest(directory) -> Manifest:
     if not path.is_file():
         raise UserError(f"{path} is missing: {directory} is not an exported model "
                         "(export it with llm/predict/export_model.py, or use --mode dynamic)")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path} is not valid JSON: {exc} (re-export the model)") from None
-    if not isinstance(data, dict) or data.get("format_version") != FORMAT_VERSION:
-        raise UserError(f"{path} has format_version {data.get('format_version') if isinstance(data, dict) else None}, "
+    data = read_json(path, hint="re-export the model")
+    if data.get("format_version") != FORMAT_VERSION:
+        raise UserError(f"{path} has format_version {data.get('format_version')}, "
                         f"this paddlellm reads {FORMAT_VERSION} (re-export the model)")
     try:
         manifest = Manifest(**data)

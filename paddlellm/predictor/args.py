@@ -3,7 +3,7 @@ import os
 from dataclasses import dataclass
 from typing import Optional
 
-from paddlellm.argparsing import ArgumentParser, add_bool
+from paddlellm.argparsing import ArgumentParser, DefaultsHelpFormatter, add_bool, add_debug
 from paddlellm.device import DEVICES, DTYPES, check_device_name, check_dtype
 from paddlellm.errors import UserError
 from paddlellm.predictor.sampling import SamplingParams
@@ -41,33 +41,48 @@ class PredictorArgs:
 
 
 def build_parser():
-    p = ArgumentParser(prog="predictor.py", description="Generate text with a Llama model (dynamic or exported static).")
+    p = ArgumentParser(prog="predictor.py", formatter_class=DefaultsHelpFormatter,
+                       description="Generate text with a Llama model (dynamic or exported static). The defaults "
+                                   "are PaddleNLP's: sampling with top_p 0.7 and temperature 0.95, up to 1024 new "
+                                   "tokens; --decode_strategy greedy_search gives deterministic output.")
     p.add_argument("--model_name_or_path", required=True, help="checkpoint dir (dynamic) or exported dir (static)")
     p.add_argument("--mode", default="dynamic", help="dynamic | static")
-    add_bool(p, "--inference_model", "use the inference model (the only kind paddlellm has; accepted for PaddleNLP recipes)")
-    add_bool(p, "--block_attn", "paged KV cache (must match the export)")
-    p.add_argument("--dtype", default=None, help=f"{' | '.join(DTYPES)} (static mode: taken from the export)")
-    p.add_argument("--device", default=None, help=f"{' | '.join(DEVICES)}")
+    add_bool(p, "--inference_model", "use the inference model (the only kind paddlellm has; accepted for "
+                                     "PaddleNLP recipes; default: true)")
+    add_bool(p, "--block_attn", "paged KV cache; not available in this version (default: off; static mode: "
+                                "taken from the export)")
+    p.add_argument("--dtype", default=None, help=f"{' | '.join(DTYPES)} (default: float32 in dynamic mode, "
+                                                 "the export's in static mode)")
+    p.add_argument("--device", default=None, help=f"{' | '.join(DEVICES)} (default: cpu in dynamic mode, "
+                                                  "the export's in static mode)")
     p.add_argument("--src_length", type=int, default=1024, help="maximum prompt tokens")
     p.add_argument("--max_length", type=int, default=1024, help="maximum new tokens")
-    p.add_argument("--batch_size", type=int, default=1)
+    p.add_argument("--batch_size", type=int, default=1, help="prompts generated together")
     p.add_argument("--decode_strategy", default="sampling", help="greedy_search | sampling")
-    p.add_argument("--top_k", type=int, default=0)
-    p.add_argument("--top_p", type=float, default=0.7)
-    p.add_argument("--temperature", type=float, default=0.95, help="0 means greedy")
-    p.add_argument("--repetition_penalty", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=42, help="sampling seed")
+    p.add_argument("--top_k", type=int, default=0, help="sample only from the k most probable tokens (0: no limit)")
+    p.add_argument("--top_p", type=float, default=0.7,
+                   help="sample only from the most probable tokens whose probabilities add up to top_p (1: no limit)")
+    p.add_argument("--temperature", type=float, default=0.95, help="divides the logits before sampling; 0 means greedy")
+    p.add_argument("--repetition_penalty", type=float, default=1.0,
+                   help="divides the logits of tokens already in the prompt or output (1: off)")
+    p.add_argument("--seed", type=int, default=42,
+                   help="sampling seed; each prompt's samples depend only on it and the prompt's place in the input")
     p.add_argument("--chat_template", default=None,
-                   help="'none' sends the raw text; a file path gives a template; default: the tokenizer's own")
-    p.add_argument("--data_file", default=None, help='JSONL, one {"src": ...} a line')
-    p.add_argument("--output_file", default=None, help="JSONL results, one line per input, in input order")
+                   help="'none' sends the raw text; a file path gives a template (default: the tokenizer's own)")
+    p.add_argument("--data_file", default=None, help='JSONL, one {"src": ...} a line (default: built-in demo prompts)')
+    p.add_argument("--output_file", default=None,
+                   help="JSONL results, one line per input, in input order; written to OUTPUT_FILE.partial as they "
+                        "finish and renamed at the end (default: none, print only)")
     p.add_argument("--cpu_threads", type=int, default=0, help="CPU math threads (0: all available cores)")
-    p.add_argument("--quiet", action="store_true", help="print no generations, only the summary")
+    p.add_argument("--quiet", action="store_true", help="print no generations, only progress and the summary")
+    add_debug(p)
     return p
 
 
 def parse_args(argv) -> PredictorArgs:
-    args = PredictorArgs(**vars(build_parser().parse_args(argv)))
+    namespace = vars(build_parser().parse_args(argv))
+    namespace.pop("debug")  # acted on by paddlellm.cli.run_main
+    args = PredictorArgs(**namespace)
     check_args(args)
     return args
 
@@ -93,5 +108,4 @@ def check_args(a: PredictorArgs):
     require(a.repetition_penalty > 0.0, f"--repetition_penalty must be positive, got {a.repetition_penalty}")
     require(a.cpu_threads >= 0, f"--cpu_threads must be 0 (all cores) or positive, got {a.cpu_threads}")
     if a.block_attn and a.mode == "dynamic":
-        raise UserError("--block_attn needs --mode static with a model exported with --block_attn "
-                        "(block attention is not available in this version; drop --block_attn)")
+        raise UserError("--block_attn is not available in this version of paddlellm (drop --block_attn)")

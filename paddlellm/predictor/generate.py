@@ -5,6 +5,7 @@ A runner has `new_caches(batch, length)` and `step(input_ids, pad_lens, cache_of
 """
 import time
 from dataclasses import dataclass, field
+from typing import List
 
 import numpy as np
 
@@ -31,8 +32,9 @@ class Generated:
     finished_by_eos: bool = False
 
 
-def generate_batch(runner, prompts, max_new_tokens, sampler: Sampler, eos_ids, pad_id):
-    """Generate for each prompt (a list of token ids) until an EOS id or max_new_tokens.
+def generate_batch(runner, prompts, max_new_tokens, samplers: List[Sampler], eos_ids, pad_id):
+    """Generate for each prompt (a list of token ids), choosing its tokens with its own sampler, until an
+    EOS id or max_new_tokens.
 
     Returns ([Generated] in prompt order, GenerationStats). EOS itself is not part of token_ids.
     """
@@ -52,9 +54,10 @@ def generate_batch(runner, prompts, max_new_tokens, sampler: Sampler, eos_ids, p
     start = time.perf_counter()
     offset, active = longest, np.ones(batch, dtype=bool)
     for step in range(max_new_tokens):
-        tokens = sampler(logits, seen)
+        tokens = np.full(batch, pad_id, dtype=np.int64)
         for b in np.flatnonzero(active):
-            token = int(tokens[b])
+            token = samplers[b](logits[b], seen[b])
+            tokens[b] = token
             if token in eos:
                 active[b], results[b].finished_by_eos = False, True
                 continue
@@ -62,7 +65,7 @@ def generate_batch(runner, prompts, max_new_tokens, sampler: Sampler, eos_ids, p
             seen[b].append(token)
         if not active.any() or step == max_new_tokens - 1:
             break
-        feed = np.where(active, tokens, pad_id).astype(np.int64)[:, None]
+        feed = np.where(active, tokens, pad_id)[:, None]
         logits, caches = runner.step(feed, pad_lens, offset, caches)
         offset += 1
         stats.decode_steps += 1

@@ -1,10 +1,10 @@
-"""Prompts in (JSONL or built-in demos), results out (JSONL, written whole or not at all)."""
+"""Prompts in (JSONL or built-in demos), results out (JSONL, streamed to `<output>.partial` as they finish,
+renamed into place at the end)."""
 import json
-import os
-import tempfile
 from pathlib import Path
 
 from paddlellm.errors import UserError
+from paddlellm.files import JsonlStream
 
 DEMO_PROMPTS = [
     "What is the capital of France?",
@@ -41,26 +41,18 @@ def read_prompts(data_file):
     return prompts
 
 
-def check_output_file(output_file):
-    """Fail before any work if the output file cannot be written."""
+def open_results(output_file):
+    """The JsonlStream that --output_file's rows go to as they finish (None without --output_file). It is
+    created here, before any work, so a path that cannot be written fails at once."""
     if output_file is None:
-        return
-    parent = Path(output_file).resolve().parent
-    if not parent.is_dir():
-        raise UserError(f"--output_file {output_file}: directory {parent} does not exist")
-    if Path(output_file).is_dir():
+        return None
+    path = Path(output_file)
+    if path.is_dir():
         raise UserError(f"--output_file {output_file} is a directory (give a file path)")
-
-
-def write_results(output_file, rows):
-    """Write rows as JSONL through a temporary sibling file, then rename it into place."""
-    path = Path(output_file).resolve()
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    if not path.resolve().parent.is_dir():
+        raise UserError(f"--output_file {output_file}: directory {path.resolve().parent} does not exist")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for row in rows:
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        return JsonlStream(path)
+    except OSError as exc:
+        raise UserError(f"--output_file {output_file} cannot be written: {exc.strerror} "
+                        "(choose a file in a writable directory)") from None

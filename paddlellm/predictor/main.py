@@ -10,7 +10,7 @@ from paddlellm.errors import UserError
 from paddlellm.export.manifest import MANIFEST_NAME, read_manifest
 from paddlellm.predictor.args import PredictorArgs, parse_args
 from paddlellm.predictor.generate import GenerationStats, generate_batch
-from paddlellm.predictor.io import check_output_file, read_prompts, write_results
+from paddlellm.predictor.io import open_results, read_prompts
 from paddlellm.predictor.runners import DynamicRunner, StaticRunner
 from paddlellm.predictor.sampling import Sampler
 from paddlellm.tokenizer import load_tokenizer
@@ -22,31 +22,54 @@ def main(argv):
     if not model_dir.is_dir():
         raise UserError(f"model directory {model_dir} does not exist (check --model_name_or_path)")
     texts = read_prompts(args.data_file)
-    check_output_file(args.output_file)
-    tokenizer = load_tokenizer(model_dir)
-    prompts = encode_prompts(tokenizer, texts, args)
-    runner, max_positions = build_runner(args, model_dir)
-    longest = max(len(p) for p in prompts)
-    if longest + args.max_length > max_positions:
-        raise UserError(f"prompt ({longest} tokens) + --max_length {args.max_length} exceeds the model's "
-                        f"{max_positions} positions (lower --max_length or --src_length)")
-
-    sampler = Sampler(args.sampling())
-    eos_ids, pad_id = tokenizer.eos_token_ids, tokenizer.pad_token_id
-    rows, stats, started = [], GenerationStats(), time.perf_counter()
-    for first in range(0, len(prompts), args.batch_size):
-        batch = prompts[first:first + args.batch_size]
-        results, batch_stats = generate_batch(runner, batch, args.max_length, sampler, eos_ids, pad_id)
-        stats.add(batch_stats)
-        for text, result in zip(texts[first:], results):
-            output = tokenizer.decode(result.token_ids)
-            rows.append({"src": text, "output": output, "output_ids": result.token_ids})
-            if not args.quiet:
-                print(f"[{len(rows)}] {text}\n  -> {output}", flush=True)
-    if args.output_file:
-        write_results(args.output_file, rows)
+    output = open_results(args.output_file)
+    started = time.perf_counter()
+    try:
+        stats = predict(args, model_dir, texts, output)
+    except BaseException as exc:
+        if output is None:
+            raise
+        output.abandon()
+        if not output.rows:
+            raise
+        kept = f"the {output.rows} of {len(texts)} results finished are in {output.partial}"
+        if isinstance(exc, UserError):
+            raise UserError(f"{exc}; {kept}") from None
+        print(f"stopped: {kept}", file=sys.stderr, flush=True)
+        raise
+    if output is not None:
+        output.finish()
     print(summary(stats, time.perf_counter() - started, args), flush=True)
     return 0
+
+
+def predict(args: PredictorArgs, model_dir: Path, texts, output):
+    """Generate for every prompt text; print each result (unless --quiet) and write it to `output` as it
+    finishes, in input order. Returns the GenerationStats."""
+    tokenizer = load_tokenizer(model_dir)
+    prompts = encode_prompts(tokenizer, texts, args)
+    model = describe_model(args, model_dir)
+    check_prompts_fit(prompts, tokenizer, model, args)
+    log(f"loading {model_dir} ({args.mode} mode)")
+    runner = build_runner(args, model_dir, model)
+    samplers = [Sampler(args.sampling(), index) for index in range(len(prompts))]
+    eos_ids, pad_id = tokenizer.eos_token_ids, tokenizer.pad_token_id
+    stats = GenerationStats()
+    for first in range(0, len(prompts), args.batch_size):
+        batch = slice(first, first + args.batch_size)
+        results, batch_stats = generate_batch(runner, prompts[batch], args.max_length, samplers[batch], eos_ids, pad_id)
+        stats.add(batch_stats)
+        for number, text, result in zip(range(first + 1, len(texts) + 1), texts[batch], results):
+            row = {"src": text, "output": tokenizer.decode(result.token_ids), "output_ids": result.token_ids}
+            if output is not None:
+                output.write(row)
+            if not args.quiet:
+                print(f"[{number}] {text}\n  -> {row['output']}", flush=True)
+    return stats
+
+
+def log(message):
+    print(f"[predictor] {message}", flush=True)
 
 
 def encode_prompts(tokenizer, texts, args: PredictorArgs):
@@ -76,33 +99,58 @@ def encode_prompts(tokenizer, texts, args: PredictorArgs):
     return prompts
 
 
-def build_runner(args: PredictorArgs, model_dir: Path):
-    """The runner for --mode, after checking flags against the manifest and the device's presence."""
+def describe_model(args: PredictorArgs, model_dir: Path):
+    """What the model is, read without loading it: the manifest (static mode; the flags are checked against
+    it) or the config (dynamic mode), after checking that the device is present. Both have vocab_size and
+    max_position_embeddings."""
     if args.mode == "static":
         manifest = read_manifest(model_dir)
         source = model_dir / MANIFEST_NAME
         if args.dtype is not None and args.dtype != manifest.dtype:
             raise UserError(f"--dtype {args.dtype} contradicts the exported dtype {manifest.dtype} in {source} "
-                            "(drop --dtype, or export again with it)")
+                            f"(drop --dtype, or export again with --dtype {args.dtype})")
         if args.block_attn is not None and args.block_attn != manifest.block_attn:
             raise UserError(f"--block_attn {args.block_attn} contradicts block_attn {manifest.block_attn} in {source} "
-                            "(drop --block_attn, or export again with it)")
+                            "(drop --block_attn: block attention is not available in this version)")
         device = args.device or manifest.device
         if compute_dtype(manifest.dtype, device) != manifest.compute_dtype:
             raise UserError(f"--device {device} cannot run the program exported for {manifest.device} in {source} "
                             f"(its math is {manifest.compute_dtype}; drop --device, or export again with --device {device})")
         check_device(device)
-        paddle.set_device(paddle_place(device))
-        return StaticRunner(model_dir, manifest, device, args.threads()), manifest.max_position_embeddings
+        return manifest
     if (model_dir / MANIFEST_NAME).is_file():
         raise UserError(f"{model_dir} is an exported model (run it with --mode static)")
+    check_device(args.device or "cpu")
+    from paddlellm.models.llama.loader import load_config
+
+    return load_config(model_dir)
+
+
+def check_prompts_fit(prompts, tokenizer, model, args: PredictorArgs):
+    """Every prompt id exists in the model's vocabulary, and prompt + --max_length fit its positions."""
+    largest = max(max(p) for p in prompts)
+    if largest >= model.vocab_size:
+        number = next(n for n, p in enumerate(prompts, 1) if largest in p)
+        raise UserError(f"prompt {number} has token id {largest}, but the model's vocab_size is {model.vocab_size} "
+                        f"(the tokenizer has {tokenizer.vocab_size} tokens: it does not belong to this model; "
+                        "put the model's own tokenizer files in its directory)")
+    longest = max(len(p) for p in prompts)
+    if longest + args.max_length > model.max_position_embeddings:
+        raise UserError(f"prompt ({longest} tokens) + --max_length {args.max_length} exceeds the model's "
+                        f"{model.max_position_embeddings} positions (lower --max_length or --src_length)")
+
+
+def build_runner(args: PredictorArgs, model_dir: Path, model):
+    """The runner for --mode: the exported program (`model` is its manifest) or the checkpoint loaded."""
+    if args.mode == "static":
+        device = args.device or model.device
+        paddle.set_device(paddle_place(device))
+        return StaticRunner(model_dir, model, device, args.threads())
     from paddlellm.models.llama.loader import load_model
 
     dtype, device = args.dtype or "float32", args.device or "cpu"
-    check_device(device)
     paddle.set_device(paddle_place(device))
-    model = load_model(model_dir, dtype=dtype, device=device)
-    return DynamicRunner(model, args.threads()), model.config.max_position_embeddings
+    return DynamicRunner(load_model(model_dir, dtype=dtype, device=device), args.threads())
 
 
 def summary(stats: GenerationStats, seconds, args: PredictorArgs):

@@ -1,5 +1,9 @@
 """Choosing the next token from last-position logits: greedy, or sampling with temperature, top-k, top-p;
-repetition penalty as in HF/PaddleNLP (logits of tokens already seen are divided, or multiplied if negative)."""
+repetition penalty as in HF/PaddleNLP (logits of tokens already seen are divided, or multiplied if negative).
+
+Each prompt samples from its own random stream, seeded by (--seed, the prompt's index in the input): what
+a prompt gets does not depend on --batch_size or on the other prompts, and a finished prompt draws nothing.
+"""
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,33 +23,41 @@ class SamplingParams:
         return self.decode_strategy == "greedy_search" or self.temperature == 0
 
 
+def penalized(logits, seen, penalty):
+    """float32 copy of one row of logits with the repetition penalty applied to the ids in `seen`."""
+    logits = np.array(logits, dtype=np.float32, copy=True)
+    if penalty != 1.0:
+        ids = np.unique(np.asarray(seen, dtype=np.int64))
+        values = logits[ids]
+        logits[ids] = np.where(values < 0, values * penalty, values / penalty)
+    return logits
+
+
+def candidates(logits, seen, params: SamplingParams):
+    """The token ids sampling may pick, most probable first, and their probabilities (summing to 1)."""
+    row = penalized(logits, seen, params.repetition_penalty) / np.float32(params.temperature)
+    ids = np.arange(row.shape[0])
+    if 0 < params.top_k < row.shape[0]:
+        ids = np.argpartition(-row, params.top_k - 1)[: params.top_k]
+    ids = ids[np.argsort(-row[ids], kind="stable")]
+    probs = np.exp(row[ids] - row[ids[0]])
+    probs /= probs.sum()
+    if params.top_p < 1.0:
+        keep = int(np.searchsorted(np.cumsum(probs), params.top_p) + 1)  # smallest prefix reaching top_p
+        ids, probs = ids[:keep], probs[:keep] / probs[:keep].sum()
+    return ids, probs
+
+
 class Sampler:
-    def __init__(self, params: SamplingParams):
+    """The next-token rule for one prompt: its sampling parameters and its own random stream."""
+
+    def __init__(self, params: SamplingParams, index=0):
         self.params = params
-        self.rng = np.random.default_rng(params.seed)
+        self.rng = np.random.default_rng([params.seed, index])
 
-    def __call__(self, logits: np.ndarray, seen: list) -> np.ndarray:
-        """logits [batch, vocab] float32; seen[b]: token ids of row b so far (prompt and output)."""
-        p = self.params
-        logits = np.array(logits, dtype=np.float32, copy=True)
-        if p.repetition_penalty != 1.0:
-            for row, tokens in zip(logits, seen):
-                ids = np.unique(np.asarray(tokens, dtype=np.int64))
-                values = row[ids]
-                row[ids] = np.where(values < 0, values * p.repetition_penalty, values / p.repetition_penalty)
-        if p.greedy:
-            return logits.argmax(axis=-1)
-        return np.array([self._sample_row(row / p.temperature) for row in logits], dtype=np.int64)
-
-    def _sample_row(self, row):
-        p = self.params
-        candidates = np.arange(row.shape[0])
-        if 0 < p.top_k < row.shape[0]:
-            candidates = np.argpartition(-row, p.top_k - 1)[: p.top_k]
-        order = candidates[np.argsort(-row[candidates], kind="stable")]
-        probs = np.exp(row[order] - row[order[0]])
-        probs /= probs.sum()
-        if p.top_p < 1.0:
-            keep = int(np.searchsorted(np.cumsum(probs), p.top_p) + 1)  # smallest prefix reaching top_p
-            order, probs = order[:keep], probs[:keep] / probs[:keep].sum()
-        return order[self.rng.choice(len(order), p=probs)]
+    def __call__(self, logits, seen) -> int:
+        """logits: this prompt's last-position logits [vocab]; seen: its token ids so far (prompt and output)."""
+        if self.params.greedy:
+            return int(penalized(logits, seen, self.params.repetition_penalty).argmax())
+        ids, probs = candidates(logits, seen, self.params)
+        return int(ids[self.rng.choice(len(ids), p=probs)])

@@ -29,7 +29,7 @@ def test_incomplete_checkpoint(capsys, tmp_path, tiny_llama):
     broken = tmp_path / "broken"
     shutil.copytree(tiny_llama, broken)
     (broken / "model.safetensors").unlink()
-    assert str(broken) in expect_error(capsys, tmp_path, broken, "--mode", "dynamic")
+    assert str(broken) in expect_error(capsys, tmp_path, broken, "--mode", "dynamic", "--max_length", 4)
 
 
 def test_corrupt_config(capsys, tmp_path, tiny_llama):

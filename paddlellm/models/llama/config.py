@@ -34,7 +34,9 @@ class LlamaConfig:
     def from_dict(cls, cfg, source="config.json"):
         """Validate an HF config dict; any problem is a UserError naming `source`."""
         def get(key, kind, default=None, required=False):
-            value = cfg.get(key, default)
+            value = cfg.get(key)
+            if value is None:  # absent or null: the default, as in HF
+                value = default
             if value is None:
                 if required:
                     raise UserError(f"{source}: missing key '{key}' (is this a Llama config?)")
@@ -65,11 +67,11 @@ class LlamaConfig:
         rope_parameters = cfg.get("rope_parameters") or {}
         if not isinstance(rope_parameters, dict):
             raise UserError(f"{source}: 'rope_parameters' must be an object, got {rope_parameters!r}")
-        rope_scaling = cfg.get("rope_scaling") or (rope_parameters if rope_parameters.get("rope_type", "default") != "default" else None)
+        rope_scaling = cfg.get("rope_scaling")
+        if rope_scaling is None and rope_parameters.get("rope_type", "default") != "default":
+            rope_scaling = rope_parameters
         if rope_scaling is not None:
-            kind = rope_scaling.get("rope_type", rope_scaling.get("type", "default"))
-            if kind not in SUPPORTED_ROPE_SCALING:
-                raise UserError(f"{source}: rope_scaling type '{kind}' is not supported (supported: {', '.join(SUPPORTED_ROPE_SCALING)})")
+            check_rope_scaling(rope_scaling, source)
         return cls(
             vocab_size=get("vocab_size", int, required=True),
             hidden_size=hidden,
@@ -88,3 +90,28 @@ class LlamaConfig:
             pad_token_id=get("pad_token_id", int),
             torch_dtype=str(cfg.get("torch_dtype") or cfg.get("dtype") or "float32"),
         )
+
+
+ROPE_SCALING_KEYS = {"linear": ("factor",),
+                     "llama3": ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")}
+
+
+def check_rope_scaling(scaling, source):
+    """A UserError naming `source` unless `scaling` is a rope_scaling object the model can apply."""
+    def bad(what):
+        return UserError(f"{source}: rope_scaling {what} (fix it, or remove rope_scaling if the model uses plain RoPE)")
+
+    if not isinstance(scaling, dict):
+        raise bad(f"must be an object like {{\"rope_type\": \"linear\", \"factor\": 2.0}}, got {scaling!r}")
+    kind = scaling.get("rope_type", scaling.get("type", "default"))
+    if kind not in SUPPORTED_ROPE_SCALING:
+        raise bad(f"type {kind!r} is not supported (supported: {', '.join(SUPPORTED_ROPE_SCALING)})")
+    for key in ROPE_SCALING_KEYS.get(kind, ()):
+        value = scaling.get(key)
+        if value is None:
+            raise bad(f"of type {kind} needs '{key}'")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            raise bad(f"'{key}' must be a positive number, got {value!r}")
+    if kind == "llama3" and scaling["high_freq_factor"] <= scaling["low_freq_factor"]:
+        raise bad(f"high_freq_factor {scaling['high_freq_factor']} must be greater than "
+                  f"low_freq_factor {scaling['low_freq_factor']}")
