@@ -88,18 +88,35 @@ def load_model(settings, args, from_scratch=False):
 def assign_checkpoint(model, model_dir):
     """Load weights through our checkpoint reader: paddleformers' from_pretrained writes a metadata file
     into the model directory and, with several processes, reshards through `.cuda()`, so it cannot run
-    multi-process on the CPU. Its names are HF's; its Linear weights are [in, out], lm_head [vocab, hidden]."""
+    multi-process on the CPU. Its names are HF's; its Linear weights are [in, out], lm_head [vocab, hidden].
+    Split for tensor parallelism, a parameter holds this rank's contiguous slice along its one split axis
+    (columns of q/k/v/gate/up, rows of o/down, vocabulary rows of the embedding and lm_head)."""
     from paddlellm.models.llama.checkpoint import read_state_dict
 
     state = read_state_dict(model_dir)
+    degree, rank = max(model.config.tensor_model_parallel_size, 1), max(model.config.tensor_parallel_rank, 0)
     values = {}
     for name, param in model.state_dict().items():
         source = name if name in state else "model.embed_tokens.weight" if name == "lm_head.weight" else None
         if source is None:
             raise UserError(f"{model_dir}: the weights lack {name} (the checkpoint does not fit this model)")
         array = state[source].T if name.endswith("_proj.weight") else state[source]
+        array = tensor_parallel_slice(array, list(param.shape), degree, rank, name, model_dir)
         values[name] = paddle.to_tensor(np.ascontiguousarray(array, dtype=np.float32)).astype(param.dtype)
     model.set_state_dict(values)
+
+
+def tensor_parallel_slice(array, shape, degree, rank, name, model_dir):
+    """This rank's slice of a full weight for a parameter of `shape` (the full weight when it fits)."""
+    if list(array.shape) == shape:
+        return array
+    split = [axis for axis, (full, part) in enumerate(zip(array.shape, shape)) if full != part]
+    if (len(array.shape) != len(shape) or len(split) != 1 or degree <= 1
+            or array.shape[split[0]] != shape[split[0]] * degree):
+        raise UserError(f"{model_dir}: {name} has shape {list(array.shape)}, the model expects {shape} "
+                        f"(tensor parallel degree {degree}; the checkpoint does not fit this model)")
+    axis, size = split[0], shape[split[0]]
+    return np.take(array, range(rank * size, (rank + 1) * size), axis=axis)
 
 
 def wrap_lora(model, settings, dtype):
@@ -134,10 +151,67 @@ def training_arguments(training):
 
 
 def save_final(trainer, settings, output_dir):
-    """Final weights (or the LoRA adapter) and the tokenizer files, in output_dir (rank 0 writes)."""
-    trainer.save_model(output_dir, last_fc_to_hf=True)  # HF-format weights and config.json, not flex shards
-    if trainer.args.should_save:
+    """Final weights (or the LoRA adapter) and the tokenizer files, in output_dir (rank 0 writes): one whole
+    model, never per-rank shards, however many tensor-parallel ranks trained it."""
+    args = trainer.args
+    if args.tensor_model_parallel_size > 1:
+        save_merged_tensor_parallel(trainer, output_dir)
+    else:
+        trainer.save_model(output_dir, merge_tensor_parallel=True, last_fc_to_hf=True)
+    if args.should_save:
         copy_tokenizer_files(settings.get("tokenizer_name_or_path") or settings["model_name_or_path"], output_dir)
+
+
+def save_merged_tensor_parallel(trainer, output_dir):
+    """The final save of a tensor-parallel run, written as a 1-process run writes it (paddleformers'
+    single-card unified checkpoint: model- or peft_model-00001-of-00001.safetensors, its index, config.json
+    or lora_config.json, tensor_model_parallel_size 1).
+
+    paddleformers 1.2.0 has no merge that works here: its unified-checkpoint and `merge_tensor_parallel`
+    paths call Llama's `_get_tensor_parallel_mappings`, which raises NotImplementedError; the sharding_io
+    path writes per-rank model.tpNN files; the flex_checkpoint HF saver moves every CPU tensor to `.cuda()`.
+    So each rank all-gathers every split tensor over the tensor-parallel group and joins the slices along
+    the parameter's `split_axis` (as Paddle's parallel layers mark them); the saving process writes."""
+    import json
+
+    from paddle.distributed import fleet
+    from paddleformers.peft import LoRAModel
+    from paddleformers.trainer.unified_checkpoint.load_save_single_card import save_file_sync
+    from paddleformers.trainer.unified_checkpoint.utils import get_expected_state_dict, save_model_config
+    from paddleformers.transformers.model_utils import unwrap_model
+    from paddleformers.transformers.utils import dtype_byte_size
+    from paddleformers.utils.env import SAFE_PEFT_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_INDEX_NAME
+
+    model = unwrap_model(trainer.model)
+    if trainer.args.pipeline_model_parallel_size > 1:
+        raise UserError("the final save cannot merge tensor-parallel shards of a pipeline-parallel run "
+                        "(train with pipeline_parallel_degree 1 when tensor_parallel_degree > 1)")
+    group = fleet.get_hybrid_communicate_group().get_model_parallel_group()
+    state = {}
+    for name, tensor in get_expected_state_dict(model, concat_additional_adapter=True).items():
+        if getattr(tensor, "is_distributed", False):
+            parts = []
+            paddle.distributed.all_gather(parts, tensor.contiguous(), group=group)
+            tensor = paddle.concat(parts, axis=tensor.split_axis)
+        state[name] = tensor
+    if trainer.args.should_save:
+        lora = isinstance(model, LoRAModel)
+        weights = "peft_model-00001-of-00001.safetensors" if lora else "model-00001-of-00001.safetensors"
+        index = {"metadata": {"total_size": sum(int(t.numel()) * dtype_byte_size(t.dtype) for t in state.values())},
+                 "weight_map": {name: weights for name in state}}
+        if lora:
+            index["type"] = "lora"
+        os.makedirs(output_dir, exist_ok=True)
+        save_file_sync(state, os.path.join(output_dir, weights))
+        Path(output_dir, SAFE_PEFT_WEIGHTS_INDEX_NAME if lora else SAFE_WEIGHTS_INDEX_NAME).write_text(
+            json.dumps(index, indent=4))
+        config = model.lora_config if lora else model.config
+        degree, config.tensor_model_parallel_size = config.tensor_model_parallel_size, 1
+        try:
+            save_model_config(model, output_dir)
+        finally:
+            config.tensor_model_parallel_size = degree
+    paddle.distributed.barrier()
 
 
 def world_size():
