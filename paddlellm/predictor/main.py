@@ -3,6 +3,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import paddle
 
 from paddlellm.device import check_device, compute_dtype, paddle_place
@@ -23,38 +24,40 @@ def main(argv):
         raise UserError(f"model directory {model_dir} does not exist (check --model_name_or_path)")
     texts = read_prompts(args.data_file)
     output = open_results(args.output_file)
-    started = time.perf_counter()
     try:
-        stats = predict(args, model_dir, texts, output)
+        stats, seconds = predict(args, model_dir, texts, output)
     except BaseException as exc:
         if output is None:
             raise
         output.abandon()
         if not output.rows:
             raise
-        kept = f"the {output.rows} of {len(texts)} results finished are in {output.partial}"
+        kept = f"{output.rows} of {len(texts)} results are saved in {output.partial}"
         if isinstance(exc, UserError):
             raise UserError(f"{exc}; {kept}") from None
         print(f"stopped: {kept}", file=sys.stderr, flush=True)
         raise
     if output is not None:
         output.finish()
-    print(summary(stats, time.perf_counter() - started, args), flush=True)
+    print(summary(stats, seconds, args), flush=True)
     return 0
 
 
 def predict(args: PredictorArgs, model_dir: Path, texts, output):
     """Generate for every prompt text; print each result (unless --quiet) and write it to `output` as it
-    finishes, in input order. Returns the GenerationStats."""
+    finishes, in input order. Returns the GenerationStats and the seconds spent generating."""
     tokenizer = load_tokenizer(model_dir)
     prompts = encode_prompts(tokenizer, texts, args)
     model = describe_model(args, model_dir)
     check_prompts_fit(prompts, tokenizer, model, args)
     log(f"loading {model_dir} ({args.mode} mode)")
     runner = build_runner(args, model_dir, model)
+    log("warming up")
+    warm_up(runner)
+    log(f"generating for {len(prompts)} prompt(s), {args.batch_size} at a time")
     samplers = [Sampler(args.sampling(), index) for index in range(len(prompts))]
     eos_ids, pad_id = tokenizer.eos_token_ids, tokenizer.pad_token_id
-    stats = GenerationStats()
+    stats, started = GenerationStats(), time.perf_counter()
     for first in range(0, len(prompts), args.batch_size):
         batch = slice(first, first + args.batch_size)
         results, batch_stats = generate_batch(runner, prompts[batch], args.max_length, samplers[batch], eos_ids, pad_id)
@@ -65,7 +68,12 @@ def predict(args: PredictorArgs, model_dir: Path, texts, output):
                 output.write(row)
             if not args.quiet:
                 print(f"[{number}] {text}\n  -> {row['output']}", flush=True)
-    return stats
+    return stats, time.perf_counter() - started
+
+
+def warm_up(runner):
+    """One step on one token: the first run of a program prepares it (seconds on a real model)."""
+    runner.step(np.zeros((1, 1), dtype=np.int64), np.zeros(1, dtype=np.int64), 0, runner.new_caches(1, 1))
 
 
 def log(message):
@@ -116,7 +124,13 @@ def describe_model(args: PredictorArgs, model_dir: Path):
         if compute_dtype(manifest.dtype, device) != manifest.compute_dtype:
             raise UserError(f"--device {device} cannot run the program exported for {manifest.device} in {source} "
                             f"(its math is {manifest.compute_dtype}; drop --device, or export again with --device {device})")
-        check_device(device)
+        try:
+            check_device(device)
+        except UserError:
+            if args.device is not None:
+                raise
+            raise UserError(f"{model_dir} is exported for {device}, which is not present here (run it where a {device} "
+                            "is, or export the checkpoint again with --device cpu)") from None
         return manifest
     if (model_dir / MANIFEST_NAME).is_file():
         raise UserError(f"{model_dir} is an exported model (run it with --mode static)")

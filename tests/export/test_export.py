@@ -1,10 +1,14 @@
 """Export: what the inference dir holds, and that it appears whole or not at all."""
 import json
+import os
 import shutil
+import stat
 
 import pytest
 
 from cli_helpers import fails
+from help_text import help_entries
+from paddlellm.export.exporter import PADDLE_EXPORT_NOISE, without_stderr_lines
 from paddlellm.export.main import main
 from paddlellm.export.manifest import MANIFEST_NAME, read_manifest
 
@@ -73,3 +77,50 @@ def test_refuses_to_overwrite_what_is_not_an_export(tiny_llama, tmp_path, capsys
     assert "not an exported model" in fails(capsys, main, ["--model_name_or_path", tiny_llama, "--output_path", keep])
     assert (keep / "notes.txt").read_text() == "mine"
     assert "model directory itself" in fails(capsys, main, ["--model_name_or_path", tiny_llama, "--output_path", tiny_llama])
+
+
+def test_output_path_that_is_a_file(tiny_llama, tmp_path, capsys):
+    existing = tmp_path / "notes.txt"
+    existing.write_text("mine")
+    for out in (existing, existing / "inference"):
+        assert f"{existing} is a file" in fails(capsys, main, ["--model_name_or_path", tiny_llama, "--output_path", out])
+    assert existing.read_text() == "mine"
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o027])
+def test_export_gets_the_umask_permissions(tiny_llama, tmp_path, mask):
+    old = os.umask(mask)
+    try:
+        out = export(tiny_llama, tmp_path / "inference")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o777 & ~mask
+    assert {stat.S_IMODE(p.stat().st_mode) for p in out.iterdir()} == {0o666 & ~mask}
+
+
+def test_export_prints_no_known_paddle_noise(tiny_llama, tmp_path, capfd):
+    export(tiny_llama, tmp_path / "inference")
+    captured = capfd.readouterr()
+    assert "not support input out tensor" not in captured.err + captured.out
+    assert "[export] exported to" in captured.out
+
+
+def test_noise_filter_keeps_other_lines(capfd):
+    with without_stderr_lines(PADDLE_EXPORT_NOISE):
+        os.write(2, f"W1129 eager_utils.cc:3584] {PADDLE_EXPORT_NOISE[0]}\nsomething else\n".encode())
+    assert capfd.readouterr().err == "something else\n"
+
+
+def test_help_has_text_and_default_for_every_flag(capsys):
+    assert help_entries(capsys, main).keys() >= {"--model_name_or_path", "--output_path", "--dtype", "--debug"}
+
+
+def test_narrow_math_for_an_absent_device_is_refused_with_a_hint_that_works(tiny_llama, tmp_path, capsys):
+    """bfloat16 math (the device compute path) cannot be traced by a CPU build of Paddle: say so, and the
+    suggested export works."""
+    out = tmp_path / "inference"
+    message = fails(capsys, main, ["--model_name_or_path", tiny_llama, "--output_path", out, "--dtype", "bfloat16", "--device", "gpu"])
+    assert "export with --dtype float32" in message and not out.exists()
+    export(tiny_llama, out, "--dtype", "float32", "--device", "gpu")
+    assert (read_manifest(out).device, read_manifest(out).compute_dtype) == ("gpu", "float32")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cli_helpers import GREEDY, fails, write_jsonl
+from cli_helpers import GREEDY, fails, predict, write_jsonl
 from paddlellm.predictor.main import main
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -115,5 +115,82 @@ def test_output_file_is_whole_and_in_input_order(tmp_path, exported):
     rows = predict(exported, tmp_path / "o.jsonl", "--mode", "static", "--data_file", data, "--batch_size", 3, *GREEDY)
     assert [r["src"] for r in rows] == prompts
     assert all(set(r) == {"src", "output", "output_ids"} for r in rows)
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".o.jsonl")]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.jsonl", "p.jsonl"]  # no .partial left
     json.dumps(rows)
+
+
+@pytest.mark.parametrize("mode", ["dynamic", "static"])
+def test_prompt_plus_max_length_beyond_the_positions(capsys, tmp_path, request, mode):
+    model = request.getfixturevalue("tiny_llama" if mode == "dynamic" else "exported")
+    data = write_jsonl(tmp_path / "p.jsonl", [{"src": "short"}, {"src": "a little longer prompt"}])
+    from paddlellm.tokenizer import load_tokenizer
+
+    longest = len(load_tokenizer(model).encode("a little longer prompt"))
+    message = expect_error(capsys, tmp_path, model, "--mode", mode, "--data_file", data, "--chat_template", "none",
+                           "--max_length", 513 - longest)
+    assert message == (f"error: prompt ({longest} tokens) + --max_length {513 - longest} exceeds the model's 512 "
+                       "positions (lower --max_length or --src_length)")
+    predict(model, tmp_path / "fits.jsonl", "--mode", mode, "--data_file", data, "--chat_template", "none",
+            "--max_length", 512 - longest, "--decode_strategy", "greedy_search")
+
+
+def bigger_tokenizer(model_dir, destination):
+    """A copy of `model_dir` whose tokenizer has more tokens than the model's 320."""
+    from tiny_models import write_tokenizer
+
+    shutil.copytree(model_dir, destination)
+    tokenizer = write_tokenizer(destination, vocab_size=480)
+    assert tokenizer.get_vocab_size() > 320
+    return destination
+
+
+@pytest.mark.parametrize("mode", ["dynamic", "static"])
+def test_tokenizer_that_does_not_match_the_model(capsys, tmp_path, request, mode):
+    model = bigger_tokenizer(request.getfixturevalue("tiny_llama" if mode == "dynamic" else "exported"), tmp_path / "m")
+    from paddlellm.tokenizer import load_tokenizer
+
+    tokenizer = load_tokenizer(model)
+    text = "Once upon a time there was a tiny language model"
+    ids = tokenizer.encode(text)
+    data = write_jsonl(tmp_path / "p.jsonl", [{"src": "ok"}, {"src": text}])
+    message = expect_error(capsys, tmp_path, model, "--mode", mode, "--data_file", data, "--chat_template", "none",
+                           "--max_length", 4)
+    assert message.startswith(f"error: prompt 2 has token id {max(ids)}, but the model's vocab_size is 320 "
+                              f"(the tokenizer has {tokenizer.vocab_size} tokens")
+
+
+@pytest.mark.parametrize("rope_scaling, words", [
+    ("linear", "must be an object"),
+    ({"rope_type": "linear"}, "needs 'factor'"),
+    ({"type": "linear", "factor": "2"}, "'factor' must be a positive number"),
+    ({"rope_type": "linear", "factor": 0}, "'factor' must be a positive number"),
+    ({"rope_type": "yarn", "factor": 2.0}, "type 'yarn' is not supported"),
+    ({"rope_type": "llama3", "factor": 8.0}, "needs 'low_freq_factor'"),
+    ({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 4.0, "high_freq_factor": 1.0,
+      "original_max_position_embeddings": 16}, "must be greater than"),
+])
+def test_malformed_rope_scaling(capsys, tmp_path, tiny_llama, rope_scaling, words):
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_llama, broken)
+    config = json.loads((broken / "config.json").read_text())
+    (broken / "config.json").write_text(json.dumps({**config, "rope_scaling": rope_scaling}))
+    message = expect_error(capsys, tmp_path, broken, "--max_length", 4)
+    assert message.startswith(f"error: {broken}/config.json: rope_scaling") and words in message
+
+
+def test_every_static_hint_is_a_command_that_works(capsys, tmp_path, tiny_llama, exported):
+    """--block_attn: the exporter refuses it, so the only fix offered is dropping it. --dtype: the export it
+    suggests runs. A program exported for an absent device: the export it suggests runs."""
+    message = expect_error(capsys, tmp_path, exported, "--mode", "static", "--block_attn")
+    assert "(drop --block_attn" in message and "export" not in message.split("(", 1)[1]
+    assert expect_error(capsys, tmp_path, tiny_llama, "--block_attn").endswith("(drop --block_attn)")
+    message = expect_error(capsys, tmp_path, exported, "--mode", "static", "--dtype", "bfloat16")
+    assert message.endswith("(drop --dtype, or export again with --dtype bfloat16)")
+    from paddlellm.export.main import main as export_main
+
+    assert export_main(["--model_name_or_path", str(tiny_llama), "--output_path", str(tmp_path / "bf16"), "--dtype", "bfloat16"]) == 0
+    predict(tmp_path / "bf16", tmp_path / "ok.jsonl", "--mode", "static", "--dtype", "bfloat16", *GREEDY)
+    assert export_main(["--model_name_or_path", str(tiny_llama), "--output_path", str(tmp_path / "gpu"), "--device", "gpu"]) == 0
+    message = expect_error(capsys, tmp_path, tmp_path / "gpu", "--mode", "static")
+    assert message.endswith("(run it where a gpu is, or export the checkpoint again with --device cpu)")
+    predict(tmp_path / "gpu", tmp_path / "ok.jsonl", "--mode", "static", "--device", "cpu", *GREEDY)

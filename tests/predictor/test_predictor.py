@@ -1,10 +1,14 @@
 """The predictor CLI on tiny random Llamas: dynamic vs static, batching, dtypes, sampling, outputs."""
+import json
+import shutil
+
 import numpy as np
 import pytest
 import torch
 import transformers
 
 from cli_helpers import GREEDY, PROMPTS, predict, write_jsonl
+from paddlellm.predictor.io import DEMO_PROMPTS
 from paddlellm.tokenizer import load_tokenizer
 
 
@@ -25,18 +29,27 @@ def test_static_gives_the_dynamic_tokens(request, tmp_path, data_file, which):
     assert all(len(r["output_ids"]) > 0 for r in static)
 
 
+def hf_greedy(model_dir, texts, max_new_tokens=12, **generate_flags):
+    """HF transformers' greedy tokens (EOS dropped) for each raw text, on the same weights."""
+    hf = transformers.AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    tokenizer = load_tokenizer(model_dir)
+    expected = []
+    for text in texts:
+        ids = tokenizer.encode(text)
+        with torch.no_grad():
+            out = hf.generate(torch.tensor([ids]), max_new_tokens=max_new_tokens, do_sample=False,
+                              eos_token_id=tokenizer.eos_token_ids, pad_token_id=tokenizer.pad_token_id, **generate_flags)
+        tokens = out[0, len(ids):].tolist()
+        expected.append(tokens[: next((i for i, t in enumerate(tokens) if t in tokenizer.eos_token_ids), len(tokens))])
+    return expected
+
+
 def test_tokens_match_hf_generate(tiny_llama, tmp_path, data_file):
     rows = predict(tiny_llama, tmp_path / "d.jsonl", "--data_file", data_file, "--chat_template", "none", *GREEDY)
-    hf = transformers.AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.float32).eval()
+    expected = hf_greedy(tiny_llama, PROMPTS)
     tokenizer = load_tokenizer(tiny_llama)
-    for row in rows:
-        ids = tokenizer.encode(row["src"])
-        with torch.no_grad():
-            out = hf.generate(torch.tensor([ids]), max_new_tokens=12, do_sample=False,
-                              eos_token_id=tokenizer.eos_token_ids, pad_token_id=tokenizer.pad_token_id)
-        expected = [t for t in out[0, len(ids):].tolist() if t not in tokenizer.eos_token_ids]
-        assert row["output_ids"] == expected
-        assert row["output"] == tokenizer.decode(expected)
+    assert [r["output_ids"] for r in rows] == expected
+    assert [r["output"] for r in rows] == [tokenizer.decode(e) for e in expected]
 
 
 def test_batch_gives_the_one_by_one_tokens(exported, tmp_path, data_file):
@@ -76,13 +89,13 @@ def test_sampling_is_seeded_and_temperature_zero_is_greedy(exported, tmp_path, d
     assert [r["output_ids"] for r in cold] == [r["output_ids"] for r in greedy] == [r["output_ids"] for r in top1]
 
 
-def test_repetition_penalty_changes_the_output(exported, tmp_path, data_file):
-    base = ["--mode", "static", "--data_file", data_file, *GREEDY]
-    plain = predict(exported, tmp_path / "a.jsonl", *base)
-    penalized = predict(exported, tmp_path / "b.jsonl", *base, "--repetition_penalty", 5.0)
-    assert [r["output_ids"] for r in plain] != [r["output_ids"] for r in penalized]
-    for row in penalized:  # a strong penalty rarely repeats a token
-        assert len(set(row["output_ids"])) >= len(row["output_ids"]) - 2
+def test_repetition_penalty_gives_hf_tokens(tiny_llama, exported, tmp_path, data_file):
+    base = ["--data_file", data_file, "--chat_template", "none", "--batch_size", 2, *GREEDY, "--repetition_penalty", 5.0]
+    dynamic = predict(tiny_llama, tmp_path / "d.jsonl", *base)
+    static = predict(exported, tmp_path / "s.jsonl", "--mode", "static", *base)
+    expected = hf_greedy(tiny_llama, PROMPTS, repetition_penalty=5.0)
+    assert [r["output_ids"] for r in dynamic] == [r["output_ids"] for r in static] == expected
+    assert expected != hf_greedy(tiny_llama, PROMPTS)  # the penalty matters on these prompts
 
 
 def test_chat_template_is_applied_unless_none(exported, tmp_path, data_file, monkeypatch):
@@ -101,9 +114,40 @@ def test_chat_template_is_applied_unless_none(exported, tmp_path, data_file, mon
 
 
 def test_demo_prompts_without_data_file(exported, tmp_path, capsys):
-    rows = predict(exported, tmp_path / "o.jsonl", "--mode", "static", "--max_length", 4, "--batch_size", 4)
-    assert len(rows) >= 3 and all(r["src"] for r in rows)
+    rows = predict(exported, tmp_path / "o.jsonl", "--mode", "static", "--batch_size", 4, *GREEDY)
+    demo = write_jsonl(tmp_path / "demo.jsonl", [{"src": p} for p in DEMO_PROMPTS])
+    same = predict(exported, tmp_path / "d.jsonl", "--mode", "static", "--data_file", demo, *GREEDY)
+    assert [r["src"] for r in rows] == DEMO_PROMPTS
+    assert rows == same
     assert "tok/s" in capsys.readouterr().out
+
+
+def test_says_it_is_loading_and_warming_up_before_generating(exported, tmp_path, capsys):
+    predict(exported, tmp_path / "o.jsonl", "--mode", "static", "--max_length", 2)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[:3] == [f"[predictor] loading {exported} (static mode)", "[predictor] warming up",
+                         "[predictor] generating for 4 prompt(s), 1 at a time"]
+
+
+def test_help_has_text_and_default_for_every_flag(capsys):
+    from help_text import help_entries
+    from paddlellm.predictor.main import main
+
+    entries = help_entries(capsys, main)
+    assert {"--batch_size", "--top_k", "--top_p", "--repetition_penalty", "--debug"} <= entries.keys()
+    assert "(default: 0.7)" in entries["--top_p"] and "(default: 0.95)" in entries["--temperature"]
+    assert "(default: sampling)" in entries["--decode_strategy"] and "(default: 1024)" in entries["--max_length"]
+
+
+def test_null_num_key_value_heads_means_as_many_as_heads(tiny_llama_mha, tmp_path, data_file):
+    """HF reads `"num_key_value_heads": null` as 'same as num_attention_heads' (no GQA)."""
+    copy = tmp_path / "model"
+    shutil.copytree(tiny_llama_mha, copy)
+    config = json.loads((copy / "config.json").read_text())
+    assert config["num_key_value_heads"] == config["num_attention_heads"]
+    (copy / "config.json").write_text(json.dumps({**config, "num_key_value_heads": None}))
+    rows = predict(copy, tmp_path / "n.jsonl", "--data_file", data_file, *GREEDY)
+    assert rows == predict(tiny_llama_mha, tmp_path / "o.jsonl", "--data_file", data_file, *GREEDY)
 
 
 def test_logits_of_static_match_dynamic(tiny_llama, exported):

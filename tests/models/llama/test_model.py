@@ -10,7 +10,7 @@ import transformers
 from tiny_models import make_tiny_llama
 from paddlellm.models.llama.config import LlamaConfig
 from paddlellm.models.llama.loader import assign_hf_weights
-from paddlellm.models.llama.model import LlamaForCausalLM
+from paddlellm.models.llama.model import LlamaForCausalLM, rope_inv_freq
 
 PROMPTS = [[5, 9, 33, 100, 7, 250, 3], [11, 12], [40, 41, 42, 43]]
 
@@ -41,12 +41,17 @@ def hf_last_logits(hf, ids):
         return hf(torch.tensor([ids])).logits[0, -1].numpy()
 
 
-@pytest.mark.parametrize("variant", ["gqa", "mha_tied", "llama3_rope"])
+ROPE_SCALING = {
+    "llama3_rope": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                    "original_max_position_embeddings": 16},
+    "linear_rope": {"rope_type": "linear", "factor": 4.0},
+}
+
+
+@pytest.mark.parametrize("variant", ["gqa", "mha_tied", "llama3_rope", "linear_rope"])
 def test_prefill_and_decode_match_hf(tmp_path, variant):
-    rope = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-            "original_max_position_embeddings": 16}
     path = make_tiny_llama(tmp_path, gqa=variant == "gqa", tie=variant == "mha_tied",
-                           rope_scaling=rope if variant == "llama3_rope" else None)
+                           rope_scaling=ROPE_SCALING.get(variant))
     hf, model = build(path)
     nxt = [17, 200, 301]
     first, second = run_steps(model, PROMPTS, nxt)
@@ -71,3 +76,35 @@ def test_narrow_weights_stay_close_to_float32(tiny_llama, dtype):
     for b, prompt in enumerate(PROMPTS):
         ref = hf_last_logits(hf, prompt)
         assert np.abs(first[b] - ref).max() < 0.05 * np.abs(ref).max()
+
+
+def test_linear_rope_scaling_changes_the_logits(tmp_path):
+    """The linear factor is applied (the test above would pass if both sides ignored it)."""
+    plain = LlamaConfig.from_dict(json.loads((make_tiny_llama(tmp_path / "plain") / "config.json").read_text()))
+    scaled = LlamaConfig.from_dict(json.loads((make_tiny_llama(tmp_path / "scaled", rope_scaling=ROPE_SCALING["linear_rope"])
+                                               / "config.json").read_text()))
+    np.testing.assert_allclose(rope_inv_freq(scaled), rope_inv_freq(plain) / 4.0, rtol=1e-6)
+
+
+@pytest.mark.skipif(not paddle.is_compiled_with_cuda() or paddle.device.cuda.device_count() == 0,
+                    reason="CPU Paddle has no float16/bfloat16 matmul: the narrow compute path runs on a GPU only")
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_narrow_compute_path_stays_close_to_float32(tiny_llama, dtype):
+    """Weights and math in float16/bfloat16 (what --device gpu/npu/dcu runs), against HF in float32."""
+    paddle.set_device("gpu")
+    try:
+        hf = transformers.AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.float32).eval()
+        config = LlamaConfig.from_dict(json.loads((tiny_llama / "config.json").read_text()))
+        model = LlamaForCausalLM(config, dtype=dtype, compute_dtype=dtype)
+        assign_hf_weights(model, {k: v.numpy() for k, v in hf.state_dict().items()})
+        longest = max(map(len, PROMPTS))
+        ids = np.array([[0] * (longest - len(p)) + p for p in PROMPTS])
+        caches = [paddle.zeros(model.cache_shape(len(PROMPTS), longest), dtype=dtype) for _ in range(4)]
+        with paddle.no_grad():
+            logits, _ = model.eval()(paddle.to_tensor(ids), paddle.to_tensor([longest - len(p) for p in PROMPTS]),
+                                     paddle.to_tensor([0], dtype="int64"), caches)
+        for b, prompt in enumerate(PROMPTS):
+            ref = hf_last_logits(hf, prompt)
+            assert np.abs(logits.numpy()[b] - ref).max() < 0.05 * np.abs(ref).max()
+    finally:
+        paddle.set_device("cpu")
