@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Export a trained Llama to a static inference model for the NPU (float16).
 #   usage: bash export_npu.sh [SRC=./output/sft_bf16_llama_N1C8] [DST=./inference]     (any directory)
+#          SRC: the SFT recipe's output (the default), ./output after the pretraining recipe, a merged LoRA
+#          checkpoint, or the LoRA recipe's adapter with LORA_BASE; relative paths are from the current directory
 #   env:   DEVICE=npu|cpu (cpu exports float32 for the CPU), LORA_BASE=BASE_DIR when SRC is a LoRA adapter
 # Block attention (PaddleNLP's --block_attn) is not in this version: the program uses a dense KV cache.
 set -euo pipefail

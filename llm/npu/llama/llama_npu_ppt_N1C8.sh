@@ -2,6 +2,8 @@
 # Pretraining of Llama-2-13B on one node of 8 Ascend 910 cards: bf16 O2 with master grads, tensor parallel 4
 # with sequence parallel, sharding stage1 over 2, flash attention and fused rope / rms_norm / qkv / ffn.
 #   usage: bash llama_npu_ppt_N1C8.sh [max_steps] [more run_pretrain flags]   (works from any directory)
+#   output: checkpoints and the final model in OUTPUT_DIR, default ./output as in PaddleNLP, so that
+#           `bash export_npu.sh ./output ./inference` exports it
 #   env:   MODEL (config, and weights unless continue_training 0), TOKENIZER, INPUT_DIR (PREFIX of the
 #          .bin/.idx from llm/tools/preprocess_data.py), OUTPUT_DIR, LOG_DIR, DEVICE=npu|cpu, NPROC,
 #          OVERRIDE_CONFIG (a JSON whose keys win over
@@ -17,7 +19,7 @@ source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/env.sh"
     --model_name_or_path "${MODEL:-meta-llama/Llama-2-13b}" \
     --tokenizer_name_or_path "${TOKENIZER:-${MODEL:-meta-llama/Llama-2-13b}}" \
     --input_dir "${INPUT_DIR:-./pre-data}" \
-    --output_dir "${OUTPUT_DIR:-$PWD/output/ppt_bf16_llama_N1C8}" \
+    --output_dir "${OUTPUT_DIR:-$PWD/output}" \
     --split 949,50,1 \
     --max_seq_length 4096 \
     --per_device_train_batch_size 2 \
