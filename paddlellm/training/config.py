@@ -22,37 +22,46 @@ RENAMED = {
     "sharding_parallel_degree": "sharding_parallel_size",
     "min_learning_rate": "min_lr",
 }
-# Model and data keys: (type, default); None as default with required=True below means required.
+# The keys this project adds to paddleformers' TrainingArguments: {key: (type, default, help)}.
 MODEL_DATA_KEYS = {
-    "model_name_or_path": (str, None),
-    "tokenizer_name_or_path": (str, None),
-    "dataset_name_or_path": (str, None),
-    "input_dir": (str, None),  # pretraining: a PREFIX (or directory) of the indexed .bin/.idx files
-    "src_length": (int, 1024),
-    "max_length": (int, 2048),
-    "max_seq_length": (int, 1024),  # pretraining window
-    "split": (str, "949,50,1"),
-    "continue_training": (bool, True),
-    "lora": (bool, False),
-    "lora_path": (str, None),
-    "lora_rank": (int, 8),
-    "lora_alpha": (float, -1.0),  # -1: 2 * lora_rank, as PaddleNLP
-    "lora_target_modules": (list, None),
-    "use_flash_attention": (bool, False),
-    "use_fused_rms_norm": (bool, False),
-    "use_fused_rope": (bool, False),
-    "fuse_attention_qkv": (bool, False),
-    "fuse_attention_ffn": (bool, False),
-    "tensor_parallel_output": (bool, False),
-    "zero_padding": (bool, False),
-    "pad_to_multiple_of": (int, None),
-    "eval_with_do_generation": (bool, False),
-    "autotuner_benchmark": (bool, False),
-    "data_cache": (str, None),
-    "recompute": (bool, False),  # PaddleNLP's switch; paddleformers spells it recompute_granularity/method
+    "model_name_or_path": (str, None, "local Llama checkpoint directory (HF safetensors/bin or Paddle pdparams)"),
+    "tokenizer_name_or_path": (str, None, "tokenizer directory (default: model_name_or_path)"),
+    "dataset_name_or_path": (str, None, "SFT/LoRA: directory with train.json and dev.json (JSON Lines of src/tgt)"),
+    "input_dir": (str, None, "pretraining: PREFIX of the indexed PREFIX.bin/.idx, or a directory holding one pair"),
+    "src_length": (int, 1024, "SFT/LoRA: the most prompt tokens kept (the end of the prompt)"),
+    "max_length": (int, 2048, "SFT/LoRA: the most tokens of prompt plus reply"),
+    "max_seq_length": (int, 1024, "pretraining: tokens per training window"),
+    "split": (str, "949,50,1", "pretraining: train,dev,test proportions of the documents"),
+    "continue_training": (bool, True, "pretraining: start from the model's weights (false: from its config only)"),
+    "lora": (bool, False, "train a LoRA adapter instead of all weights"),
+    "lora_path": (str, None, "LoRA: an adapter directory to continue training"),
+    "lora_rank": (int, 8, "LoRA rank"),
+    "lora_alpha": (float, -1.0, "LoRA alpha (-1: 2 * lora_rank, as PaddleNLP)"),
+    "lora_target_modules": (list, None, "LoRA: regexes of the layers to adapt (default: all attention and MLP projections)"),
+    "use_flash_attention": (bool, False, "flash attention (accelerators only)"),
+    "use_fused_rms_norm": (bool, False, "fused RMSNorm kernel (accelerators only)"),
+    "use_fused_rope": (bool, False, "fused rotary embedding kernel (accelerators only)"),
+    "fuse_attention_qkv": (bool, False, "one fused QKV projection (accelerators only)"),
+    "fuse_attention_ffn": (bool, False, "one fused gate/up projection (accelerators only)"),
+    "tensor_parallel_output": (bool, False, "keep the logits split over tensor-parallel ranks for the loss"),
+    "pad_to_multiple_of": (int, None, "SFT/LoRA: pad each batch's length to a multiple of this"),
+    "recompute": (bool, False, "recompute activations (paddleformers: recompute_granularity full)"),
+    "log_level": (str, "info", "paddleformers' log level: debug also shows its full settings dump"),
+    # PaddleNLP keys this trainer does not implement: accepted only at the value that changes nothing
+    "intokens": (bool, False, "not supported: packing several examples into one sequence"),
+    "zero_padding": (bool, False, "not supported: packing several examples into one sequence"),
+    "eval_with_do_generation": (bool, False, "not supported: generating text during evaluation"),
+    "benchmark": (bool, False, "not supported: PaddleNLP's benchmark mode"),
+    "autotuner_benchmark": (bool, False, "not supported: PaddleNLP's auto-tuner benchmark mode"),
+    "data_cache": (str, None, "not supported: a cache directory of tokenized data"),
+    "virtual_pp_degree": (int, 1, "not supported: interleaved pipeline stages"),
+    # PaddleNLP kernel choices that do not change the result: read for compatibility only
+    "enable_linear_fused_grad_add": (bool, False, "compatibility only: a fused gradient kernel of PaddleNLP"),
+    "recompute_use_reentrant": (bool, False, "compatibility only: how PaddleNLP's recompute is implemented"),
 }
-# Keys a device script may pass that have no effect here; accepted so PaddleNLP recipes run unchanged.
-IGNORED_KEYS = {"intokens", "benchmark", "virtual_pp_degree", "enable_linear_fused_grad_add", "recompute_use_reentrant"}
+UNSUPPORTED = ("intokens", "zero_padding", "eval_with_do_generation", "benchmark", "autotuner_benchmark",
+               "data_cache", "virtual_pp_degree")
+COMPAT_ONLY = ("enable_linear_fused_grad_add", "recompute_use_reentrant")
 
 
 def training_argument_types():
@@ -137,26 +146,63 @@ def convert(value, kind, key, source):
     return value
 
 
-def resolve(argv, required=("model_name_or_path", "output_dir"), defaults=None):
-    """Merge all sources into (model/data settings dict, TrainingArguments kwargs dict)."""
+def usage(prog, required):
+    """--help: how to call the entry point, the keys this project adds, where the others are documented."""
+    import paddleformers.trainer.training_args as training_args
+
+    lines = [f"usage: python {prog} CONFIG.json [CONFIG.json ...] [--key value ...]",
+             "Settings come from JSON files and --key value flags, applied in order: later settings win.",
+             f"Required: {', '.join(required)}. Give --debug for a traceback on errors.", "",
+             "Keys this project adds (type, default):"]
+    for key, (kind, default, text) in MODEL_DATA_KEYS.items():
+        lines.append(f"  --{key} ({kind.__name__}, {json.dumps(default)}): {text}")
+    lines += ["", "PaddleNLP's names of paddleformers' keys: "
+              + ", ".join(f"{old} -> {new}" for old, new in RENAMED.items()), "",
+              "Every field of paddleformers' TrainingArguments is a key too (output_dir, max_steps, learning_rate,",
+              "per_device_train_batch_size, save_steps, bf16, ...). Each is documented, with its default, in",
+              f"  {training_args.__file__}",
+              "  or: python -c 'from paddleformers.trainer import TrainingArguments; help(TrainingArguments)'"]
+    return "\n".join(lines)
+
+
+def resolve(argv, required=("model_name_or_path", "output_dir"), prog="run_finetune.py"):
+    """Merge all sources into (model/data settings dict, TrainingArguments kwargs dict). settings["notes"]
+    holds what the log should say about them: the keys a later JSON file changed, the compatibility-only keys."""
+    if "--help" in argv or "-h" in argv:
+        print(usage(prog, required))
+        raise SystemExit(0)
     train_types = training_argument_types()
-    known = set(MODEL_DATA_KEYS) | set(train_types) | set(RENAMED) | IGNORED_KEYS
-    settings = {k: d for k, (_, d) in MODEL_DATA_KEYS.items()}
-    settings.update(defaults or {})
-    training = {}
+    known = set(MODEL_DATA_KEYS) | set(train_types) | set(RENAMED)
+    settings = {k: d for k, (_, d, _) in MODEL_DATA_KEYS.items()}
+    training, given, notes = {}, {}, []
     for source, values in parse_sources(argv):
+        changed = []
         for key, value in values.items():
             if key not in known:
                 close = difflib.get_close_matches(key, known, n=1)
                 hint = f"did you mean '{close[0]}'?" if close else "remove it"
                 raise UserError(f"{source}: unknown key '{key}' ({hint})")
-            if key in IGNORED_KEYS:
-                continue
             if key in MODEL_DATA_KEYS:
-                settings[key] = convert(value, MODEL_DATA_KEYS[key][0], key, source)
+                target, name, kind = settings, key, MODEL_DATA_KEYS[key][0]
             else:
-                name = RENAMED.get(key, key)
-                training[name] = convert(value, train_types[name], key, source)
+                target, name = training, RENAMED.get(key, key)
+                kind = train_types[name]
+            value = convert(value, kind, key, source)
+            if name in given and target[name] != value:
+                changed.append(f"{key} {json.dumps(target[name])} -> {json.dumps(value)}")
+            target[name], given[name] = value, source
+        if changed and source.endswith(".json"):  # a flag is explicit; a file's changes are worth a line
+            notes.append(f"{source} changes the settings before it: {', '.join(changed)}")
+    for key in UNSUPPORTED:
+        if settings[key] not in (None, MODEL_DATA_KEYS[key][1]):
+            what = MODEL_DATA_KEYS[key][2].removeprefix("not supported: ")
+            raise UserError(f"{given[key]}: '{key}' is not supported by paddlellm's trainer ({what} is not "
+                            f"implemented; leave it out or set it {json.dumps(MODEL_DATA_KEYS[key][1])})")
+    compat = [key for key in COMPAT_ONLY if key in given]
+    if compat:
+        notes.append(f"read for compatibility with PaddleNLP only, no effect here: {', '.join(compat)}")
+    if settings["log_level"].upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise UserError(f"{given['log_level']}: 'log_level' must be debug, info, warning or error")
     if settings["recompute"]:
         training.setdefault("recompute_granularity", "full")
         training.setdefault("recompute_method", "uniform")
@@ -164,4 +210,5 @@ def resolve(argv, required=("model_name_or_path", "output_dir"), defaults=None):
     for key in required:
         if settings.get(key) is None and training.get(key) is None:
             raise UserError(f"missing key '{key}' (give it in the config file or as --{key})")
+    settings["notes"] = notes
     return settings, training

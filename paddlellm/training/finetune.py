@@ -27,7 +27,8 @@ def load_sft_split(tokenizer, path, settings):
 def main(argv):
     from paddlellm.tokenizer import load_tokenizer
 
-    settings, training = resolve(argv, required=("model_name_or_path", "dataset_name_or_path", "output_dir"))
+    settings, training = resolve(argv, required=("model_name_or_path", "dataset_name_or_path", "output_dir"),
+                                 prog="llm/run_finetune.py")
     common.check_device_settings(settings, training)
     data_dir = Path(settings["dataset_name_or_path"])
     if not data_dir.is_dir():
@@ -36,8 +37,10 @@ def main(argv):
     train_set = load_sft_split(tokenizer, data_dir / "train.json", settings)
     dev_set = load_sft_split(tokenizer, data_dir / "dev.json", settings) if common.wants_eval(training) else None
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    return common.train_and_save(settings, training, train_set, dev_set, partial(collate_sft, pad_id=pad_id,
-                                                                      pad_to_multiple_of=settings["pad_to_multiple_of"]))
+    # sequence parallelism splits a fixed length over the ranks: every batch is padded to max_length
+    pad_to = settings["max_length"] if training.get("sequence_parallel") else settings["pad_to_multiple_of"]
+    collator = partial(collate_sft, pad_id=pad_id, pad_to_multiple_of=pad_to)
+    return common.train_and_save(settings, training, train_set, dev_set, collator, sequence_length=settings["max_length"])
 
 
 if __name__ == "__main__":

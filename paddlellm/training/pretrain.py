@@ -32,7 +32,8 @@ def collate_windows(batch):
 
 
 def main(argv):
-    settings, training = resolve(argv, required=("model_name_or_path", "input_dir", "output_dir"))
+    settings, training = resolve(argv, required=("model_name_or_path", "input_dir", "output_dir"),
+                                 prog="llm/run_pretrain.py")
     common.check_device_settings(settings, training)
     prefix = index_prefix(settings["input_dir"])
     seed = training.get("seed", 42)
@@ -40,7 +41,8 @@ def main(argv):
     dev_set = (PretrainDataset(prefix, settings["max_seq_length"], seed=seed, split=settings["split"], name="dev")
                if common.wants_eval(training) else None)
     return common.train_and_save(settings, training, train_set, dev_set, collate_windows,
-                                 from_scratch=not settings["continue_training"])
+                                 from_scratch=not settings["continue_training"],
+                                 sequence_length=settings["max_seq_length"])
 
 
 if __name__ == "__main__":

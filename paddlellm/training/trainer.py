@@ -1,5 +1,7 @@
 """What SFT, LoRA and pretraining share: device checks, the paddleformers model, the Trainer, saving."""
+import logging
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -7,6 +9,7 @@ import paddle
 
 from paddlellm.device import check_device
 from paddlellm.errors import UserError
+from paddlellm.files import read_json
 from paddlellm.tokenizer import copy_tokenizer_files
 
 # Fused kernels and half-precision training need an accelerator; on the CPU they are errors, not silently off.
@@ -16,17 +19,39 @@ DEFAULT_LORA_TARGETS = [f".*{name}.*" for name in ("q_proj", "k_proj", "v_proj",
 
 
 def check_device_settings(settings, training):
-    """Pick the device (as PaddleNLP: --device, default gpu when Paddle has CUDA, else cpu) and check it."""
+    """Pick the device (as PaddleNLP: --device, default gpu when Paddle has CUDA, else cpu) and check it;
+    then set up the training log and write the notes about the settings into it."""
     device = training.get("device") or ("gpu" if paddle.is_compiled_with_cuda() else "cpu")
     check_device(device)
     training["device"] = "gpu" if device == "dcu" else device
     if device == "cpu":
         for key in ACCELERATOR_ONLY:
             if settings.get(key) or training.get(key):
-                raise UserError(f"'{key}' needs an accelerator (set it false when training with --device cpu)")
-    for key in ("zero_padding", "eval_with_do_generation"):
-        if settings.get(key):
-            raise UserError(f"'{key}' is not supported by paddlellm's trainer (set it false)")
+                raise UserError(f"'{key}' needs an accelerator (set it false when training with --device cpu; "
+                                "the recipes in llm/ turn it off themselves with DEVICE=cpu)")
+    logger = training_logger(settings["log_level"])
+    for note in settings.get("notes", ()):
+        logger.info(note)
+
+
+# Lines of paddleformers that say nothing a user of this trainer can act on: dropped from its logger
+# (a filter on the logger itself, so that it also holds for the lines its import writes).
+THIRD_PARTY_NOISE = ("Asynchronous saving is not supported", "Flag FLAGS_flash_attn_version cannot set its value",
+                     "set FLAGS_flash_attn_version to")
+logging.getLogger("PaddleFormers").addFilter(
+    lambda record: not any(line in str(record.msg) for line in THIRD_PARTY_NOISE))
+
+
+def training_logger(level):
+    """paddleformers' logger at `level` (its settings dump is at debug), without colour codes when the log
+    goes to a file or a pipe."""
+    from paddleformers.utils.log import logger
+
+    logger.set_level(level.upper())
+    logger.handler.stream = sys.stderr  # the current one (its handler keeps the stderr of its import)
+    if not sys.stderr.isatty():
+        logger.handler.setFormatter(logging.Formatter("[%(asctime)-15s] [%(levelname)8s] - %(message)s"))
+    return logger
 
 
 def prepare_output_dir(training):
@@ -46,9 +71,10 @@ def prepare_output_dir(training):
     return None
 
 
-def load_model(settings, args, from_scratch=False):
+def load_model(settings, args, from_scratch=False, sequence_length=None):
     """paddleformers' Llama training model (optionally wrapped with LoRA) with the recipe's fused-op flags,
-    split for tensor parallelism as the TrainingArguments `args` (already built) say."""
+    split for tensor parallelism as the TrainingArguments `args` (already built) say. With sequence
+    parallelism every batch is `sequence_length` tokens long (the collator pads to it)."""
     from paddleformers.transformers import AutoConfig, LlamaForCausalLM, LlamaForCausalLMPipe
 
     model_dir = settings["model_name_or_path"]
@@ -64,6 +90,8 @@ def load_model(settings, args, from_scratch=False):
     config.tensor_model_parallel_size = args.tensor_model_parallel_size
     config.tensor_parallel_rank = max(args.tensor_parallel_rank, 0)
     config.sequence_parallel = args.sequence_parallel
+    if args.sequence_parallel:  # its attention unflattens [batch * length / tp, hidden] with this length
+        config.max_sequence_length = sequence_length
     for name in ("recompute_granularity", "recompute_method", "recompute_num_layers"):
         setattr(config, name, getattr(args, name))
     dtype = "bfloat16" if args.bf16 else "float16" if args.fp16 else "float32"
@@ -139,13 +167,19 @@ def wrap_lora(model, settings, dtype):
 def training_arguments(training):
     from paddleformers.trainer import TrainingArguments
 
+    # paddleformers' defaults that contradict other settings (or the CPU); a value the user gave always wins.
     training.setdefault("report_to", "none")
-    # paddleformers' default (flex_checkpoint) cannot resume without a hybrid-parallel group, i.e. in a
-    # single process; unified checkpoints resume everywhere and are what PaddleNLP's recipes use.
+    # flex_checkpoint (its default) cannot resume without a hybrid-parallel group, i.e. in a single process;
+    # unified checkpoints resume everywhere and are what PaddleNLP's recipes use.
     training.setdefault("save_checkpoint_format", "unified_checkpoint")
     training.setdefault("load_checkpoint_format", training["save_checkpoint_format"])
+    # amp_master_grad defaults to True, which paddleformers itself refuses when neither fp16 nor bf16 is on
+    training.setdefault("amp_master_grad", bool(training.get("bf16") or training.get("fp16")))
+    # do_eval alone means "evaluate after training" (PaddleNLP; train_and_save does it), which paddleformers
+    # refuses without an evaluation_strategy: it reads do_eval only for evaluations inside its loop
+    in_loop = training.get("evaluation_strategy", "no") != "no"
     try:
-        return TrainingArguments(**training)
+        return TrainingArguments(**{**training, "do_eval": bool(training.get("do_eval")) and in_loop})
     except (ValueError, TypeError, AssertionError) as exc:
         raise UserError(f"training settings rejected by paddleformers: {str(exc).strip().splitlines()[0]}") from None
 
@@ -218,23 +252,61 @@ def world_size():
     return int(os.environ.get("PADDLE_TRAINERS_NUM", "1"))
 
 
-def train_and_save(settings, training, train_set, dev_set, collator, from_scratch=False):
+def train_and_save(settings, training, train_set, dev_set, collator, from_scratch=False, sequence_length=None):
     """Build the Trainer once all input is checked; train (resuming from output_dir's last checkpoint),
-    save the final model and tokenizer files, evaluate on dev_set when given."""
+    save the final model, tokenizer files and trainer_state.json, evaluate on dev_set when given. A run
+    that has already finished says so and trains nothing."""
     from paddleformers.trainer import Trainer
 
     training.setdefault("do_train", True)
     resume = prepare_output_dir(training)
     args = training_arguments(training)
-    model = load_model(settings, args, from_scratch=from_scratch)
+    finished = finished_step(args, resume) if args.do_train else None
+    final_state = Path(args.output_dir, "trainer_state.json")
+    done = (f"{args.output_dir}: this training has finished (global_step {finished}); nothing to train (raise "
+            "max_steps to train on from there, or set overwrite_output_dir true to start over)")
+    if finished is not None and final_state.is_file():
+        training_logger(settings["log_level"]).info(done)
+        return 0
+    model = load_model(settings, args, from_scratch=from_scratch, sequence_length=sequence_length)
     trainer = Trainer(model=model, args=args, train_dataset=train_set, eval_dataset=dev_set, data_collator=collator)
+    if finished is not None:  # stopped between its last checkpoint and its final save: save from the checkpoint
+        trainer._load_from_checkpoint(resume)  # paddleformers' own loader of a checkpoint's weights
+        save_final(trainer, settings, args.output_dir)
+        if args.should_save:
+            checkpoint_state(resume).save_to_json(str(final_state))
+        training_logger(settings["log_level"]).info(done)
+        return 0
     if args.do_train:
         result = trainer.train(resume_from_checkpoint=resume)
         trainer.log_metrics("train", result.metrics)
         save_final(trainer, settings, args.output_dir)
+        trainer.save_state()  # trainer_state.json in output_dir: the mark of a finished run
     if dev_set is not None:
         trainer.log_metrics("eval", trainer.evaluate())
     return 0
+
+
+def finished_step(args, resume):
+    """The global step of an earlier run of this command that has finished, or None. A run finished when
+    its final save wrote trainer_state.json into output_dir (unless max_steps now asks for more steps), or
+    when its last checkpoint is at max_steps (paddleformers would resume and train one step past it)."""
+    final_state = Path(args.output_dir, "trainer_state.json")
+    if final_state.is_file() and not args.overwrite_output_dir:
+        step = read_json(final_state).get("global_step", 0)
+        if args.max_steps <= 0 or step >= args.max_steps:
+            return step
+    if resume and args.max_steps > 0 and checkpoint_state(resume).global_step >= args.max_steps:
+        return checkpoint_state(resume).global_step
+    return None
+
+
+def checkpoint_state(checkpoint):
+    """paddleformers' TrainerState of a checkpoint directory (trainer_state.bin)."""
+    from paddleformers.trainer.trainer_callback import TrainerState
+    from paddleformers.utils.env import TRAINER_STATE_NAME
+
+    return TrainerState.load(str(Path(checkpoint, TRAINER_STATE_NAME)))
 
 
 def wants_eval(training):

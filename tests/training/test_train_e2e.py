@@ -132,7 +132,7 @@ def test_the_training_model_computes_what_the_inference_model_does(smollm2_check
                                           {"role": "user", "content": "Name a color."}])
     ids = np.array([tokenizer.encode(text, add_special_tokens=False)], dtype=np.int64)
     assert tokenizer.pad_token_id in ids[0]
-    settings = {k: d for k, (_, d) in MODEL_DATA_KEYS.items()} | {"model_name_or_path": str(smollm2_checkpoint)}
+    settings = {k: d for k, (_, d, _) in MODEL_DATA_KEYS.items()} | {"model_name_or_path": str(smollm2_checkpoint)}
     args = SimpleNamespace(tensor_model_parallel_size=1, tensor_parallel_rank=0, sequence_parallel=False,
                            recompute_granularity=None, recompute_method=None, recompute_num_layers=None,
                            bf16=False, fp16=False, pipeline_model_parallel_size=1, device="cpu")

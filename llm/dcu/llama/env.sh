@@ -1,9 +1,11 @@
 # Sourced by every recipe in this folder: the one place for device setup.
 #   DEVICE=dcu (default): Hygon K100_AI cards through paddle.distributed.launch, the cards being
 #     HIP_VISIBLE_DEVICES (default 0-7); fails at once, clearly, when no DCU is present.
-#   DEVICE=cpu: the same recipe on the CPU (NPROC processes, default 1) - the smoke path.
+#   DEVICE=cpu: the same recipe on the CPU (NPROC processes, default 1), its accelerator-only settings
+#     turned off by llm/config/llama/cpu_smoke.json (see llm/config/llama/recipes.sh).
 # Needs LOG_DIR. Sets ROOT (the repository), PYTHON, LAUNCH (an array: the launcher, to which the script
-# is appended) and the function add_path (collects --key value flags in PATH_FLAGS).
+# is appended), the function add_path (collects --key value flags in PATH_FLAGS), and what
+# llm/config/llama/recipes.sh sets (DEVICE_SETTINGS, recipe_data, require_model).
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/../../.." && pwd)"
 PYTHON="${PYTHON:-python3}"
@@ -23,6 +25,8 @@ if [ "$DEVICE" = "dcu" ]; then
 fi
 
 "$PYTHON" -m paddlellm.device --check "$DEVICE" || exit 2
+# shellcheck source=../../config/llama/recipes.sh
+source "$ROOT/llm/config/llama/recipes.sh"
 
 if [ "$DEVICE" = "dcu" ]; then
     # HIP numbers the visible cards from 0, and launch's --devices counts among the visible ones.

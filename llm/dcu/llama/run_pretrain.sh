@@ -10,9 +10,11 @@ set -euo pipefail
 LOG_DIR="${LOG_DIR:-$PWD/log/llama_pretrain_dcu}"
 source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/env.sh"
 
+if [ -n "${MODEL:-}" ]; then require_model "$MODEL" "and INPUT_DIR=PREFIX of the PREFIX.bin/.idx that llm/tools/preprocess_data.py writes"; fi
 add_path model_name_or_path "${MODEL:-}"
 add_path tokenizer_name_or_path "${TOKENIZER:-}"
 add_path input_dir "${INPUT_DIR:-}"
 add_path output_dir "${OUTPUT_DIR:-}"
 "${LAUNCH[@]}" "$ROOT/llm/run_pretrain.py" "$HERE/pretrain_pp8.json" --device "$DEVICE" \
-    ${PATH_FLAGS[@]+"${PATH_FLAGS[@]}"} ${OVERRIDE_CONFIG:+"$OVERRIDE_CONFIG"} "$@"
+    ${PATH_FLAGS[@]+"${PATH_FLAGS[@]}"} ${DEVICE_SETTINGS[@]+"${DEVICE_SETTINGS[@]}"} \
+    ${OVERRIDE_CONFIG:+"$OVERRIDE_CONFIG"} "$@"

@@ -1,8 +1,10 @@
 # Sourced by every recipe in this folder: the one place for device setup.
 #   DEVICE=npu (default): the Ascend 910 environment of PaddleNLP's recipes, 8 cards through
 #     paddle.distributed.launch; fails at once, clearly, when no NPU is present.
-#   DEVICE=cpu: the same recipe on the CPU (NPROC processes, default 1) - the smoke path the tests run.
-# Sets ROOT (the repository), PYTHON, and LAUNCH (an array: the launcher, to which the script is appended).
+#   DEVICE=cpu: the same recipe on the CPU (NPROC processes, default 1), its accelerator-only settings
+#     turned off by llm/config/llama/cpu_smoke.json (see llm/config/llama/recipes.sh).
+# Sets ROOT (the repository), PYTHON, LAUNCH (an array: the launcher, to which the script is appended),
+# and what llm/config/llama/recipes.sh sets (DEVICE_SETTINGS, recipe_data, require_model).
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/../../.." && pwd)"
 PYTHON="${PYTHON:-python3}"
@@ -27,6 +29,8 @@ if [ "$DEVICE" = "npu" ]; then
 fi
 
 "$PYTHON" -m paddlellm.device --check "$DEVICE" || exit 2
+# shellcheck source=../../config/llama/recipes.sh
+source "$ROOT/llm/config/llama/recipes.sh"
 
 if [ "$DEVICE" = "npu" ]; then
     # The launcher counts the visible cards from 0, whichever physical cards they are.

@@ -5,19 +5,22 @@
 #   output: checkpoints and the final model in OUTPUT_DIR, default ./output as in PaddleNLP, so that
 #           `bash export_npu.sh ./output ./inference` exports it
 #   env:   MODEL (config, and weights unless continue_training 0), TOKENIZER, INPUT_DIR (PREFIX of the
-#          .bin/.idx from llm/tools/preprocess_data.py), OUTPUT_DIR, LOG_DIR, DEVICE=npu|cpu, NPROC,
-#          OVERRIDE_CONFIG (a JSON whose keys win over
-#          the flags below; extra arguments win over both)
+#          .bin/.idx from llm/tools/preprocess_data.py), OUTPUT_DIR, LOG_DIR, DEVICE=npu|cpu (cpu: the
+#          settings below that need an accelerator are turned off by llm/config/llama/cpu_smoke.json),
+#          NPROC (cpu processes, 1), OVERRIDE_CONFIG (a JSON whose keys win over the flags below; extra
+#          arguments win over both)
 set -euo pipefail
 max_steps="${1:-2000}"
 shift || true
 LOG_DIR="${LOG_DIR:-$PWD/ppt_bf16_llama_N1C8}"
 source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/env.sh"
+model="${MODEL:-meta-llama/Llama-2-13b}"
+require_model "$model" "and INPUT_DIR=PREFIX of the PREFIX.bin/.idx that llm/tools/preprocess_data.py writes"
 
 "${LAUNCH[@]}" "$ROOT/llm/run_pretrain.py" \
     --device "$DEVICE" \
-    --model_name_or_path "${MODEL:-meta-llama/Llama-2-13b}" \
-    --tokenizer_name_or_path "${TOKENIZER:-${MODEL:-meta-llama/Llama-2-13b}}" \
+    --model_name_or_path "$model" \
+    --tokenizer_name_or_path "${TOKENIZER:-$model}" \
     --input_dir "${INPUT_DIR:-./pre-data}" \
     --output_dir "${OUTPUT_DIR:-$PWD/output}" \
     --split 949,50,1 \
@@ -53,5 +56,6 @@ source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/env.sh"
     --use_fused_rope true \
     --fuse_attention_qkv true \
     --fuse_attention_ffn true \
+    ${DEVICE_SETTINGS[@]+"${DEVICE_SETTINGS[@]}"} \
     ${OVERRIDE_CONFIG:+"$OVERRIDE_CONFIG"} \
     "$@"
