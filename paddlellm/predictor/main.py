@@ -149,9 +149,11 @@ def check_prompts_fit(prompts, tokenizer, model, args: PredictorArgs):
                         f"(the tokenizer has {tokenizer.vocab_size} tokens: it does not belong to this model; "
                         "put the model's own tokenizer files in its directory)")
     longest = max(len(p) for p in prompts)
-    if longest + args.max_length > model.max_position_embeddings:
+    room = model.max_position_embeddings - longest
+    if args.max_length > room:
+        fix = f"lower --max_length to {room}" if room >= 1 else "shorten the prompt"
         raise UserError(f"prompt ({longest} tokens) + --max_length {args.max_length} exceeds the model's "
-                        f"{model.max_position_embeddings} positions (lower --max_length or --src_length)")
+                        f"{model.max_position_embeddings} positions ({fix})")
 
 
 def build_runner(args: PredictorArgs, model_dir: Path, model):

@@ -129,7 +129,7 @@ def test_prompt_plus_max_length_beyond_the_positions(capsys, tmp_path, request, 
     message = expect_error(capsys, tmp_path, model, "--mode", mode, "--data_file", data, "--chat_template", "none",
                            "--max_length", 513 - longest)
     assert message == (f"error: prompt ({longest} tokens) + --max_length {513 - longest} exceeds the model's 512 "
-                       "positions (lower --max_length or --src_length)")
+                       f"positions (lower --max_length to {512 - longest})")
     predict(model, tmp_path / "fits.jsonl", "--mode", mode, "--data_file", data, "--chat_template", "none",
             "--max_length", 512 - longest, "--decode_strategy", "greedy_search")
 
