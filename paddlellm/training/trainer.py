@@ -42,6 +42,16 @@ logging.getLogger("PaddleFormers").addFilter(
     lambda record: not any(line in str(record.msg) for line in THIRD_PARTY_NOISE))
 
 
+def define_missing_gpt_model():
+    """paddleformers 1.2.0's evaluation_loop checks `isinstance(self.model.model, GPTModel)` for LoRA models,
+    but defines GPTModel only with paddlefleet installed: evaluating a LoRA model fails with a NameError.
+    Give the name a class that no model is an instance of (what the check means without paddlefleet)."""
+    import paddleformers.trainer.trainer as paddleformers_trainer
+
+    if not hasattr(paddleformers_trainer, "GPTModel"):
+        paddleformers_trainer.GPTModel = type("GPTModelNotInstalled", (), {})
+
+
 def training_logger(level):
     """paddleformers' logger at `level` (its settings dump is at debug), without colour codes when the log
     goes to a file or a pipe."""
@@ -269,6 +279,7 @@ def train_and_save(settings, training, train_set, dev_set, collator, from_scratc
         training_logger(settings["log_level"]).info(done)
         return 0
     model = load_model(settings, args, from_scratch=from_scratch, sequence_length=sequence_length)
+    define_missing_gpt_model()
     trainer = Trainer(model=model, args=args, train_dataset=train_set, eval_dataset=dev_set, data_collator=collator)
     if finished is not None:  # stopped between its last checkpoint and its final save: save from the checkpoint
         trainer._load_from_checkpoint(resume)  # paddleformers' own loader of a checkpoint's weights
