@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def expect_error(capsys, tmp_path, model_dir, *flags):
     out = tmp_path / "out.jsonl"
     message = fails(capsys, main, ["--model_name_or_path", model_dir, "--output_file", out, *flags])
-    assert not out.exists()
+    assert not out.exists() and not (tmp_path / "out.jsonl.partial").exists()
     return message
 
 
