@@ -14,6 +14,7 @@ from pathlib import Path
 
 from paddlellm.argparsing import str2bool
 from paddlellm.errors import UserError
+from paddlellm.files import read_json
 
 # PaddleNLP recipe name -> paddleformers 1.x TrainingArguments name
 RENAMED = {
@@ -85,24 +86,11 @@ def parse_sources(argv):
                     value = "true"  # a bare boolean flag
             sources.append((f"--{key}", {key: value}))
         elif arg.endswith(".json"):
-            sources.append((arg, read_json_config(arg)))
+            sources.append((arg, read_json(arg, hint="check the config file's path and JSON")))
         else:
             raise UserError(f"unexpected argument '{arg}' (give CONFIG.json files and --key value flags)")
         i += 1
     return sources
-
-
-def read_json_config(path):
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"config file {path} does not exist")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: expected a JSON object of settings")
-    return data
 
 
 def convert(value, kind, key, source):

@@ -174,14 +174,21 @@ def wrap_lora(model, settings, dtype):
     return model
 
 
+def default_checkpoint_format(training):
+    """flex_checkpoint (paddleformers' default) cannot resume without a hybrid-parallel group, i.e. in a single
+    process; unified checkpoints resume everywhere and are what PaddleNLP's recipes use. But paddleformers 1.2's
+    unified checkpoint of a tensor-parallel Llama raises NotImplementedError (its Llama has no
+    _get_tensor_parallel_mappings), and a tensor-parallel run has the hybrid group flex checkpoints need."""
+    tensor_parallel = training.get("tensor_model_parallel_size") or 1
+    return "flex_checkpoint" if tensor_parallel > 1 else "unified_checkpoint"
+
+
 def training_arguments(training):
     from paddleformers.trainer import TrainingArguments
 
     # paddleformers' defaults that contradict other settings (or the CPU); a value the user gave always wins.
     training.setdefault("report_to", "none")
-    # flex_checkpoint (its default) cannot resume without a hybrid-parallel group, i.e. in a single process;
-    # unified checkpoints resume everywhere and are what PaddleNLP's recipes use.
-    training.setdefault("save_checkpoint_format", "unified_checkpoint")
+    training.setdefault("save_checkpoint_format", default_checkpoint_format(training))
     training.setdefault("load_checkpoint_format", training["save_checkpoint_format"])
     # amp_master_grad defaults to True, which paddleformers itself refuses when neither fp16 nor bf16 is on
     training.setdefault("amp_master_grad", bool(training.get("bf16") or training.get("fp16")))

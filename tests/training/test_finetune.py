@@ -49,7 +49,9 @@ def test_missing_key_and_bad_config_file(capsys, tmp_path, tiny_llama, untouched
         capsys, main, [SMOKE, "--model_name_or_path", tiny_llama, "--output_dir", untouched_output, "--device", "cpu"])
     broken = tmp_path / "broken.json"
     broken.write_text('{"max_steps": 3,}')
-    assert f"{broken}: not valid JSON" in fails(capsys, main, [broken])
+    assert f"{broken} is not valid JSON: Expecting property name enclosed in double quotes at line 1 column 17" in fails(
+        capsys, main, [broken])
+    assert "missing.json does not exist (check the config file's path and JSON)" in fails(capsys, main, ["missing.json"])
     wrong = tmp_path / "wrong.json"
     wrong.write_text(json.dumps({"model_name_or_path": str(tiny_llama), "max_steps": "ten"}))
     assert f"{wrong}: 'max_steps' must be int" in fails(capsys, main, [wrong])
@@ -192,3 +194,13 @@ def test_sequence_parallel_gets_the_sequence_length(tiny_llama):
                            recompute_granularity=None, recompute_method=None, recompute_num_layers=None,
                            bf16=False, fp16=False, pipeline_model_parallel_size=1, device="cpu")
     assert load_model(settings, args, sequence_length=160).config.max_sequence_length == 160
+
+
+def test_tensor_parallel_runs_default_to_flex_checkpoints():
+    """paddleformers 1.2's unified checkpoint of a tensor-parallel Llama raises NotImplementedError at the
+    first save_steps; a single process cannot resume flex checkpoints."""
+    from paddlellm.training.trainer import default_checkpoint_format
+
+    assert default_checkpoint_format({}) == "unified_checkpoint"
+    assert default_checkpoint_format({"tensor_model_parallel_size": 1}) == "unified_checkpoint"
+    assert default_checkpoint_format({"tensor_model_parallel_size": 8}) == "flex_checkpoint"
