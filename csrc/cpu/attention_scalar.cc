@@ -1,0 +1,40 @@
+// Block attention, plain C++ (runs on any x86-64 or other CPU): the fallback path.
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#include "attention_kernel.h"
+
+namespace paddlellm_cpu {
+namespace scalar {
+
+struct V {
+  static constexpr int W = 1;
+  using reg = float;
+  static reg zero() { return 0.f; }
+  static reg set1(float x) { return x; }
+  static reg load(const float* p) { return *p; }
+  static void store(float* p, reg v) { *p = v; }
+  static reg add(reg a, reg b) { return a + b; }
+  static reg sub(reg a, reg b) { return a - b; }
+  static reg mul(reg a, reg b) { return a * b; }
+  static reg fmadd(reg a, reg b, reg c) { return a * b + c; }
+  static float hsum(reg a) { return a; }
+  static reg exp(reg a) { return expf(a); }
+  static reg load_bf16(const uint16_t* p) {
+    uint32_t u = static_cast<uint32_t>(*p) << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+  }
+};
+
+#include "attention_body.inc"
+
+}  // namespace scalar
+
+void attend_scalar(const AttnParams& p, const AttnItem& item, float* scratch) {
+  scalar::attend_item(p, item, scratch);
+}
+
+}  // namespace paddlellm_cpu

@@ -1,0 +1,290 @@
+// CPU custom ops for paged (block) KV caches:
+//   paddlellm_write_cache_kv  write this step's K/V rows into their cache blocks, in place
+//   paddlellm_block_attention attention of a packed batch over the block tables (causal, GQA)
+// Semantics: paddlellm/ops/SPEC.md. ISA: the attention kernel is compiled for scalar, AVX2+FMA and
+// AVX-512F (attention_<isa>.cc) and chosen per call from the CPU's features, or forced by
+// PADDLELLM_CPU_ISA=scalar|avx2|avx512 (an error if the CPU lacks it).
+#include <omp.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "attention_kernel.h"
+#include "paddle/extension.h"
+
+namespace paddlellm_cpu {
+
+enum Isa { kScalar = 0, kAvx2 = 1, kAvx512 = 2 };
+static const char* kIsaNames[] = {"scalar", "avx2", "avx512"};
+static const int kIsaWidth[] = {1, 8, 16};
+
+// GCC's __builtin_cpu_supports also checks that the OS enables the AVX / AVX-512 register state (XCR0).
+static bool isa_supported(int isa) {
+  __builtin_cpu_init();
+  switch (isa) {
+    case kScalar:
+      return true;
+    case kAvx2:
+      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    case kAvx512:
+      return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx2") &&
+             __builtin_cpu_supports("fma");
+  }
+  return false;
+}
+
+// The ISA for this call: PADDLELLM_CPU_ISA if set (read every call, so tests can switch), else the best.
+// Returns -1 for an unknown name, -2 for a name the CPU cannot run.
+static int select_isa() {
+  const char* env = std::getenv("PADDLELLM_CPU_ISA");
+  if (env == nullptr || env[0] == '\0' || std::string(env) == "auto") {
+    for (int isa = kAvx512; isa > kScalar; --isa)
+      if (isa_supported(isa)) return isa;
+    return kScalar;
+  }
+  for (int isa = kScalar; isa <= kAvx512; ++isa)
+    if (std::string(env) == kIsaNames[isa]) return isa_supported(isa) ? isa : -2;
+  return -1;
+}
+
+static int checked_isa() {
+  int isa = select_isa();
+  PD_CHECK(isa != -1, "PADDLELLM_CPU_ISA=", std::getenv("PADDLELLM_CPU_ISA"),
+           " is not one of auto, avx512, avx2, scalar");
+  PD_CHECK(isa != -2, "PADDLELLM_CPU_ISA=", std::getenv("PADDLELLM_CPU_ISA"),
+           " but this CPU does not support it (unset it to choose automatically)");
+  return isa;
+}
+
+static uint16_t float_to_bf16_bits(float f) {  // round to nearest even; NaN stays NaN
+  uint32_t u;
+  std::memcpy(&u, &f, sizeof u);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return 0x7fc0;
+  return static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+// Shapes and dtypes shared by both ops; block ids checked for every position the step touches.
+struct Batch {
+  int64_t T, S, max_blocks, num_blocks, kv_heads, block_size, head_dim;
+  const int32_t* tables;
+  const int32_t* this_time;
+  const int32_t* decoder;
+};
+
+static Batch check_batch(const char* op, int64_t T, const paddle::Tensor& key_cache,
+                         const paddle::Tensor& value_cache, const paddle::Tensor& block_tables,
+                         const paddle::Tensor& seq_lens_this_time, const paddle::Tensor& seq_lens_decoder) {
+  for (const paddle::Tensor* t : {&key_cache, &value_cache, &block_tables, &seq_lens_this_time, &seq_lens_decoder})
+    PD_CHECK(t->is_cpu(), op, ": every input must be a CPU tensor");
+  auto kc = key_cache.shape();
+  PD_CHECK(kc.size() == 4, op, ": key_cache must be [num_blocks, num_kv_heads, block_size, head_dim]");
+  PD_CHECK(value_cache.shape() == kc, op, ": value_cache must have key_cache's shape");
+  PD_CHECK(key_cache.dtype() == value_cache.dtype(), op, ": key_cache and value_cache dtypes differ");
+  PD_CHECK(key_cache.dtype() == paddle::DataType::FLOAT32 || key_cache.dtype() == paddle::DataType::BFLOAT16,
+           op, ": caches must be float32 or bfloat16");
+  auto bt = block_tables.shape();
+  PD_CHECK(bt.size() == 2 && block_tables.dtype() == paddle::DataType::INT32, op,
+           ": block_tables must be int32 [num_seqs, max_blocks_per_seq]");
+  Batch b{T, bt[0], bt[1], kc[0], kc[1], kc[2], kc[3], block_tables.data<int32_t>(), nullptr, nullptr};
+  PD_CHECK(seq_lens_this_time.dtype() == paddle::DataType::INT32 && seq_lens_this_time.numel() == b.S, op,
+           ": seq_lens_this_time must be int32 [num_seqs]");
+  PD_CHECK(seq_lens_decoder.dtype() == paddle::DataType::INT32 && seq_lens_decoder.numel() == b.S, op,
+           ": seq_lens_decoder must be int32 [num_seqs]");
+  b.this_time = seq_lens_this_time.data<int32_t>();
+  b.decoder = seq_lens_decoder.data<int32_t>();
+  int64_t total = 0;
+  for (int64_t s = 0; s < b.S; ++s) {
+    const int64_t n = b.this_time[s], past = b.decoder[s];
+    PD_CHECK(n >= 0 && past >= 0, op, ": negative sequence length at sequence ", s);
+    total += n;
+    if (n == 0) continue;
+    const int64_t last_block = (past + n - 1) / b.block_size;
+    PD_CHECK(last_block < b.max_blocks, op, ": sequence ", s, " reaches position ", past + n - 1,
+             ", beyond its block table (", b.max_blocks, " blocks of ", b.block_size, ")");
+    for (int64_t j = 0; j <= last_block; ++j) {
+      const int64_t blk = b.tables[s * b.max_blocks + j];
+      PD_CHECK(blk >= 0 && blk < b.num_blocks, op, ": block_tables[", s, "][", j, "] = ", blk,
+               " is not a block of the cache (", b.num_blocks, " blocks)");
+    }
+  }
+  PD_CHECK(total == T, op, ": seq_lens_this_time sums to ", total, " but the batch has ", T, " tokens");
+  return b;
+}
+
+}  // namespace paddlellm_cpu
+
+using namespace paddlellm_cpu;
+
+// ---------------------------------------------------------------- write_cache_kv
+
+template <typename Src, typename Dst>
+static void write_rows(const Batch& b, const Src* src, Dst* cache) {
+  const int64_t H = b.kv_heads, D = b.head_dim;
+  std::vector<int64_t> seq_of(b.T), pos_of(b.T);
+  for (int64_t s = 0, row = 0; s < b.S; ++s)
+    for (int64_t i = 0; i < b.this_time[s]; ++i, ++row) {
+      seq_of[row] = s;
+      pos_of[row] = b.decoder[s] + i;
+    }
+#pragma omp parallel for if (b.T * H * D > (1 << 16))
+  for (int64_t row = 0; row < b.T; ++row) {
+    const int64_t p = pos_of[row];
+    const int64_t blk = b.tables[seq_of[row] * b.max_blocks + p / b.block_size];
+    for (int64_t h = 0; h < H; ++h) {
+      const Src* in = src + (row * H + h) * D;
+      Dst* out = cache + ((blk * H + h) * b.block_size + p % b.block_size) * D;
+      if constexpr (std::is_same<Src, Dst>::value) {
+        std::memcpy(out, in, D * sizeof(Dst));
+      } else {
+        for (int64_t d = 0; d < D; ++d) out[d] = float_to_bf16_bits(in[d]);
+      }
+    }
+  }
+}
+
+static void write_one(const Batch& b, const paddle::Tensor& x, paddle::Tensor& cache) {
+  if (x.dtype() == cache.dtype() && x.dtype() == paddle::DataType::FLOAT32) {
+    write_rows(b, x.data<float>(), cache.data<float>());
+  } else if (x.dtype() == cache.dtype()) {  // bfloat16 into bfloat16: raw bits
+    write_rows(b, static_cast<const uint16_t*>(x.data()), static_cast<uint16_t*>(cache.data()));
+  } else {
+    write_rows(b, x.data<float>(), static_cast<uint16_t*>(cache.data()));
+  }
+}
+
+void WriteCacheKV(const paddle::Tensor& key, const paddle::Tensor& value, paddle::Tensor& key_cache,
+                  paddle::Tensor& value_cache, const paddle::Tensor& block_tables,
+                  const paddle::Tensor& seq_lens_this_time, const paddle::Tensor& seq_lens_decoder) {
+  const char* op = "paddlellm_write_cache_kv";
+  PD_CHECK(key.is_cpu() && value.is_cpu(), op, ": key and value must be CPU tensors");
+  auto ks = key.shape();
+  PD_CHECK(ks.size() == 3, op, ": key must be [tokens, num_kv_heads, head_dim]");
+  PD_CHECK(value.shape() == ks, op, ": value must have key's shape");
+  Batch b = check_batch(op, ks[0], key_cache, value_cache, block_tables, seq_lens_this_time, seq_lens_decoder);
+  PD_CHECK(ks[1] == b.kv_heads && ks[2] == b.head_dim, op, ": key is [", ks[0], ", ", ks[1], ", ", ks[2],
+           "] but the cache holds ", b.kv_heads, " kv heads of head_dim ", b.head_dim);
+  for (const paddle::Tensor* x : {&key, &value})
+    PD_CHECK(x->dtype() == paddle::DataType::FLOAT32 || x->dtype() == key_cache.dtype(), op,
+             ": key/value must be float32 or the cache's dtype");
+  if (b.T == 0) return;
+  write_one(b, key, key_cache);
+  write_one(b, value, value_cache);
+}
+
+std::vector<std::vector<int64_t>> WriteCacheKVInferShape(
+    const std::vector<int64_t>& key, const std::vector<int64_t>& value, const std::vector<int64_t>& key_cache,
+    const std::vector<int64_t>& value_cache, const std::vector<int64_t>& block_tables,
+    const std::vector<int64_t>& seq_lens_this_time, const std::vector<int64_t>& seq_lens_decoder) {
+  return {key_cache, value_cache};
+}
+
+std::vector<paddle::DataType> WriteCacheKVInferDtype(
+    const paddle::DataType& key, const paddle::DataType& value, const paddle::DataType& key_cache,
+    const paddle::DataType& value_cache, const paddle::DataType& block_tables,
+    const paddle::DataType& seq_lens_this_time, const paddle::DataType& seq_lens_decoder) {
+  return {key_cache, value_cache};
+}
+
+PD_BUILD_OP(paddlellm_write_cache_kv)
+    .Inputs({"key", "value", "key_cache", "value_cache", "block_tables", "seq_lens_this_time",
+             "seq_lens_decoder"})
+    .Outputs({"key_cache_out", "value_cache_out"})
+    .SetInplaceMap({{"key_cache", "key_cache_out"}, {"value_cache", "value_cache_out"}})
+    .SetKernelFn(PD_KERNEL(WriteCacheKV))
+    .SetInferShapeFn(PD_INFER_SHAPE(WriteCacheKVInferShape))
+    .SetInferDtypeFn(PD_INFER_DTYPE(WriteCacheKVInferDtype));
+
+// ---------------------------------------------------------------- block_attention
+
+std::vector<paddle::Tensor> BlockAttention(const paddle::Tensor& q, const paddle::Tensor& key_cache,
+                                           const paddle::Tensor& value_cache, const paddle::Tensor& block_tables,
+                                           const paddle::Tensor& seq_lens_this_time,
+                                           const paddle::Tensor& seq_lens_decoder) {
+  const char* op = "paddlellm_block_attention";
+  PD_CHECK(q.is_cpu() && q.dtype() == paddle::DataType::FLOAT32, op, ": q must be a float32 CPU tensor");
+  auto qs = q.shape();
+  PD_CHECK(qs.size() == 3, op, ": q must be [tokens, num_heads, head_dim]");
+  Batch b = check_batch(op, qs[0], key_cache, value_cache, block_tables, seq_lens_this_time, seq_lens_decoder);
+  PD_CHECK(qs[2] == b.head_dim, op, ": q has head_dim ", qs[2], " but the cache ", b.head_dim);
+  PD_CHECK(qs[1] % b.kv_heads == 0, op, ": num_heads ", qs[1], " is not a multiple of num_kv_heads ", b.kv_heads);
+  const int isa = checked_isa();
+  auto out = paddle::empty(qs, paddle::DataType::FLOAT32, q.place());
+  if (b.T == 0) return {out};
+
+  AttnParams p;
+  p.q = q.data<float>();
+  p.out = out.data<float>();
+  p.key_cache = key_cache.data();
+  p.value_cache = value_cache.data();
+  p.cache_bf16 = key_cache.dtype() == paddle::DataType::BFLOAT16;
+  p.block_tables = b.tables;
+  p.max_blocks_per_seq = b.max_blocks;
+  p.num_blocks = b.num_blocks;
+  p.block_size = b.block_size;
+  p.num_heads = qs[1];
+  p.num_kv_heads = b.kv_heads;
+  p.head_dim = b.head_dim;
+  const int64_t W = kIsaWidth[isa];
+  p.head_dim_padded = (b.head_dim + W - 1) / W * W;
+  p.scale = 1.f / std::sqrt(static_cast<float>(b.head_dim));
+
+  // Work items: (sequence, kv head, tile of query tokens); a tile holds ~16 query rows (tokens x group).
+  const int64_t group = p.num_heads / p.num_kv_heads;
+  const int64_t tile = std::max<int64_t>(1, 16 / group);
+  std::vector<AttnItem> items;
+  for (int64_t s = 0, row = 0; s < b.S; row += b.this_time[s], ++s)
+    for (int64_t h = 0; h < b.kv_heads; ++h)
+      for (int64_t i = 0; i < b.this_time[s]; i += tile)
+        items.push_back(AttnItem{static_cast<int32_t>(s), static_cast<int32_t>(h), row + i,
+                                 static_cast<int32_t>(std::min<int64_t>(tile, b.this_time[s] - i)),
+                                 b.decoder[s] + i});
+  const AttendFn fn = isa == kAvx512 ? attend_avx512 : isa == kAvx2 ? attend_avx2 : attend_scalar;
+  const int64_t bsp = (b.block_size + W - 1) / W * W;
+  const int64_t need = scratch_floats(tile * group, p.head_dim_padded, bsp);
+  const int64_t n = static_cast<int64_t>(items.size());
+  // Items are handed out by an atomic counter (dynamic balance) rather than schedule(dynamic): the
+  // library links Paddle's libiomp5, which lacks GCC's nonmonotonic-dynamic loop entry points.
+  std::atomic<int64_t> next(0);
+#pragma omp parallel if (n > 1)
+  {
+    thread_local std::vector<float> scratch;
+    if (static_cast<int64_t>(scratch.size()) < need) scratch.resize(need);
+    for (int64_t i = next++; i < n; i = next++) fn(p, items[i], scratch.data());
+  }
+  return {out};
+}
+
+std::vector<std::vector<int64_t>> BlockAttentionInferShape(
+    const std::vector<int64_t>& q, const std::vector<int64_t>& key_cache, const std::vector<int64_t>& value_cache,
+    const std::vector<int64_t>& block_tables, const std::vector<int64_t>& seq_lens_this_time,
+    const std::vector<int64_t>& seq_lens_decoder) {
+  return {q};
+}
+
+std::vector<paddle::DataType> BlockAttentionInferDtype(
+    const paddle::DataType& q, const paddle::DataType& key_cache, const paddle::DataType& value_cache,
+    const paddle::DataType& block_tables, const paddle::DataType& seq_lens_this_time,
+    const paddle::DataType& seq_lens_decoder) {
+  return {q};
+}
+
+PD_BUILD_OP(paddlellm_block_attention)
+    .Inputs({"q", "key_cache", "value_cache", "block_tables", "seq_lens_this_time", "seq_lens_decoder"})
+    .Outputs({"out"})
+    .SetKernelFn(PD_KERNEL(BlockAttention))
+    .SetInferShapeFn(PD_INFER_SHAPE(BlockAttentionInferShape))
+    .SetInferDtypeFn(PD_INFER_DTYPE(BlockAttentionInferDtype));
+
+// ---------------------------------------------------------------- introspection (ctypes, for tests)
+
+// The ISA the next call would use: 0 scalar, 1 avx2, 2 avx512; -1 unknown name, -2 unsupported.
+extern "C" int paddlellm_cpu_isa(void) { return select_isa(); }
+extern "C" int paddlellm_cpu_isa_supported(int isa) { return isa_supported(isa) ? 1 : 0; }
+extern "C" int paddlellm_cpu_num_threads(void) { return omp_get_max_threads(); }

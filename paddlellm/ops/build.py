@@ -1,0 +1,193 @@
+"""Builds the CPU op library from csrc/cpu on first use and loads it into Paddle.
+
+The library is compiled once by `paddle.utils.cpp_extension.load` into a cache directory keyed by a
+hash of the sources, the flags, Paddle, the compiler and Python (~/.cache/paddlellm/ops/<hash>, or
+$PADDLELLM_OPS_CACHE/<hash>); a file lock keeps two processes from building at once. Later processes
+only load the built .so (milliseconds). Paddle's build chatter (its "Compiling user custom op" line,
+the compiler's and setuptools' output, the ccache warning) goes to build.log in that directory; the
+user sees one progress line, or one error line naming the log.
+"""
+import contextlib
+import ctypes
+import fcntl
+import hashlib
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import warnings
+from pathlib import Path
+
+from paddlellm.errors import UserError
+
+NAME = "paddlellm_cpu_ops"
+SOURCE_DIR = Path(__file__).resolve().parents[2] / "csrc" / "cpu"
+ISAS = ("scalar", "avx2", "avx512")  # index = the library's ISA code
+_BUILD_VERSION = "1"  # bump to force a rebuild when this file's build logic changes
+
+_lib = None  # ctypes handle of the loaded library; loading registers the ops with Paddle
+
+
+def sources():
+    """The files the library is built from: .cc compiled, .h/.inc hashed."""
+    if not SOURCE_DIR.is_dir():
+        raise UserError(f"the CPU op sources are missing ({SOURCE_DIR} not found; install paddlellm from its "
+                        f"source tree with pip install -e .)")
+    return sorted(p for p in SOURCE_DIR.iterdir() if p.suffix in (".cc", ".h", ".inc"))
+
+
+def _paddle_libs():
+    import paddle
+
+    return Path(paddle.__file__).resolve().parent / "libs"
+
+
+def _flags():
+    """Compile and link flags. No -march: the ISA-specific code is selected per function at run time.
+    OpenMP comes from Paddle's own libiomp5 when it ships one, so our threads and MKL's share one pool
+    (a second runtime's spinning threads would compete with MKL's for the cores)."""
+    cflags = ["-O3", "-fopenmp", "-std=c++17"]
+    libs = _paddle_libs()
+    if (libs / "libiomp5.so").exists():
+        ldflags = [f"-L{libs}", "-liomp5", f"-Wl,-rpath,{libs}"]
+    else:
+        ldflags = ["-fopenmp"]
+    return cflags, ldflags
+
+
+def _tool(env_name, config_name, default):
+    """The program setuptools will run for CXX or LDSHARED (first word), as a path or None."""
+    cmd = os.environ.get(env_name) or sysconfig.get_config_var(config_name) or default
+    words = shlex.split(cmd)
+    return shutil.which(words[0]) if words else None
+
+
+def _compiler_id():
+    compiler = _tool("CXX", "CXX", "g++")
+    linker = _tool("LDSHARED", "LDSHARED", "gcc")
+    if compiler is None or linker is None:
+        raise UserError("no C++ compiler found (install g++, e.g. apt-get install g++)")
+    try:
+        out = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=60).stdout
+    except (OSError, subprocess.SubprocessError) as e:
+        raise UserError(f"the C++ compiler {compiler} does not run: {e} (install g++, e.g. apt-get install g++)")
+    return f"{compiler} {out.splitlines()[0] if out else ''}"
+
+
+def cache_dir():
+    """Where this exact build lives (created on first use)."""
+    import paddle
+
+    root = os.environ.get("PADDLELLM_OPS_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "paddlellm", "ops")
+    h = hashlib.sha256()
+    for path in sources():
+        h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    cflags, ldflags = _flags()
+    key = [_BUILD_VERSION, *cflags, *ldflags, paddle.__version__, getattr(paddle.version, "commit", ""),
+           _compiler_id(), sys.version]
+    h.update("\0".join(key).encode())
+    return Path(root) / h.hexdigest()[:16]
+
+
+def library_path():
+    return cache_dir() / NAME / f"{NAME}.so"
+
+
+@contextlib.contextmanager
+def _quiet(log_path):
+    """Send everything written to fd 1/2 (this process and its children) and Python warnings to a log."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(log_path, "ab") as log, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+
+
+def _build(directory):
+    """Compile into directory (under the lock); returns having loaded (registered) the library."""
+    from paddle.utils.cpp_extension import load
+
+    if directory.exists():
+        shutil.rmtree(directory)  # a build that died half way
+    directory.mkdir(parents=True)
+    log = directory / "build.log"
+    print("building paddlellm CPU ops (first use, ~30 s)", file=sys.stderr, flush=True)
+    cflags, ldflags = _flags()
+    cc_sources = [str(p) for p in sources() if p.suffix == ".cc"]
+    try:
+        with _quiet(log):
+            load(name=NAME, sources=cc_sources, extra_cxx_cflags=cflags, extra_ldflags=ldflags,
+                 build_directory=str(directory))
+    except Exception as e:
+        errors = [line.strip() for line in log.read_text(errors="replace").splitlines() if "error" in line]
+        first = errors[0] if errors else f"{type(e).__name__}: {e}"
+        raise UserError(f"building the paddlellm CPU ops failed: {first} (full log: {log})") from None
+    (directory / "ok").write_text(str(directory / NAME / f"{NAME}.so") + "\n")
+
+
+def load_library():
+    """Builds (first use) and loads the op library; returns its path. Idempotent and cheap after the first
+    call. An exported program that uses the ops needs this before paddle.inference.create_predictor."""
+    global _lib
+    if _lib is not None:
+        return _lib._name
+    directory = cache_dir()
+    so = directory / NAME / f"{NAME}.so"
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    with open(str(directory) + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if (directory / "ok").exists() and so.exists():
+                from paddle.utils.cpp_extension import load_op_meta_info_and_register_op
+
+                with _quiet(directory / "load.log"):
+                    load_op_meta_info_and_register_op(str(so))
+            else:
+                _build(directory)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    _lib = ctypes.CDLL(str(so))
+    return str(so)
+
+
+def cpu_isa():
+    """The ISA the attention kernel uses now ("avx512", "avx2" or "scalar"), following PADDLELLM_CPU_ISA."""
+    load_library()
+    code = _lib.paddlellm_cpu_isa()
+    if code < 0:
+        value = os.environ.get("PADDLELLM_CPU_ISA")
+        raise UserError(f"PADDLELLM_CPU_ISA={value} cannot be used on this CPU (use one of "
+                        f"{', '.join(supported_isas())}, or unset it)")
+    return ISAS[code]
+
+
+def supported_isas():
+    """The kernel ISAs this CPU can run, best last."""
+    load_library()
+    return [name for code, name in enumerate(ISAS) if _lib.paddlellm_cpu_isa_supported(code)]
+
+
+def num_threads():
+    """OpenMP threads a parallel op call would use now."""
+    load_library()
+    return _lib.paddlellm_cpu_num_threads()
+
+
+if __name__ == "__main__":  # python -m paddlellm.ops.build: build now, print where
+    print(load_library())
+    print("ISA:", cpu_isa(), "supported:", ", ".join(supported_isas()), "threads:", num_threads())

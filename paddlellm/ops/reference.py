@@ -1,0 +1,72 @@
+"""Pure-Paddle (dygraph) references of the block-cache ops in SPEC.md: the tests' independent side.
+
+Written plainly for clarity, not speed: a loop over sequences (and tokens), gathered blocks, a masked
+softmax in float64. They take and return tensors of the shapes and dtypes the ops use.
+"""
+import math
+
+import numpy as np
+import paddle
+
+
+def _token_slots(block_tables, seq_lens_this_time, seq_lens_decoder, block_size):
+    """(row, block, slot) for every token of the packed batch, in row order."""
+    tables = block_tables.numpy()
+    this_time = seq_lens_this_time.numpy().reshape(-1)
+    decoder = seq_lens_decoder.numpy().reshape(-1)
+    slots, row = [], 0
+    for s, n in enumerate(this_time):
+        for i in range(int(n)):
+            p = int(decoder[s]) + i
+            slots.append((row, int(tables[s, p // block_size]), p % block_size))
+            row += 1
+    return slots
+
+
+def write_cache_kv_ref(key, value, key_cache, value_cache, block_tables, seq_lens_this_time, seq_lens_decoder):
+    """Returns new (key_cache, value_cache) with token i of sequence s at position
+    seq_lens_decoder[s] + i of its block table; the inputs are left unchanged."""
+    block_size = key_cache.shape[2]
+    new_k, new_v = key_cache.clone(), value_cache.clone()
+    for row, block, slot in _token_slots(block_tables, seq_lens_this_time, seq_lens_decoder, block_size):
+        new_k[block, :, slot, :] = key[row].astype(key_cache.dtype)
+        new_v[block, :, slot, :] = value[row].astype(value_cache.dtype)
+    return new_k, new_v
+
+
+def _sequence_kv(cache, table, length):
+    """[num_kv_heads, length, head_dim] float64: positions 0..length-1 of one sequence."""
+    num_blocks_used = -(-length // cache.shape[2])
+    blocks = paddle.to_tensor(table[:num_blocks_used].astype("int64"))
+    gathered = paddle.gather(cache.astype("float32"), blocks).astype("float64")  # [nb, kvh, bs, d]
+    kvh, d = cache.shape[1], cache.shape[3]
+    return gathered.transpose([1, 0, 2, 3]).reshape([kvh, -1, d])[:, :length]
+
+
+def block_attention_ref(q, key_cache, value_cache, block_tables, seq_lens_this_time, seq_lens_decoder):
+    """out[T, num_heads, head_dim] float32: query token i of sequence s (position p = seq_lens_decoder[s] + i)
+    attends to positions 0..p of s, softmax(q.k / sqrt(head_dim)) . v, query head h on KV head
+    h // (num_heads // num_kv_heads)."""
+    num_tokens, num_heads, head_dim = q.shape
+    group = num_heads // key_cache.shape[1]
+    tables = block_tables.numpy()
+    this_time = seq_lens_this_time.numpy().reshape(-1)
+    decoder = seq_lens_decoder.numpy().reshape(-1)
+    outs, row = [], 0
+    for s, n in enumerate(this_time):
+        n, past = int(n), int(decoder[s])
+        if n == 0:
+            continue
+        length = past + n
+        k = paddle.repeat_interleave(_sequence_kv(key_cache, tables[s], length), group, axis=0)  # [H, L, D]
+        v = paddle.repeat_interleave(_sequence_kv(value_cache, tables[s], length), group, axis=0)
+        qs = q[row:row + n].astype("float64").transpose([1, 0, 2])  # [H, n, D]
+        scores = paddle.matmul(qs, k, transpose_y=True) / math.sqrt(head_dim)  # [H, n, L]
+        allowed = np.arange(length)[None, :] <= (past + np.arange(n))[:, None]  # causal, [n, L]
+        scores = paddle.where(paddle.to_tensor(allowed), scores, paddle.full_like(scores, -np.inf))
+        probs = paddle.nn.functional.softmax(scores, axis=-1)
+        outs.append(paddle.matmul(probs, v).transpose([1, 0, 2]))  # [n, H, D]
+        row += n
+    if not outs:
+        return paddle.zeros([0, num_heads, head_dim], dtype="float32")
+    return paddle.concat(outs).astype("float32")
