@@ -1,0 +1,266 @@
+"""CPU kernels of paddlellm/ops against the pure-Paddle references (SPEC.md), on every ISA path this CPU runs.
+
+write_cache_kv must match the reference exactly; block_attention within 2e-5 (fp32 accumulation vs the
+reference's float64). Shapes are small and awkward: 1-token sequences, chunks across and ending on block
+boundaries, idle slots, long prefixes, GQA ratios 1/3/8, head_dim 64/40/72/20, shuffled block ids.
+"""
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+import paddle
+import pytest
+
+from paddlellm import ops
+from paddlellm.ops.reference import block_attention_ref, write_cache_kv_ref
+
+
+def _cpu_flags():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+_FLAGS = _cpu_flags()
+_ISA_NEEDS = {"scalar": set(), "avx2": {"avx2", "fma"}, "avx512": {"avx512f", "avx2", "fma"}}
+
+
+def _isa_params():
+    """Every kernel path; the ones this CPU lacks are skipped, and their id says so."""
+    params = []
+    for isa, needs in _ISA_NEEDS.items():
+        missing = needs - _FLAGS
+        if missing:
+            params.append(pytest.param(isa, id=f"{isa}-skipped-cpu-lacks-{'+'.join(sorted(missing))}",
+                                       marks=pytest.mark.skip(reason=f"this CPU lacks {', '.join(sorted(missing))}")))
+        else:
+            params.append(pytest.param(isa, id=isa))
+    return params
+
+
+@pytest.fixture
+def isa(request, monkeypatch):
+    monkeypatch.setenv("PADDLELLM_CPU_ISA", request.param)
+    assert ops.cpu_isa() == request.param  # the library takes the forced path
+    return request.param
+
+
+@dataclass
+class Case:
+    seqs: list  # (tokens already cached, tokens this step) per sequence; (x, 0) is an idle slot
+    kv_heads: int
+    group: int  # query heads per KV head
+    head_dim: int
+    block_size: int
+
+
+CASES = {
+    "one_token_empty_cache": Case([(0, 1)], 1, 1, 64, 16),
+    "block_boundaries": Case([(15, 2), (0, 16), (16, 1), (5, 27), (31, 1)], 3, 3, 40, 16),
+    "long_prefix_chunk_gqa8": Case([(150, 37)], 1, 8, 72, 16),
+    "mixed_decode_and_chunks_idle": Case([(33, 1), (0, 0), (0, 20), (64, 1), (7, 0), (40, 9)], 3, 3, 64, 16),
+    "gqa1_small_blocks": Case([(3, 5), (0, 1), (8, 8)], 2, 1, 40, 8),
+    "smollm2_decode": Case([(255, 1), (100, 1), (0, 1)], 3, 3, 64, 64),
+    "head_dim_20_odd_block": Case([(6, 9), (2, 1)], 2, 3, 20, 5),
+    "all_idle": Case([(0, 0), (4, 0)], 2, 2, 64, 16),
+}
+
+
+def make_batch(case, cache_dtype, seed=0):
+    """Random caches (garbage in every slot, so reading a wrong one shows), shuffled block ids, new K/V, q."""
+    rng = np.random.RandomState(seed)
+    bs, kvh, d = case.block_size, case.kv_heads, case.head_dim
+    blocks_needed = [-(-(past + n) // bs) for past, n in case.seqs]
+    num_blocks = sum(blocks_needed) + 3
+    ids = rng.permutation(num_blocks)
+    tables = -np.ones((len(case.seqs), max(blocks_needed) + 1), np.int32)  # -1: unused entries
+    start = 0
+    for s, count in enumerate(blocks_needed):
+        tables[s, :count] = ids[start:start + count]
+        start += count
+    tokens = sum(n for _, n in case.seqs)
+
+    def randn(*shape):
+        return paddle.to_tensor(rng.randn(*shape).astype("float32"))
+
+    return dict(
+        q=randn(tokens, kvh * case.group, d),
+        key=randn(tokens, kvh, d),
+        value=randn(tokens, kvh, d),
+        key_cache=randn(num_blocks, kvh, bs, d).astype(cache_dtype),
+        value_cache=randn(num_blocks, kvh, bs, d).astype(cache_dtype),
+        block_tables=paddle.to_tensor(tables),
+        seq_lens_this_time=paddle.to_tensor(np.array([n for _, n in case.seqs], np.int32)),
+        seq_lens_decoder=paddle.to_tensor(np.array([past for past, _ in case.seqs], np.int32)),
+    )
+
+
+def _meta(b):
+    return b["block_tables"], b["seq_lens_this_time"], b["seq_lens_decoder"]
+
+
+def _same(a, b):
+    return np.array_equal(a.astype("float32").numpy(), b.astype("float32").numpy())
+
+
+@pytest.mark.parametrize("cache_dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("case", list(CASES.values()), ids=list(CASES))
+@pytest.mark.parametrize("isa", _isa_params(), indirect=True)
+def test_kernels_match_reference(isa, case, cache_dtype):
+    b = make_batch(case, cache_dtype)
+    ref_k, ref_v = write_cache_kv_ref(b["key"], b["value"], b["key_cache"], b["value_cache"], *_meta(b))
+    ops.write_cache_kv(b["key"], b["value"], b["key_cache"], b["value_cache"], *_meta(b))
+    assert _same(b["key_cache"], ref_k) and _same(b["value_cache"], ref_v)
+
+    out = ops.block_attention(b["q"], b["key_cache"], b["value_cache"], *_meta(b))
+    ref = block_attention_ref(b["q"], ref_k, ref_v, *_meta(b))
+    assert out.dtype == paddle.float32 and out.shape == b["q"].shape
+    assert np.isfinite(out.numpy()).all()
+    np.testing.assert_allclose(out.numpy(), ref.numpy(), rtol=0, atol=2e-5)
+
+
+@pytest.fixture
+def two_threads():
+    from paddle.base import core
+
+    before = ops.num_threads()
+    core.set_num_threads(2)  # the OpenMP pool the ops share with Paddle's MKL (libiomp5)
+    assert ops.num_threads() == 2
+    yield
+    core.set_num_threads(before)
+
+
+@pytest.mark.parametrize("cache_dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("isa", _isa_params(), indirect=True)
+def test_two_threads_give_the_same_bits(isa, cache_dtype, two_threads):
+    """Work items split across threads (and write_cache_kv's rows, on a batch big enough) change nothing."""
+    case = Case([(100, 1), (0, 300), (7, 0), (64, 64), (200, 3)], 4, 2, 64, 16)
+    b = make_batch(case, cache_dtype, seed=3)
+    ref_k, ref_v = write_cache_kv_ref(b["key"], b["value"], b["key_cache"], b["value_cache"], *_meta(b))
+    ops.write_cache_kv(b["key"], b["value"], b["key_cache"], b["value_cache"], *_meta(b))
+    assert _same(b["key_cache"], ref_k) and _same(b["value_cache"], ref_v)
+    out2 = ops.block_attention(b["q"], b["key_cache"], b["value_cache"], *_meta(b)).numpy()
+    from paddle.base import core
+
+    core.set_num_threads(1)
+    out1 = ops.block_attention(b["q"], b["key_cache"], b["value_cache"], *_meta(b)).numpy()
+    assert np.array_equal(out1, out2)
+    ref = block_attention_ref(b["q"], ref_k, ref_v, *_meta(b))
+    np.testing.assert_allclose(out2, ref.numpy(), rtol=0, atol=2e-5)
+
+
+def test_bfloat16_key_into_bfloat16_cache_is_a_raw_copy():
+    b = make_batch(CASES["block_boundaries"], "bfloat16")
+    key, value = b["key"].astype("bfloat16"), b["value"].astype("bfloat16")
+    ref_k, ref_v = write_cache_kv_ref(key, value, b["key_cache"], b["value_cache"], *_meta(b))
+    ops.write_cache_kv(key, value, b["key_cache"], b["value_cache"], *_meta(b))
+    assert _same(b["key_cache"], ref_k) and _same(b["value_cache"], ref_v)
+
+
+@pytest.mark.parametrize("cache_dtype", ["float32", "bfloat16"])
+def test_write_cache_kv_is_in_place_in_dygraph(cache_dtype):
+    b = make_batch(CASES["mixed_decode_and_chunks_idle"], cache_dtype)
+    key_cache, value_cache = b["key_cache"], b["value_cache"]
+    ptrs = key_cache.data_ptr(), value_cache.data_ptr()
+    before = key_cache.astype("float32").numpy().copy()
+    k_out, v_out = ops.write_cache_kv(b["key"], b["value"], key_cache, value_cache, *_meta(b))
+    assert (key_cache.data_ptr(), value_cache.data_ptr()) == ptrs
+    assert (k_out.data_ptr(), v_out.data_ptr()) == ptrs  # the outputs alias the inputs
+    assert not np.array_equal(before, key_cache.astype("float32").numpy())  # values changed
+    ref_k, _ = write_cache_kv_ref(b["key"], b["value"], paddle.to_tensor(before).astype(cache_dtype),
+                                  value_cache, *_meta(b))
+    assert _same(key_cache, ref_k)
+
+
+def test_bad_inputs_are_clear_errors():
+    b = make_batch(CASES["block_boundaries"], "float32")
+    bad_table = b["block_tables"].clone()
+    bad_table[0, 0] = -1
+    with pytest.raises(Exception, match=r"block_tables\[0\]\[0\] = -1 is not a block"):
+        ops.block_attention(b["q"], b["key_cache"], b["value_cache"], bad_table, *_meta(b)[1:])
+    with pytest.raises(Exception, match="sums to"):
+        ops.write_cache_kv(b["key"][:-1], b["value"][:-1], b["key_cache"], b["value_cache"], *_meta(b))
+    q_bad = paddle.zeros([b["q"].shape[0], 4, b["q"].shape[2]])  # 4 heads over 3 kv heads
+    with pytest.raises(Exception, match="not a multiple of num_kv_heads"):
+        ops.block_attention(q_bad, b["key_cache"], b["value_cache"], *_meta(b))
+
+
+def test_unknown_isa_is_an_error(monkeypatch):
+    b = make_batch(CASES["one_token_empty_cache"], "float32")
+    monkeypatch.setenv("PADDLELLM_CPU_ISA", "sse9")
+    with pytest.raises(Exception, match="PADDLELLM_CPU_ISA=sse9 is not one of"):
+        ops.block_attention(b["q"], b["key_cache"], b["value_cache"], *_meta(b))
+
+
+def test_missing_compiler_is_one_line(tmp_path):
+    """A fresh cache and no compiler on PATH: one UserError line naming what to install."""
+    env = dict(os.environ, PATH=str(tmp_path), PADDLELLM_OPS_CACHE=str(tmp_path / "cache"))
+    env.pop("CXX", None)
+    env.pop("LDSHARED", None)
+    code = ("import paddlellm\nfrom paddlellm.errors import UserError\nfrom paddlellm.ops import load_library\n"
+            "try:\n    load_library()\nexcept UserError as e:\n    print('USERERROR', e)\n")
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert run.stdout.strip() == ("USERERROR no C++ compiler found (install g++, e.g. apt-get install g++)"), \
+        run.stdout + run.stderr
+
+
+class _Step(paddle.nn.Layer):
+    """The smallest program shape the block step uses: write this step's K/V, then attend."""
+
+    def forward(self, q, key, value, key_cache, value_cache, block_tables, seq_lens_this_time, seq_lens_decoder):
+        key_cache, value_cache = ops.write_cache_kv(key, value, key_cache, value_cache, block_tables,
+                                                    seq_lens_this_time, seq_lens_decoder)
+        return ops.block_attention(q, key_cache, value_cache, block_tables, seq_lens_this_time, seq_lens_decoder)
+
+
+def _export_step(path, heads, kv_heads, head_dim, block_size):
+    from paddle.static import InputSpec
+
+    spec = [
+        InputSpec([None, heads, head_dim], "float32", "q"),
+        InputSpec([None, kv_heads, head_dim], "float32", "key"),
+        InputSpec([None, kv_heads, head_dim], "float32", "value"),
+        InputSpec([None, kv_heads, block_size, head_dim], "float32", "key_cache"),
+        InputSpec([None, kv_heads, block_size, head_dim], "float32", "value_cache"),
+        InputSpec([None, None], "int32", "block_tables"),
+        InputSpec([None], "int32", "seq_lens_this_time"),
+        InputSpec([None], "int32", "seq_lens_decoder"),
+    ]
+    paddle.jit.save(paddle.jit.to_static(_Step(), input_spec=spec, full_graph=True), str(path))
+
+
+def test_exported_program_writes_the_fed_cache_in_place(tmp_path):
+    import paddle.inference as pi
+
+    case = CASES["mixed_decode_and_chunks_idle"]
+    _export_step(tmp_path / "step", case.kv_heads * case.group, case.kv_heads, case.head_dim, case.block_size)
+    program = (tmp_path / "step.json").read_text()
+    assert "paddlellm_write_cache_kv_" in program and "paddlellm_block_attention" in program
+
+    ops.load_library()  # needed before create_predictor (a no-op here: tracing loaded it)
+    config = pi.Config(str(tmp_path / "step.json"), str(tmp_path / "step.pdiparams"))
+    config.disable_gpu()
+    config.disable_mkldnn()
+    config.enable_new_ir(True)
+    config.enable_new_executor(True)
+    config.disable_glog_info()
+    config.set_cpu_math_library_num_threads(2)
+    predictor = pi.create_predictor(config)
+    for seed in (1, 2):  # two runs: the second step sees the first one's cache writes kept
+        b = make_batch(case, "float32", seed=seed)
+        ref_k, ref_v = write_cache_kv_ref(b["key"], b["value"], b["key_cache"], b["value_cache"], *_meta(b))
+        ptrs = b["key_cache"].data_ptr(), b["value_cache"].data_ptr()
+        feed = [b[name] for name in ("q", "key", "value", "key_cache", "value_cache", "block_tables",
+                                     "seq_lens_this_time", "seq_lens_decoder")]
+        (out,) = predictor.run(feed)
+        assert (b["key_cache"].data_ptr(), b["value_cache"].data_ptr()) == ptrs
+        assert _same(b["key_cache"], ref_k) and _same(b["value_cache"], ref_v)  # the fed tensors themselves
+        ref = block_attention_ref(b["q"], ref_k, ref_v, *_meta(b))
+        np.testing.assert_allclose(out.numpy(), ref.numpy(), rtol=0, atol=2e-5)
