@@ -31,6 +31,11 @@ struct V {
     s = _mm_add_ss(s, _mm_movehdup_ps(s));
     return _mm_cvtss_f32(s);
   }
+  static void hsum4(reg a, reg b, reg c, reg d, float* out) {  // out[i] = sum of lanes of the i-th
+    reg ab = _mm256_hadd_ps(a, b), cd = _mm256_hadd_ps(c, d);
+    reg abcd = _mm256_hadd_ps(ab, cd);  // per 128-bit half: a, b, c, d partial sums
+    _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(abcd), _mm256_extractf128_ps(abcd, 1)));
+  }
   // exp(x) for the softmax (x <= 0 there): Cephes' expf polynomial, ~1 ulp; x < -87 gives ~0.
   static reg exp(reg x) {
     x = _mm256_min_ps(x, _mm256_set1_ps(88.3762626647949f));

@@ -26,6 +26,15 @@ struct V {
   static reg mul(reg a, reg b) { return _mm512_mul_ps(a, b); }
   static reg fmadd(reg a, reg b, reg c) { return _mm512_fmadd_ps(a, b, c); }
   static float hsum(reg a) { return _mm512_reduce_add_ps(a); }
+  static __m256 half_sum(reg a) {  // 16 lanes -> 8 (AVX-512F only: no DQ extract)
+    return _mm256_add_ps(_mm512_castps512_ps256(a),
+                         _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a), 1)));
+  }
+  static void hsum4(reg a, reg b, reg c, reg d, float* out) {  // out[i] = sum of lanes of the i-th
+    __m256 ab = _mm256_hadd_ps(half_sum(a), half_sum(b)), cd = _mm256_hadd_ps(half_sum(c), half_sum(d));
+    __m256 abcd = _mm256_hadd_ps(ab, cd);
+    _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(abcd), _mm256_extractf128_ps(abcd, 1)));
+  }
   // exp(x) for the softmax (x <= 0 there): Cephes' expf polynomial, ~1 ulp; x < -87 gives ~0.
   static reg exp(reg x) {
     x = _mm512_min_ps(x, _mm512_set1_ps(88.3762626647949f));

@@ -40,6 +40,7 @@ struct AttnScratch {
 
 // Floats of scratch one work item needs for rows = q_count * group query rows.
 inline int64_t scratch_floats(int64_t rows, int64_t head_dim_padded, int64_t block_size_padded) {
+  rows = (rows + 3) / 4 * 4;  // the kernel pads rows to a multiple of 4
   return rows * head_dim_padded * 2         // scaled queries, accumulators
          + rows * block_size_padded         // scores / probabilities of one block
          + rows * 2                         // running max, running sum

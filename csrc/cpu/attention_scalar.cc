@@ -20,6 +20,12 @@ struct V {
   static reg mul(reg a, reg b) { return a * b; }
   static reg fmadd(reg a, reg b, reg c) { return a * b + c; }
   static float hsum(reg a) { return a; }
+  static void hsum4(reg a, reg b, reg c, reg d, float* out) {
+    out[0] = a;
+    out[1] = b;
+    out[2] = c;
+    out[3] = d;
+  }
   static reg exp(reg a) { return expf(a); }
   static reg load_bf16(const uint16_t* p) {
     uint32_t u = static_cast<uint32_t>(*p) << 16;
