@@ -1,24 +1,22 @@
 """Builds the CPU op library from csrc/cpu on first use and loads it into Paddle.
 
-The library is compiled once by `paddle.utils.cpp_extension.load` into a cache directory keyed by a
-hash of the sources, the flags, Paddle, the compiler and Python (~/.cache/paddlellm/ops/<hash>, or
-$PADDLELLM_OPS_CACHE/<hash>); a file lock keeps two processes from building at once. Later processes
-only load the built .so (milliseconds). Paddle's build chatter (its "Compiling user custom op" line,
-the compiler's and setuptools' output, the ccache warning) goes to build.log in that directory; the
-user sees one progress line, or one error line naming the log.
+The library is compiled once by `paddle.utils.cpp_extension.load` (in a child process) into a cache
+directory keyed by a hash of the sources, the flags, Paddle, the compiler and Python
+(~/.cache/paddlellm/ops/<hash>, or $PADDLELLM_OPS_CACHE/<hash>); a file lock keeps two processes from
+building at once. Later processes only load the built .so (milliseconds). Paddle's build chatter (its
+"Compiling user custom op" line, the compiler's and setuptools' output, the ccache warning) goes to
+build.log in that directory; the user sees one progress line, or one error line naming the log.
 """
-import contextlib
 import ctypes
 import fcntl
 import hashlib
+import json
 import os
 import shlex
 import shutil
 import subprocess
 import sys
 import sysconfig
-import tempfile
-import warnings
 from pathlib import Path
 
 from paddlellm.errors import UserError
@@ -28,7 +26,8 @@ SOURCE_DIR = Path(__file__).resolve().parents[2] / "csrc" / "cpu"
 ISAS = ("scalar", "avx2", "avx512")  # index = the library's ISA code
 _BUILD_VERSION = "1"  # bump to force a rebuild when this file's build logic changes
 
-_lib = None  # ctypes handle of the loaded library; loading registers the ops with Paddle
+_lib = None  # ctypes handle of the loaded library (enough for create_predictor)
+_registered = False  # ops registered for eager/to_static calls (register_ops)
 
 
 def sources():
@@ -97,52 +96,42 @@ def library_path():
     return cache_dir() / NAME / f"{NAME}.so"
 
 
-@contextlib.contextmanager
-def _quiet(log_path):
-    """Send everything written to fd 1/2 (this process and its children) and Python warnings to a log."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = os.dup(1), os.dup(2)
-    with open(log_path, "ab") as log, warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        os.dup2(log.fileno(), 1)
-        os.dup2(log.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            os.close(saved[0])
-            os.close(saved[1])
+_BUILD_SCRIPT = """
+import json, sys, warnings
+warnings.simplefilter("ignore")
+from paddle.utils.cpp_extension import load
+args = json.loads(sys.argv[1])
+load(name=args["name"], sources=args["sources"], extra_cxx_cflags=args["cflags"],
+     extra_ldflags=args["ldflags"], build_directory=args["directory"])
+"""
 
 
 def _build(directory):
-    """Compile into directory (under the lock); returns having loaded (registered) the library."""
-    from paddle.utils.cpp_extension import load
-
+    """Compile into directory (under the lock). Paddle's load() runs in a child process: its output goes to
+    build.log, and the ops it registers there are not registered twice here."""
     if directory.exists():
         shutil.rmtree(directory)  # a build that died half way
     directory.mkdir(parents=True)
     log = directory / "build.log"
     print("building paddlellm CPU ops (first use, ~30 s)", file=sys.stderr, flush=True)
     cflags, ldflags = _flags()
-    cc_sources = [str(p) for p in sources() if p.suffix == ".cc"]
-    try:
-        with _quiet(log):
-            load(name=NAME, sources=cc_sources, extra_cxx_cflags=cflags, extra_ldflags=ldflags,
-                 build_directory=str(directory))
-    except Exception as e:
-        errors = [line.strip() for line in log.read_text(errors="replace").splitlines() if "error" in line]
-        first = errors[0] if errors else f"{type(e).__name__}: {e}"
-        raise UserError(f"building the paddlellm CPU ops failed: {first} (full log: {log})") from None
-    (directory / "ok").write_text(str(directory / NAME / f"{NAME}.so") + "\n")
+    args = dict(name=NAME, sources=[str(p) for p in sources() if p.suffix == ".cc"], cflags=cflags,
+                ldflags=ldflags, directory=str(directory))
+    with open(log, "wb") as out:
+        code = subprocess.run([sys.executable, "-c", _BUILD_SCRIPT, json.dumps(args)], stdout=out,
+                              stderr=subprocess.STDOUT).returncode
+    so = directory / NAME / f"{NAME}.so"
+    if code != 0 or not so.exists():
+        errors = [line.strip() for line in log.read_text(errors="replace").splitlines() if "error" in line.lower()]
+        first = errors[0] if errors else f"exit status {code}"
+        raise UserError(f"building the paddlellm CPU ops failed: {first} (full log: {log})")
+    (directory / "ok").write_text(str(so) + "\n")
 
 
 def load_library():
-    """Builds (first use) and loads the op library; returns its path. Idempotent and cheap after the first
-    call. An exported program that uses the ops needs this before paddle.inference.create_predictor."""
+    """Builds the op library (first use) and loads it; returns its path. Idempotent, cheap after the first call.
+    This is what a process needs before paddle.inference.create_predictor on a program holding the ops:
+    the predictor registers the ops itself from the loaded library."""
     global _lib
     if _lib is not None:
         return _lib._name
@@ -152,17 +141,26 @@ def load_library():
     with open(str(directory) + ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            if (directory / "ok").exists() and so.exists():
-                from paddle.utils.cpp_extension import load_op_meta_info_and_register_op
-
-                with _quiet(directory / "load.log"):
-                    load_op_meta_info_and_register_op(str(so))
-            else:
+            if not ((directory / "ok").exists() and so.exists()):
                 _build(directory)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
     _lib = ctypes.CDLL(str(so))
     return str(so)
+
+
+def register_ops():
+    """load_library(), then register the ops with Paddle's eager and program-building APIs (what the
+    Python calls in paddlellm.ops need). In a process that did this, create_predictor logs two harmless
+    "op already registered" warnings (glog), so a predictor-only process should use load_library()."""
+    global _registered
+    so = load_library()
+    if not _registered:
+        from paddle.utils.cpp_extension import load_op_meta_info_and_register_op
+
+        load_op_meta_info_and_register_op(so)
+        _registered = True
+    return so
 
 
 def cpu_isa():

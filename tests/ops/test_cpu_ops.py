@@ -264,3 +264,56 @@ def test_exported_program_writes_the_fed_cache_in_place(tmp_path):
         assert _same(b["key_cache"], ref_k) and _same(b["value_cache"], ref_v)  # the fed tensors themselves
         ref = block_attention_ref(b["q"], ref_k, ref_v, *_meta(b))
         np.testing.assert_allclose(out.numpy(), ref.numpy(), rtol=0, atol=2e-5)
+
+
+_PREDICT_ONLY = """
+import sys
+import numpy as np
+import paddle
+import paddle.inference as pi
+import paddlellm.ops
+
+paddlellm.ops.load_library()  # all a predictor-only process needs, before create_predictor
+d = sys.argv[1]
+config = pi.Config(d + "/step.json", d + "/step.pdiparams")
+config.disable_gpu()
+config.disable_mkldnn()
+config.enable_new_ir(True)
+config.enable_new_executor(True)
+config.disable_glog_info()
+predictor = pi.create_predictor(config)
+feed = [paddle.to_tensor(np.load(d + "/feed%d.npy" % i)) for i in range(8)]
+(out,) = predictor.run(feed)
+np.save(d + "/out.npy", out.numpy())
+np.save(d + "/key_cache.npy", feed[3].numpy())
+"""
+
+
+def test_predictor_only_process_needs_load_library(tmp_path):
+    """A fresh process that never calls the ops in Python: load_library() before create_predictor suffices,
+    and nothing is logged twice."""
+    case = CASES["block_boundaries"]
+    _export_step(tmp_path / "step", case.kv_heads * case.group, case.kv_heads, case.head_dim, case.block_size)
+    b = make_batch(case, "float32", seed=4)
+    names = ("q", "key", "value", "key_cache", "value_cache", "block_tables", "seq_lens_this_time",
+             "seq_lens_decoder")
+    for i, name in enumerate(names):
+        np.save(tmp_path / f"feed{i}.npy", b[name].numpy())
+    run = subprocess.run([sys.executable, "-c", _PREDICT_ONLY, str(tmp_path)], capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert "already registered" not in run.stderr and "building" not in run.stderr
+    ref_k, ref_v = write_cache_kv_ref(b["key"], b["value"], b["key_cache"], b["value_cache"], *_meta(b))
+    assert np.array_equal(np.load(tmp_path / "key_cache.npy"), ref_k.numpy())
+    ref = block_attention_ref(b["q"], ref_k, ref_v, *_meta(b))
+    np.testing.assert_allclose(np.load(tmp_path / "out.npy"), ref.numpy(), rtol=0, atol=2e-5)
+
+
+def test_first_build_prints_one_line(tmp_path):
+    """A fresh cache: the whole build says one line on stderr and nothing on stdout (slow: ~15-30 s)."""
+    env = dict(os.environ, PADDLELLM_OPS_CACHE=str(tmp_path / "cache"))
+    code = "import paddlellm.ops\nprint(paddlellm.ops.load_library())\n"
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    assert run.stderr == "building paddlellm CPU ops (first use, ~30 s)\n"
+    assert run.stdout.startswith(str(tmp_path / "cache"))
