@@ -20,7 +20,7 @@ from paddlellm.tokenizer import copy_tokenizer_files
 
 
 def step_input_specs(config, cache_dtype):
-    """Inputs of the exported step, in order: ids, pad lengths, cache offset, then k/v per layer."""
+    """Inputs of the exported dense step, in order: ids, pad lengths, cache offset, then k/v per layer."""
     cache = [config.num_key_value_heads, config.head_dim]
     caches = []
     for i in range(config.num_hidden_layers):
@@ -30,9 +30,34 @@ def step_input_specs(config, cache_dtype):
             InputSpec([1], "int64", "cache_offset"), caches]
 
 
-def export_model(model_dir, output_path, dtype="float32", device="cpu", lora_path=None):
-    """Export `model_dir` (a checkpoint, with the LoRA adapter at `lora_path` merged in) into `output_path`;
-    the directory appears whole or not at all."""
+def block_step_input_specs(config, cache_dtype, block_size):
+    """Inputs of the exported block step (see LlamaForCausalLM.forward_block), in order: the packed token ids,
+    per-sequence lengths and block tables (PaddleNLP's names), then the paged k/v cache of each layer. The
+    number of sequences, tokens and blocks is free: the pool's size is chosen at predict time."""
+    caches = [InputSpec([None, config.num_key_value_heads, block_size, config.head_dim], cache_dtype,
+                        f"{kind}_cache_{i}") for i in range(config.num_hidden_layers) for kind in ("key", "value")]
+    return [InputSpec([None], "int64", "input_ids"), InputSpec([None], "int32", "seq_lens_this_time"),
+            InputSpec([None], "int32", "seq_lens_decoder"), InputSpec([None, None], "int32", "block_tables"), caches]
+
+
+class BlockStep(paddle.nn.Layer):
+    """The model's block step as the `forward` that jit.save exports."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, seq_lens_this_time, seq_lens_decoder, block_tables, caches):
+        return self.model.forward_block(input_ids, seq_lens_this_time, seq_lens_decoder, block_tables, caches)
+
+
+def export_model(model_dir, output_path, dtype="float32", device="cpu", lora_path=None, block_attn=False,
+                 block_size=64):
+    """Export `model_dir` (a checkpoint, with the LoRA adapter at `lora_path` merged in) into `output_path`:
+    the block step over a paged KV cache of `block_size`-token blocks (block_attn), or the dense step. The
+    directory appears whole or not at all."""
+    if block_attn and not (isinstance(block_size, int) and block_size >= 1):
+        raise UserError(f"--block_size must be a positive number of tokens, got {block_size}")
     check_dtype(dtype)
     check_device_name(device)
     model_dir, output_path = Path(model_dir).resolve(), Path(output_path).resolve()
@@ -52,21 +77,28 @@ def export_model(model_dir, output_path, dtype="float32", device="cpu", lora_pat
     _log(f"loading {model_dir} as {dtype}" + (f" with the LoRA adapter {lora_path}" if lora_path else ""))
     model = load_model(model_dir, dtype=dtype, device=device, lora_path=lora_path)
     config, cache_dtype = model.config, compute_dtype(dtype, device)
-    specs = step_input_specs(config, cache_dtype)
+    if block_attn:
+        from paddlellm import ops
+
+        ops.load_library()  # builds the CPU ops on first use, before tracing needs them
+        specs, step = block_step_input_specs(config, cache_dtype, block_size), BlockStep(model)
+    else:
+        specs, step = step_input_specs(config, cache_dtype), model
     with atomic_directory(output_path, before_swap=lambda: check_replaceable(output_path)) as staging:
         _log("tracing the step program (to_static)")
         with without_stderr_lines(PADDLE_EXPORT_NOISE):
-            static_model = paddle.jit.to_static(model, input_spec=specs, full_graph=True)
+            static_model = paddle.jit.to_static(step, input_spec=specs, full_graph=True)
             paddle.jit.save(static_model, str(staging / "model"))
         shutil.copy2(model_dir / "config.json", staging / "config.json")
         copy_tokenizer_files(model_dir, staging)
-        cache_names = [s.name for s in specs[3]]
+        plain, cache_names = [spec.name for spec in specs[:-1]], [spec.name for spec in specs[-1]]
         Manifest(
             model_type="llama", dtype=dtype, compute_dtype=cache_dtype, device=device,
             num_layers=config.num_hidden_layers, num_kv_heads=config.num_key_value_heads,
             head_dim=config.head_dim, max_position_embeddings=config.max_position_embeddings,
-            vocab_size=config.vocab_size,
-            inputs=[s.name for s in specs[:3]] + cache_names, outputs=["logits"] + cache_names,
+            vocab_size=config.vocab_size, block_attn=block_attn, block_size=block_size if block_attn else None,
+            cache_layout="blocks" if block_attn else "dense", inputs=plain + cache_names,
+            outputs=["logits"] if block_attn else ["logits"] + cache_names,
             versions={"paddle": paddle.__version__, "paddlellm": paddlellm.__version__},
         ).write(staging)
     _log(f"exported to {output_path} in {time.perf_counter() - started:.1f}s")

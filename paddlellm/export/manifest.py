@@ -27,7 +27,7 @@ class Manifest:
     inference_model: bool = True
     block_attn: bool = False
     block_size: Optional[int] = None
-    cache_layout: str = "dense"  # [batch, kv_heads, length, head_dim] per layer, k then v
+    cache_layout: str = "dense"  # dense: [batch, kv_heads, length, head_dim]; blocks: [num_blocks, kv_heads, block_size, head_dim]; per layer, k then v
     quant_type: Optional[str] = None
     cachekv_int8_type: Optional[str] = None
     passes: List[str] = field(default_factory=list)

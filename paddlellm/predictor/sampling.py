@@ -17,6 +17,8 @@ class SamplingParams:
     temperature: float = 1.0  # 0: greedy
     repetition_penalty: float = 1.0
     seed: int = 42
+    max_tokens: int = 1024  # new tokens at most (the predictor's --max_length)
+    ignore_eos: bool = False  # generate max_tokens whatever comes (benchmarks)
 
     @property
     def greedy(self):

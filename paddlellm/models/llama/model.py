@@ -13,6 +13,7 @@ import paddle
 import paddle.nn.functional as F
 from paddle import nn
 
+from paddlellm import ops
 from paddlellm.models.llama.config import LlamaConfig
 
 MASKED = -1e30
@@ -108,6 +109,23 @@ class LlamaLayer(nn.Layer):
         return h + linear(F.swiglu(linear(x, self.gate_up_proj)), self.down_proj)
 
 
+    def forward_block(self, h, cos, sin_signed, key_cache, value_cache, block_tables, seq_lens_this_time,
+                      seq_lens_decoder):
+        """One layer over a packed batch h [tokens, hidden]; K/V go into the paged cache in place."""
+        c = self.config
+        nh, nkv, hd = c.num_attention_heads, c.num_key_value_heads, c.head_dim
+        x = rms_norm(h, self.input_layernorm, c.rms_norm_eps)
+        qkv = linear(x, self.qkv_proj).reshape([0, nh + 2 * nkv, hd])
+        qk, v = paddle.split(qkv, [nh + nkv, nkv], axis=1)
+        q, k = paddle.split(rope(qk, cos, sin_signed), [nh, nkv], axis=1)
+        key_cache, value_cache = ops.write_cache_kv(k, v, key_cache, value_cache, block_tables, seq_lens_this_time,
+                                                    seq_lens_decoder)
+        attn = ops.block_attention(q, key_cache, value_cache, block_tables, seq_lens_this_time, seq_lens_decoder)
+        h = h + linear(attn.reshape([0, nh * hd]), self.o_proj)
+        x = rms_norm(h, self.post_attention_layernorm, c.rms_norm_eps)
+        return h + linear(F.swiglu(linear(x, self.gate_up_proj)), self.down_proj)
+
+
 class LlamaForCausalLM(nn.Layer):
     def __init__(self, config: LlamaConfig, dtype="float32", compute_dtype="float32"):
         super().__init__()
@@ -126,6 +144,34 @@ class LlamaForCausalLM(nn.Layer):
         """Shape of each of the 2 * num_layers cache tensors (k0, v0, k1, v1, ...)."""
         return [batch, self.config.num_key_value_heads, length, self.config.head_dim]
 
+    def block_cache_shape(self, num_blocks, block_size):
+        """Shape of each of the 2 * num_layers paged cache tensors (k0, v0, k1, v1, ...)."""
+        return [num_blocks, self.config.num_key_value_heads, block_size, self.config.head_dim]
+
+    def forward_block(self, input_ids, seq_lens_this_time, seq_lens_decoder, block_tables, caches):
+        """One step over a packed batch without padding: sequence s brings seq_lens_this_time[s] tokens
+        (a prompt chunk or one decode token; rows in sequence order in input_ids [tokens]) at positions
+        seq_lens_decoder[s] onwards, its K/V blocks listed in block_tables[s]. Writes the new K/V into the
+        paged caches in place and returns the logits of each sequence's last token [sequences, vocab]."""
+        ends = paddle.cumsum(seq_lens_this_time, dtype="int32")
+        first_position = seq_lens_decoder - (ends - seq_lens_this_time)  # a sequence's position minus its row
+        rows = paddle.arange(paddle.shape(input_ids)[0], dtype="int32")
+        positions = rows + paddle.repeat_interleave(first_position, seq_lens_this_time)
+        cos, sin_signed = self.rotary(positions.astype("float32"))
+        h = cast(F.embedding(input_ids, self.embed_tokens), self.compute_dtype)
+        for i, layer in enumerate(self.layers):
+            h = layer.forward_block(h, cos, sin_signed, caches[2 * i], caches[2 * i + 1], block_tables,
+                                    seq_lens_this_time, seq_lens_decoder)
+        last = rms_norm(paddle.gather(h, ends - 1), self.norm, self.config.rms_norm_eps)
+        return cast(linear(last, self.lm_head), "float32")
+
+    def rotary(self, positions):
+        """cos and sign-folded sin (see rope) for float32 positions of any shape; a head axis is added."""
+        freqs = positions.unsqueeze(-1) * self.inv_freq
+        cos = cast(paddle.cos(paddle.concat([freqs, freqs], axis=-1)).unsqueeze(-2), self.compute_dtype)
+        sin = paddle.sin(freqs)
+        return cos, cast(paddle.concat([-sin, sin], axis=-1).unsqueeze(-2), self.compute_dtype)
+
     def forward(self, input_ids, pad_lens, cache_offset, caches):
         c = self.config
         cache_end = cache_offset + paddle.shape(input_ids)[1]
@@ -138,10 +184,7 @@ class LlamaForCausalLM(nn.Layer):
         bias = paddle.tile(bias.unsqueeze(1), [1, 1, c.kv_group_size, 1])
 
         positions = paddle.clip(query_slots.unsqueeze(0) - pad_lens.unsqueeze(1), min=0).astype("float32")
-        freqs = positions.unsqueeze(-1) * self.inv_freq
-        cos = cast(paddle.cos(paddle.concat([freqs, freqs], axis=-1)).unsqueeze(2), self.compute_dtype)
-        sin = paddle.sin(freqs)
-        sin_signed = cast(paddle.concat([-sin, sin], axis=-1).unsqueeze(2), self.compute_dtype)
+        cos, sin_signed = self.rotary(positions)
 
         h = cast(F.embedding(input_ids, self.embed_tokens), self.compute_dtype)
         for i, layer in enumerate(self.layers):

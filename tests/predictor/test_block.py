@@ -1,0 +1,110 @@
+"""Block attention end to end: the engine (scheduler + paged KV pool) over the model's block step, eager and
+exported, gives HF transformers' greedy tokens, whatever the batching, chunking, prefix caching or
+preemption; each request gets exactly what it gets alone."""
+import numpy as np
+import pytest
+import torch
+import transformers
+
+from hf_reference import hf_greedy_tokens
+from paddlellm.export.exporter import export_model
+from paddlellm.export.manifest import read_manifest
+from paddlellm.models.llama.loader import load_model
+from paddlellm.predictor.engine import Engine
+from paddlellm.predictor.runners import DynamicBlockRunner, StaticBlockRunner
+from paddlellm.predictor.sampling import SamplingParams
+from paddlellm.tokenizer import load_tokenizer
+
+BLOCK = 16
+PROMPT_LENGTHS = (1, 7, 16, 17, 33, 48)  # 1 to 3x the block size, across and exactly on block boundaries
+MAX_TOKENS = (9, 1, 14, 5, 12, 16)
+
+
+def greedy(max_tokens, ignore_eos=False):
+    return SamplingParams(max_tokens=max_tokens, ignore_eos=ignore_eos)
+
+
+def random_prompts(lengths, seed=0, vocab=320):
+    rng = np.random.default_rng(seed)
+    return [[int(t) for t in rng.integers(3, vocab, n)] for n in lengths]
+
+
+@pytest.fixture(scope="module", params=["gqa", "mha_tied"])
+def tiny(request, tmp_path_factory):
+    """The checkpoint's block export, its dygraph model, eos ids, prompts and HF's greedy tokens for them."""
+    checkpoint = request.getfixturevalue("tiny_llama" if request.param == "gqa" else "tiny_llama_mha")
+    exported = export_model(checkpoint, tmp_path_factory.mktemp("block") / "inference", block_attn=True,
+                            block_size=BLOCK)
+    eos = load_tokenizer(checkpoint).eos_token_ids
+    hf = transformers.AutoModelForCausalLM.from_pretrained(checkpoint, dtype=torch.float32).eval()
+    prompts = random_prompts(PROMPT_LENGTHS)
+    expected = [hf_greedy_tokens(hf, p, n, eos, 0) for p, n in zip(prompts, MAX_TOKENS)]
+    return exported, load_model(checkpoint), eos, prompts, expected
+
+
+def runner_for(kind, tiny, num_blocks):
+    exported, model = tiny[0], tiny[1]
+    if kind == "dynamic":
+        return DynamicBlockRunner(model, 2, num_blocks=num_blocks, block_size=BLOCK)
+    return StaticBlockRunner(exported, read_manifest(exported), "cpu", 2, num_blocks=num_blocks)
+
+
+def engine_for(runner, eos, batch_size=4, budget=2048, prefix_caching=True):
+    return Engine(runner, eos, max_num_seqs=batch_size, max_num_batched_tokens=budget, max_model_len=512,
+                  enable_prefix_caching=prefix_caching)
+
+
+@pytest.mark.parametrize("kind", ["dynamic", "static"])
+@pytest.mark.parametrize("budget, prefix_caching", [(2048, True), (16, False), (16, True)])
+def test_block_engine_gives_hf_greedy_tokens(tiny, kind, budget, prefix_caching):
+    _, _, eos, prompts, expected = tiny
+    engine = engine_for(runner_for(kind, tiny, num_blocks=40), eos, budget=budget, prefix_caching=prefix_caching)
+    together = engine.generate(prompts, [greedy(n) for n in MAX_TOKENS])
+    assert [g.token_ids for g in together] == expected
+    alone = [engine.generate([p], greedy(n))[0].token_ids for p, n in zip(prompts, MAX_TOKENS)]
+    assert alone == expected
+    assert engine.stats.blocks_in_use == 0
+    if budget == 16:  # chunked prefill: 48 prompt tokens take at least 3 steps of 16
+        assert engine.stats.steps >= 3 + sum(MAX_TOKENS)
+
+
+def test_common_prefix_is_computed_once_and_changes_nothing(tiny):
+    _, _, eos, prompts, _ = tiny
+    system = random_prompts([2 * BLOCK + 3], seed=7)[0]  # two full blocks to share
+    shared = [system + p for p in prompts]
+    params = greedy(8, ignore_eos=True)
+    results = {}
+    for caching in (False, True):
+        engine = engine_for(runner_for("static", tiny, num_blocks=60), eos, batch_size=2, prefix_caching=caching)
+        results[caching] = [g.token_ids for g in engine.generate(shared, params)]
+        hits = engine.stats.prefix_cache_hits
+    assert results[True] == results[False]
+    assert hits >= 2 * BLOCK * (len(shared) - 2)  # every request after the first batch finds the system blocks
+
+
+@pytest.mark.parametrize("kind", ["dynamic", "static"])
+def test_load_through_a_small_pool_preempts_and_each_request_gets_what_it_gets_alone(tiny, kind):
+    """64 requests, 8 at a time, through 12 blocks of 16 tokens (192 slots; 8 running requests of up to 48
+    tokens need up to 24): the pool runs out mid-decode, the youngest are preempted and recomputed."""
+    _, _, eos, _, _ = tiny
+    rng = np.random.default_rng(3)
+    prompts = random_prompts(rng.integers(1, 30, 64), seed=4)
+    params = [greedy(int(n), ignore_eos=True) for n in rng.integers(1, 19, 64)]
+    engine = engine_for(runner_for(kind, tiny, num_blocks=12), eos, batch_size=8, budget=64)
+    together = engine.generate(prompts, params)
+    assert engine.stats.preemptions > 0
+    assert engine.stats.blocks_in_use == 0
+    alone_engine = engine_for(runner_for(kind, tiny, num_blocks=12), eos, batch_size=1)
+    alone = [alone_engine.generate([p], q)[0].token_ids for p, q in zip(prompts, params)]
+    assert [g.token_ids for g in together] == alone
+    assert [len(t) for t in alone] == [q.max_tokens for q in params]
+
+
+def test_streaming_yields_each_token_as_it_comes(tiny):
+    _, _, eos, prompts, _ = tiny
+    engine = engine_for(runner_for("static", tiny, num_blocks=40), eos)
+    seen = {i: [] for i in range(len(prompts))}
+    for generation in engine.stream(prompts, greedy(6, ignore_eos=True)):
+        seen[generation.index].append(list(generation.token_ids))
+    for index, snapshots in seen.items():
+        assert [len(s) for s in snapshots] == list(range(1, 7))  # one more token each time
