@@ -17,7 +17,8 @@ def build_parser():
     add_bool(p, "--inference_model", "export the inference model (the only kind paddlellm exports; default: true)")
     p.add_argument("--dtype", default="float32", help="weights: " + " | ".join(DTYPES))
     p.add_argument("--device", default="cpu", help=f"the device the program is for: {' | '.join(DEVICES)}")
-    add_bool(p, "--block_attn", "paged KV cache; not available in this version (default: off)")
+    add_bool(p, "--block_attn", "export the block step: a paged KV cache with continuous batching (default: off)")
+    p.add_argument("--block_size", type=int, default=64, help="tokens per KV cache block (with --block_attn)")
     p.add_argument("--quant_type", default=None, help="weight quantization; not available in this version (default: none)")
     p.add_argument("--cachekv_int8_type", default=None, help="int8 KV cache; not available in this version (default: none)")
     add_debug(p)
@@ -28,11 +29,13 @@ def main(argv):
     args = build_parser().parse_args(argv)
     if args.inference_model is False:
         raise UserError("--inference_model false is not supported: paddlellm exports only the inference model (drop the flag)")
-    for flag in ("block_attn", "quant_type", "cachekv_int8_type"):
+    if args.block_size < 1:
+        raise UserError(f"--block_size must be a positive number of tokens, got {args.block_size}")
+    for flag in ("quant_type", "cachekv_int8_type"):
         if getattr(args, flag):
             raise UserError(f"--{flag} is not available in this version of paddlellm (drop --{flag})")
     export_model(args.model_name_or_path, args.output_path, dtype=args.dtype, device=args.device,
-                 lora_path=args.lora_path)
+                 lora_path=args.lora_path, block_attn=bool(args.block_attn), block_size=args.block_size)
     return 0
 
 

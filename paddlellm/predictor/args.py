@@ -31,10 +31,19 @@ class PredictorArgs:
     output_file: Optional[str] = None
     cpu_threads: int = 0  # 0: every core this process may use
     quiet: bool = False
+    block_size: Optional[int] = None  # dynamic mode with --block_attn; static mode: the export's
+    num_blocks: int = 0  # 0: sized from the requests (or --kv_cache_memory_gb)
+    kv_cache_memory_gb: float = 0.0
+    max_num_batched_tokens: int = 2048
+    enable_prefix_caching: bool = True
+    benchmark: bool = False
+    benchmark_requests: int = 0  # 0: --batch_size requests
+    benchmark_output: Optional[str] = None
 
     def sampling(self):
         return SamplingParams(self.decode_strategy, self.top_k, self.top_p, self.temperature,
-                              self.repetition_penalty, self.seed)
+                              self.repetition_penalty, self.seed, max_tokens=self.max_length,
+                              ignore_eos=self.benchmark)
 
     def threads(self):
         return self.cpu_threads or len(os.sched_getaffinity(0))
@@ -49,8 +58,18 @@ def build_parser():
     p.add_argument("--mode", default="dynamic", help="dynamic | static")
     add_bool(p, "--inference_model", "use the inference model (the only kind paddlellm has; accepted for "
                                      "PaddleNLP recipes; default: true)")
-    add_bool(p, "--block_attn", "paged KV cache; not available in this version (default: off; static mode: "
-                                "taken from the export)")
+    add_bool(p, "--block_attn", "paged KV cache with continuous batching (default: off in dynamic mode; static "
+                                "mode: taken from the export)")
+    p.add_argument("--block_size", type=int, default=None,
+                   help="tokens per KV block (default: 64 in dynamic mode; static mode: the export's)")
+    p.add_argument("--num_blocks", type=int, default=0,
+                   help="KV blocks in the pool (0: enough for --batch_size of the largest requests at once)")
+    p.add_argument("--kv_cache_memory_gb", type=float, default=0.0,
+                   help="size the KV pool by memory instead of --num_blocks (0: off)")
+    p.add_argument("--max_num_batched_tokens", type=int, default=2048,
+                   help="tokens one step may compute: decode tokens first, then prompt chunks (chunked prefill)")
+    add_bool(p, "--enable_prefix_caching", "share the KV blocks of a common token prefix between requests "
+                                           "(default: true)")
     p.add_argument("--dtype", default=None, help=f"{' | '.join(DTYPES)} (default: float32 in dynamic mode, "
                                                  "the export's in static mode)")
     p.add_argument("--device", default=None, help=f"{' | '.join(DEVICES)} (default: cpu in dynamic mode, "
@@ -75,13 +94,23 @@ def build_parser():
                         "finish and renamed at the end (default: none, print only)")
     p.add_argument("--cpu_threads", type=int, default=0, help="CPU math threads (0: all available cores)")
     p.add_argument("--quiet", action="store_true", help="print no generations, only progress and the summary")
+    add_bool(p, "--benchmark", "measure instead of printing: synthetic prompts of --src_length tokens (or "
+                               "--data_file's) each generating exactly --max_length tokens (default: off)")
+    p.add_argument("--benchmark_requests", type=int, default=0,
+                   help="synthetic requests with --benchmark (0: --batch_size)")
+    p.add_argument("--benchmark_output", default=None, help="JSON file for --benchmark's results (default: none)")
     add_debug(p)
     return p
+
+
+NULLABLE = {"inference_model", "block_attn", "dtype", "device", "block_size", "chat_template", "data_file",
+            "output_file", "benchmark_output"}
 
 
 def parse_args(argv) -> PredictorArgs:
     namespace = vars(build_parser().parse_args(argv))
     namespace.pop("debug")  # acted on by paddlellm.cli.run_main
+    namespace = {key: value for key, value in namespace.items() if value is not None or key in NULLABLE}
     args = PredictorArgs(**namespace)
     check_args(args)
     return args
@@ -107,5 +136,8 @@ def check_args(a: PredictorArgs):
     require(a.temperature >= 0.0, f"--temperature must be 0 (greedy) or positive, got {a.temperature}")
     require(a.repetition_penalty > 0.0, f"--repetition_penalty must be positive, got {a.repetition_penalty}")
     require(a.cpu_threads >= 0, f"--cpu_threads must be 0 (all cores) or positive, got {a.cpu_threads}")
-    if a.block_attn and a.mode == "dynamic":
-        raise UserError("--block_attn is not available in this version of paddlellm (drop --block_attn)")
+    require(a.block_size is None or a.block_size >= 1, f"--block_size must be at least 1, got {a.block_size}")
+    require(a.num_blocks >= 0, f"--num_blocks must be 0 (sized from the requests) or positive, got {a.num_blocks}")
+    require(a.kv_cache_memory_gb >= 0, f"--kv_cache_memory_gb must be 0 (off) or positive, got {a.kv_cache_memory_gb}")
+    require(a.max_num_batched_tokens >= 1, f"--max_num_batched_tokens must be at least 1, got {a.max_num_batched_tokens}")
+    require(a.benchmark_requests >= 0, f"--benchmark_requests must be 0 (--batch_size) or positive, got {a.benchmark_requests}")

@@ -38,6 +38,7 @@ class EngineStats:
     prefix_cache_queries: int = 0
     prefix_cache_hits: int = 0
     blocks_in_use: int = 0  # after the last run: every request's blocks are freed when it finishes
+    step_log: List[tuple] = field(default_factory=list)  # per step: (seconds, prompt tokens, decode tokens)
 
 
 class Engine:
@@ -67,17 +68,21 @@ class Engine:
         started = time.perf_counter()
         while scheduler.has_unfinished_requests():
             plan = scheduler.schedule()
+            step_started = time.perf_counter()
             logits = self.runner.step(plan)
-            sampled = {}
+            sampled, prompt_tokens, decode_tokens = {}, 0, 0
             for row, item in enumerate(plan.requests):
                 request = scheduler.requests[item.request_id]
-                start, end, prompt_end = item.num_computed_tokens, item.num_computed_tokens + item.num_tokens, request.num_prompt_tokens
-                self.stats.prompt_tokens += max(0, min(end, prompt_end) - start)
-                self.stats.decode_tokens += max(0, end - max(start, prompt_end))
+                start, end = item.num_computed_tokens, item.num_computed_tokens + item.num_tokens
+                prompt_tokens += max(0, min(end, request.num_prompt_tokens) - start)
+                decode_tokens += max(0, end - max(start, request.num_prompt_tokens))
                 if item.sample:
                     sampled[item.request_id] = samplers[item.request_id](logits[row], request.all_token_ids)
             finished = {request.request_id: request.finish_reason for request in scheduler.update(plan, sampled)}
             self.stats.steps += 1
+            self.stats.prompt_tokens += prompt_tokens
+            self.stats.decode_tokens += decode_tokens
+            self.stats.step_log.append((time.perf_counter() - step_started, prompt_tokens, decode_tokens))
             now = time.perf_counter() - started
             for index, token in sampled.items():
                 generation = generations[index]

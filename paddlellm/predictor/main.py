@@ -3,16 +3,13 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import paddle
-
-from paddlellm.device import check_device, compute_dtype, paddle_place
 from paddlellm.errors import UserError
-from paddlellm.export.manifest import MANIFEST_NAME, read_manifest
 from paddlellm.predictor.args import PredictorArgs, parse_args
+from paddlellm.predictor.engine import EngineStats
 from paddlellm.predictor.generate import GenerationStats, generate_batch
 from paddlellm.predictor.io import open_results, read_prompts
-from paddlellm.predictor.runners import DynamicRunner, StaticRunner
+from paddlellm.predictor.llm import (LLM, build_runner, check_prompts_fit, describe_model, encode_prompts,
+                                     uses_block_attn, warm_up)
 from paddlellm.predictor.sampling import Sampler
 from paddlellm.tokenizer import load_tokenizer
 
@@ -25,7 +22,7 @@ def main(argv):
     texts = read_prompts(args.data_file)
     output = open_results(args.output_file)
     try:
-        stats, seconds = predict(args, model_dir, texts, output)
+        line = predict(args, model_dir, texts, output)
     except BaseException as exc:
         if output is None:
             raise
@@ -39,134 +36,66 @@ def main(argv):
         raise
     if output is not None:
         output.finish()
-    print(summary(stats, seconds, args), flush=True)
+    print(line, flush=True)
     return 0
 
 
 def predict(args: PredictorArgs, model_dir: Path, texts, output):
-    """Generate for every prompt text; print each result (unless --quiet) and write it to `output` as it
-    finishes, in input order. Returns the GenerationStats and the seconds spent generating."""
+    """Generate for every prompt text; print each result (unless --quiet) and write it to `output`, in input
+    order, as soon as it and every result before it are done. Returns the summary line."""
     tokenizer = load_tokenizer(model_dir)
     prompts = encode_prompts(tokenizer, texts, args)
     model = describe_model(args, model_dir)
-    check_prompts_fit(prompts, tokenizer, model, args)
-    log(f"loading {model_dir} ({args.mode} mode)")
-    runner = build_runner(args, model_dir, model)
+    check_prompts_fit(prompts, tokenizer, model, args.max_length)
+    block = uses_block_attn(args, model)
+    log(f"loading {model_dir} ({args.mode} mode{', block attention' if block else ''})")
+    runner = build_runner(args, model_dir, model, block)
+    if block:
+        llm = LLM.from_parts(args, tokenizer, model, runner)
+        log(f"generating for {len(prompts)} prompt(s), up to {args.batch_size} at a time")
+        emit = ordered_rows(texts, tokenizer, output, args.quiet)
+        for out in llm.stream(prompts):
+            if out.finished:
+                emit(out.index, out.token_ids)
+        return engine_summary(llm.engine.stats, args, runner)
     log("warming up")
     warm_up(runner)
     log(f"generating for {len(prompts)} prompt(s), {args.batch_size} at a time")
     samplers = [Sampler(args.sampling(), index) for index in range(len(prompts))]
     eos_ids, pad_id = tokenizer.eos_token_ids, tokenizer.pad_token_id
+    emit = ordered_rows(texts, tokenizer, output, args.quiet)
     stats, started = GenerationStats(), time.perf_counter()
     for first in range(0, len(prompts), args.batch_size):
         batch = slice(first, first + args.batch_size)
         results, batch_stats = generate_batch(runner, prompts[batch], args.max_length, samplers[batch], eos_ids, pad_id)
         stats.add(batch_stats)
-        for number, text, result in zip(range(first + 1, len(texts) + 1), texts[batch], results):
-            row = {"src": text, "output": tokenizer.decode(result.token_ids), "output_ids": result.token_ids}
+        for index, result in enumerate(results, first):
+            emit(index, result.token_ids)
+    return summary(stats, time.perf_counter() - started, args)
+
+
+def ordered_rows(texts, tokenizer, output, quiet):
+    """emit(index, token_ids) for results finishing in any order: rows go out (printed, written) in input
+    order, each as soon as every row before it is out."""
+    pending, next_index = {}, 0
+
+    def emit(index, token_ids):
+        nonlocal next_index
+        pending[index] = token_ids
+        while next_index in pending:
+            token_ids = pending.pop(next_index)
+            row = {"src": texts[next_index], "output": tokenizer.decode(token_ids), "output_ids": token_ids}
             if output is not None:
                 output.write(row)
-            if not args.quiet:
-                print(f"[{number}] {text}\n  -> {row['output']}", flush=True)
-    return stats, time.perf_counter() - started
+            if not quiet:
+                print(f"[{next_index + 1}] {row['src']}\n  -> {row['output']}", flush=True)
+            next_index += 1
 
-
-def warm_up(runner):
-    """One step on one token: the first run of a program prepares it (seconds on a real model)."""
-    runner.step(np.zeros((1, 1), dtype=np.int64), np.zeros(1, dtype=np.int64), 0, runner.new_caches(1, 1))
+    return emit
 
 
 def log(message):
     print(f"[predictor] {message}", flush=True)
-
-
-def encode_prompts(tokenizer, texts, args: PredictorArgs):
-    """Token ids per prompt, through the chat template unless --chat_template none."""
-    template = args.chat_template
-    if template is not None and template != "none":
-        path = Path(template)
-        if not path.is_file():
-            raise UserError(f"--chat_template {template} is not a file (give a Jinja template file, or 'none')")
-        tokenizer.chat_template = path.read_text(encoding="utf-8")
-    use_template = template != "none" and tokenizer.has_chat_template
-    prompts = []
-    for number, text in enumerate(texts, 1):
-        if not text.strip():
-            raise UserError(f"prompt {number} is empty (give it text)")
-        if use_template:
-            rendered = tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True)
-            ids = tokenizer.encode(rendered, add_special_tokens=False)
-        else:
-            ids = tokenizer.encode(text, add_special_tokens=True)
-        if not ids:
-            raise UserError(f"prompt {number} encodes to no tokens (give it text)")
-        if len(ids) > args.src_length:
-            raise UserError(f"prompt {number} has {len(ids)} tokens, more than --src_length {args.src_length} "
-                            "(shorten it or raise --src_length)")
-        prompts.append(ids)
-    return prompts
-
-
-def describe_model(args: PredictorArgs, model_dir: Path):
-    """What the model is, read without loading it: the manifest (static mode; the flags are checked against
-    it) or the config (dynamic mode), after checking that the device is present. Both have vocab_size and
-    max_position_embeddings."""
-    if args.mode == "static":
-        manifest = read_manifest(model_dir)
-        source = model_dir / MANIFEST_NAME
-        if args.dtype is not None and args.dtype != manifest.dtype:
-            raise UserError(f"--dtype {args.dtype} contradicts the exported dtype {manifest.dtype} in {source} "
-                            f"(drop --dtype, or export again with --dtype {args.dtype})")
-        if args.block_attn is not None and args.block_attn != manifest.block_attn:
-            raise UserError(f"--block_attn {args.block_attn} contradicts block_attn {manifest.block_attn} in {source} "
-                            "(drop --block_attn: block attention is not available in this version)")
-        device = args.device or manifest.device
-        if compute_dtype(manifest.dtype, device) != manifest.compute_dtype:
-            raise UserError(f"--device {device} cannot run the program exported for {manifest.device} in {source} "
-                            f"(its math is {manifest.compute_dtype}; drop --device, or export again with --device {device})")
-        try:
-            check_device(device)
-        except UserError:
-            if args.device is not None:
-                raise
-            raise UserError(f"{model_dir} is exported for {device}, which is not present here (run it where a {device} "
-                            "is, or export the checkpoint again with --device cpu)") from None
-        return manifest
-    if (model_dir / MANIFEST_NAME).is_file():
-        raise UserError(f"{model_dir} is an exported model (run it with --mode static)")
-    check_device(args.device or "cpu")
-    from paddlellm.models.llama.loader import load_config
-
-    return load_config(model_dir)
-
-
-def check_prompts_fit(prompts, tokenizer, model, args: PredictorArgs):
-    """Every prompt id exists in the model's vocabulary, and prompt + --max_length fit its positions."""
-    largest = max(max(p) for p in prompts)
-    if largest >= model.vocab_size:
-        number = next(n for n, p in enumerate(prompts, 1) if largest in p)
-        raise UserError(f"prompt {number} has token id {largest}, but the model's vocab_size is {model.vocab_size} "
-                        f"(the tokenizer has {tokenizer.vocab_size} tokens: it does not belong to this model; "
-                        "put the model's own tokenizer files in its directory)")
-    longest = max(len(p) for p in prompts)
-    room = model.max_position_embeddings - longest
-    if args.max_length > room:
-        fix = f"lower --max_length to {room}" if room >= 1 else "shorten the prompt"
-        raise UserError(f"prompt ({longest} tokens) + --max_length {args.max_length} exceeds the model's "
-                        f"{model.max_position_embeddings} positions ({fix})")
-
-
-def build_runner(args: PredictorArgs, model_dir: Path, model):
-    """The runner for --mode: the exported program (`model` is its manifest) or the checkpoint loaded."""
-    if args.mode == "static":
-        device = args.device or model.device
-        paddle.set_device(paddle_place(device))
-        return StaticRunner(model_dir, model, device, args.threads())
-    from paddlellm.models.llama.loader import load_model
-
-    dtype, device = args.dtype or "float32", args.device or "cpu"
-    paddle.set_device(paddle_place(device))
-    return DynamicRunner(load_model(model_dir, dtype=dtype, device=device), args.threads())
 
 
 def summary(stats: GenerationStats, seconds, args: PredictorArgs):
@@ -176,6 +105,19 @@ def summary(stats: GenerationStats, seconds, args: PredictorArgs):
             f"{stats.generated_tokens} generated tokens in {seconds:.2f}s: "
             f"prefill {prefill_tps:.1f} tok/s, decode {decode_tps:.1f} tok/s, overall "
             f"{stats.generated_tokens / max(seconds, 1e-9):.1f} tok/s")
+
+
+def engine_summary(stats: EngineStats, args: PredictorArgs, runner):
+    """The summary line of a block-attention run: prompt and decode throughput over the steps that did each."""
+    prefill_seconds = sum(t for t, prompt, _ in stats.step_log if prompt)
+    decode_seconds = sum(t for t, prompt, _ in stats.step_log if not prompt)
+    decode_only = sum(decode for _, prompt, decode in stats.step_log if not prompt)
+    generated = stats.decode_tokens + sum(1 for _, prompt, _ in stats.step_log if prompt)
+    return (f"[{args.mode}, block attention] {stats.steps} steps, {stats.prompt_tokens} prompt tokens "
+            f"({stats.prefix_cache_hits} from the prefix cache), {stats.decode_tokens} decode tokens in "
+            f"{stats.seconds:.2f}s: prefill {stats.prompt_tokens / max(prefill_seconds, 1e-9):.1f} tok/s, decode "
+            f"{decode_only / max(decode_seconds, 1e-9):.1f} tok/s; {stats.preemptions} preemption(s), KV pool "
+            f"{runner.num_blocks} blocks of {runner.block_size} ({runner.pool_bytes / 2**20:.1f} MiB)")
 
 
 if __name__ == "__main__":

@@ -34,6 +34,10 @@ class DynamicRunner:
 
 def create_predictor(model_dir, manifest: Manifest, device, threads):
     """paddle.inference's predictor for an exported program, set up for speed on the device."""
+    from paddlellm import ops
+
+    # A program's custom ops must be registered before the first predictor of the process is created.
+    ops.load_library()
     # The predictor's garbage collector thread takes half a core from the math on small machines.
     paddle.set_flags({"FLAGS_eager_delete_tensor_gb": -1.0})
     config = paddle.inference.Config(str(Path(model_dir) / manifest.program), str(Path(model_dir) / manifest.params))
@@ -84,22 +88,40 @@ def block_step_inputs(plan):
             paddle.to_tensor(np.array(plan.block_tables(), dtype=np.int32))]
 
 
-def new_block_pool(num_layers, num_blocks, num_kv_heads, block_size, head_dim, dtype):
-    shape = [num_blocks, num_kv_heads, block_size, head_dim]
-    return [paddle.zeros(shape, dtype=dtype) for _ in range(2 * num_layers)]
+class BlockRunner:
+    """A pool of KV blocks ([num_blocks, kv_heads, block_size, head_dim] per layer, k then v) and the block
+    step over it; subclasses run the step. The pool is sized at predict time and may be re-sized between
+    runs (allocate)."""
+
+    def __init__(self, num_layers, num_kv_heads, head_dim, block_size, dtype, num_blocks=0):
+        self.shape = [0, num_kv_heads, block_size, head_dim]
+        self.num_layers, self.block_size, self.dtype = num_layers, block_size, dtype
+        self.num_blocks, self.caches = 0, []
+        if num_blocks:
+            self.allocate(num_blocks)
+
+    def allocate(self, num_blocks):
+        """A fresh pool of num_blocks blocks (what the old one held is gone)."""
+        self.caches = []  # free the old pool before taking the new one
+        self.shape[0], self.num_blocks = num_blocks, num_blocks
+        self.caches = [paddle.zeros(self.shape, dtype=self.dtype) for _ in range(2 * self.num_layers)]
+
+    @property
+    def pool_bytes(self):
+        return sum(int(t.numel()) * t.element_size() for t in self.caches)
 
 
-class DynamicBlockRunner:
-    """The model's block step, eagerly, over a pool of `num_blocks` KV blocks per layer."""
+class DynamicBlockRunner(BlockRunner):
+    """The model's block step, eagerly."""
 
-    def __init__(self, model, threads, num_blocks, block_size):
+    def __init__(self, model, threads, num_blocks=0, block_size=64):
         from paddlellm import ops
 
         ops.load_library()
         c = model.config
-        self.model, self.num_blocks, self.block_size = model, num_blocks, block_size
-        self.caches = new_block_pool(c.num_hidden_layers, num_blocks, c.num_key_value_heads, block_size, c.head_dim,
-                                     model.compute_dtype)
+        super().__init__(c.num_hidden_layers, c.num_key_value_heads, c.head_dim, block_size, model.compute_dtype,
+                         num_blocks)
+        self.model = model
         set_cpu_threads(threads)
 
     def step(self, plan):
@@ -107,19 +129,14 @@ class DynamicBlockRunner:
             return self.model.forward_block(*block_step_inputs(plan), self.caches).numpy()
 
 
-class StaticBlockRunner:
+class StaticBlockRunner(BlockRunner):
     """The exported block step run by paddle.inference; the pool's tensors are fed by position each step and
     written in place by the program (no copy)."""
 
-    def __init__(self, model_dir, manifest: Manifest, device, threads, num_blocks):
-        from paddlellm import ops
-
-        ops.load_library()  # the program's custom ops must be registered before the predictor is created
+    def __init__(self, model_dir, manifest: Manifest, device, threads, num_blocks=0):
         m = manifest
-        self.num_blocks, self.block_size = num_blocks, m.block_size
+        super().__init__(m.num_layers, m.num_kv_heads, m.head_dim, m.block_size, m.compute_dtype, num_blocks)
         self.predictor = create_predictor(model_dir, manifest, device, threads)
-        self.caches = new_block_pool(m.num_layers, num_blocks, m.num_kv_heads, m.block_size, m.head_dim,
-                                     m.compute_dtype)
         order = {name: i for i, name in enumerate(m.inputs)}
         self.feed_order = [order[name] for name in self.predictor.get_input_names()]
 

@@ -61,7 +61,7 @@ def test_reexport_replaces(tiny_llama, tmp_path):
 @pytest.mark.parametrize("flags, words", [
     (["--dtype", "int4"], "unknown --dtype"),
     (["--device", "tpu"], "unknown --device"),
-    (["--block_attn"], "--block_attn is not available"),
+    (["--block_attn", "--block_size", "0"], "--block_size must be a positive number of tokens, got 0"),
     (["--quant_type", "weight_only_int8"], "--quant_type is not available"),
 ])
 def test_bad_flags(tiny_llama, tmp_path, capsys, flags, words):
@@ -124,3 +124,12 @@ def test_narrow_math_for_an_absent_device_is_refused_with_a_hint_that_works(tiny
     assert "export with --dtype float32" in message and not out.exists()
     export(tiny_llama, out, "--dtype", "float32", "--device", "gpu")
     assert (read_manifest(out).device, read_manifest(out).compute_dtype) == ("gpu", "float32")
+
+
+def test_block_attn_export_records_the_block_step_in_the_manifest(tiny_llama, tmp_path):
+    out = export(tiny_llama, tmp_path / "inference", "--block_attn", "--block_size", "32")
+    manifest = read_manifest(out)
+    assert (manifest.block_attn, manifest.block_size, manifest.cache_layout) == (True, 32, "blocks")
+    assert manifest.inputs[:4] == ["input_ids", "seq_lens_this_time", "seq_lens_decoder", "block_tables"]
+    assert manifest.inputs[4:6] == ["key_cache_0", "value_cache_0"] and len(manifest.inputs) == 4 + 2 * 2
+    assert manifest.outputs == ["logits"]

@@ -179,14 +179,19 @@ def test_malformed_rope_scaling(capsys, tmp_path, tiny_llama, rope_scaling, word
 
 
 def test_every_static_hint_is_a_command_that_works(capsys, tmp_path, tiny_llama, exported):
-    """--block_attn: the exporter refuses it, so the only fix offered is dropping it. --dtype: the export it
-    suggests runs. A program exported for an absent device: the export it suggests runs."""
+    """--block_attn and --dtype against a dense float32 export: the exports they suggest run. A program
+    exported for an absent device: the export it suggests runs."""
+    from paddlellm.export.main import main as export_main
+
     message = expect_error(capsys, tmp_path, exported, "--mode", "static", "--block_attn")
-    assert "(drop --block_attn" in message and "export" not in message.split("(", 1)[1]
-    assert expect_error(capsys, tmp_path, tiny_llama, "--block_attn").endswith("(drop --block_attn)")
+    assert message.endswith("(drop --block_attn, or export again with --block_attn)")
+    assert export_main(["--model_name_or_path", str(tiny_llama), "--output_path", str(tmp_path / "block"),
+                        "--block_attn"]) == 0
+    predict(tmp_path / "block", tmp_path / "ok.jsonl", "--mode", "static", "--block_attn", *GREEDY)
+    message = expect_error(capsys, tmp_path, tmp_path / "block", "--mode", "static", "--block_attn", "false")
+    assert message.endswith("(drop --block_attn, or export again without --block_attn)")
     message = expect_error(capsys, tmp_path, exported, "--mode", "static", "--dtype", "bfloat16")
     assert message.endswith("(drop --dtype, or export again with --dtype bfloat16)")
-    from paddlellm.export.main import main as export_main
 
     assert export_main(["--model_name_or_path", str(tiny_llama), "--output_path", str(tmp_path / "bf16"), "--dtype", "bfloat16"]) == 0
     predict(tmp_path / "bf16", tmp_path / "ok.jsonl", "--mode", "static", "--dtype", "bfloat16", *GREEDY)
