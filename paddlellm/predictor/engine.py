@@ -50,6 +50,7 @@ class Engine:
                                    max_model_len=max_model_len)
         self.enable_prefix_caching = enable_prefix_caching
         self.stats = EngineStats()
+        self.last_generations: List[Generation] = []  # of the last finished run, in input order
 
     def stream(self, prompts: Sequence[Sequence[int]], params) -> Iterator[Generation]:
         """Run every prompt (token ids); yield a request's Generation each time it gets a token (or finishes).
@@ -99,6 +100,7 @@ class Engine:
         self.stats.prefix_cache_queries += scheduler.prefix_cache_queries
         self.stats.prefix_cache_hits += scheduler.prefix_cache_hits
         self.stats.blocks_in_use = blocks.num_blocks - blocks.num_free_blocks
+        self.last_generations = [generations[index] for index in range(len(prompts))]
 
     def generate(self, prompts, params) -> List[Generation]:
         """Every prompt's finished Generation, in input order."""

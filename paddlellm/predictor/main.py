@@ -5,6 +5,7 @@ from pathlib import Path
 
 from paddlellm.errors import UserError
 from paddlellm.predictor.args import PredictorArgs, parse_args
+from paddlellm.predictor.benchmark import run_benchmark, synthetic_prompts, table, write_result
 from paddlellm.predictor.engine import EngineStats
 from paddlellm.predictor.generate import GenerationStats, generate_batch
 from paddlellm.predictor.io import open_results, read_prompts
@@ -19,6 +20,8 @@ def main(argv):
     model_dir = Path(args.model_name_or_path)
     if not model_dir.is_dir():
         raise UserError(f"model directory {model_dir} does not exist (check --model_name_or_path)")
+    if args.benchmark:
+        return benchmark(args, model_dir)
     texts = read_prompts(args.data_file)
     output = open_results(args.output_file)
     try:
@@ -72,6 +75,29 @@ def predict(args: PredictorArgs, model_dir: Path, texts, output):
         for index, result in enumerate(results, first):
             emit(index, result.token_ids)
     return summary(stats, time.perf_counter() - started, args)
+
+
+def benchmark(args: PredictorArgs, model_dir: Path):
+    """--benchmark: see benchmark.py; prints one table, writes --benchmark_output."""
+    tokenizer = load_tokenizer(model_dir)
+    model = describe_model(args, model_dir)
+    if not uses_block_attn(args, model):
+        raise UserError("--benchmark measures the block-attention engine (export with --block_attn, or add "
+                        "--block_attn in dynamic mode)")
+    if args.data_file:
+        prompts = encode_prompts(tokenizer, read_prompts(args.data_file), args)
+    else:
+        count = args.benchmark_requests or args.batch_size
+        prompts = synthetic_prompts(count, args.src_length, model.vocab_size, args.seed)
+    check_prompts_fit(prompts, tokenizer, model, args.max_length)
+    log(f"loading {model_dir} ({args.mode} mode, block attention)")
+    llm = LLM.from_parts(args, tokenizer, model, build_runner(args, model_dir, model, block=True))
+    log(f"benchmarking {len(prompts)} request(s), up to {args.batch_size} at a time")
+    result = run_benchmark(llm, prompts)
+    if args.benchmark_output:
+        write_result(args.benchmark_output, result)
+    print(table(result), flush=True)
+    return 0
 
 
 def ordered_rows(texts, tokenizer, output, quiet):
