@@ -58,6 +58,9 @@ def export_model(model_dir, output_path, dtype="float32", device="cpu", lora_pat
     directory appears whole or not at all."""
     if block_attn and not (isinstance(block_size, int) and block_size >= 1):
         raise UserError(f"--block_size must be a positive number of tokens, got {block_size}")
+    if block_attn and device != "cpu":
+        raise UserError(f"--block_attn needs the paged-KV ops, which have CPU kernels only in this version (export "
+                        f"for --device {device} without --block_attn, or for --device cpu)")
     check_dtype(dtype)
     check_device_name(device)
     model_dir, output_path = Path(model_dir).resolve(), Path(output_path).resolve()

@@ -62,6 +62,8 @@ def test_reexport_replaces(tiny_llama, tmp_path):
     (["--dtype", "int4"], "unknown --dtype"),
     (["--device", "tpu"], "unknown --device"),
     (["--block_attn", "--block_size", "0"], "--block_size must be a positive number of tokens, got 0"),
+    (["--block_attn", "--device", "npu"], "which have CPU kernels only in this version (export for --device npu "
+                                          "without --block_attn, or for --device cpu)"),
     (["--quant_type", "weight_only_int8"], "--quant_type is not available"),
 ])
 def test_bad_flags(tiny_llama, tmp_path, capsys, flags, words):

@@ -4,7 +4,6 @@
 #          SRC: the SFT recipe's output (the default), ./output after the pretraining recipe, a merged LoRA
 #          checkpoint, or the LoRA recipe's adapter with LORA_BASE; relative paths are from the current directory
 #   env:   DEVICE=npu|cpu (cpu exports float32 for the CPU), LORA_BASE=BASE_DIR when SRC is a LoRA adapter
-# Block attention (PaddleNLP's --block_attn) is not in this version: the program uses a dense KV cache.
 set -euo pipefail
 src_path="$(realpath -m "${1:-./output/sft_bf16_llama_N1C8}")"
 dst_path="$(realpath -m "${2:-./inference}")"
@@ -17,5 +16,8 @@ if [ -n "${LORA_BASE:-}" ]; then
 else
     model=(--model_name_or_path "$src_path")
 fi
+# Block attention (PaddleNLP's --block_attn) needs the paged-KV ops, which have CPU kernels only in this version.
+block=()
+[ "$DEVICE" = "cpu" ] && block=(--block_attn)
 "$PYTHON" "$ROOT/llm/predict/export_model.py" "${model[@]}" --inference_model \
-    --output_path "$dst_path" --dtype "$dtype" --device "$DEVICE"
+    --output_path "$dst_path" --dtype "$dtype" --device "$DEVICE" "${block[@]}"
