@@ -41,6 +41,11 @@ def compute_dtype(dtype, device):
     return "float32" if device == "cpu" else dtype
 
 
+def has_block_kernels(device):
+    """Whether this version has the device's kernels for the paged-KV ops of block attention (csrc/cpu)."""
+    return device == "cpu"
+
+
 def main(argv):
     """`python -m paddlellm.device --check NAME`: exit 0 if the device is present, else one error line."""
     if len(argv) != 2 or argv[0] != "--check":

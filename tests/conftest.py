@@ -24,14 +24,15 @@ def tiny_llama_mha(tmp_path_factory):
 def exported(tiny_llama, tmp_path_factory):
     from paddlellm.export.exporter import export_model
 
-    return export_model(tiny_llama, tmp_path_factory.mktemp("exported") / "inference")
+    """The dense-cache program (what devices without the block ops' kernels get)."""
+    return export_model(tiny_llama, tmp_path_factory.mktemp("exported") / "inference", block_attn=False)
 
 
 @pytest.fixture(scope="session")
 def exported_mha(tiny_llama_mha, tmp_path_factory):
     from paddlellm.export.exporter import export_model
 
-    return export_model(tiny_llama_mha, tmp_path_factory.mktemp("exported_mha") / "inference")
+    return export_model(tiny_llama_mha, tmp_path_factory.mktemp("exported_mha") / "inference", block_attn=False)
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ import paddle
 from paddle.static import InputSpec
 
 import paddlellm
-from paddlellm.device import check_device, check_device_name, check_dtype, compute_dtype
+from paddlellm.device import check_device, check_device_name, check_dtype, compute_dtype, has_block_kernels
 from paddlellm.errors import UserError
 from paddlellm.export.manifest import MANIFEST_NAME, Manifest
 from paddlellm.files import atomic_directory
@@ -51,14 +51,16 @@ class BlockStep(paddle.nn.Layer):
         return self.model.forward_block(input_ids, seq_lens_this_time, seq_lens_decoder, block_tables, caches)
 
 
-def export_model(model_dir, output_path, dtype="float32", device="cpu", lora_path=None, block_attn=False,
+def export_model(model_dir, output_path, dtype="float32", device="cpu", lora_path=None, block_attn=None,
                  block_size=64):
     """Export `model_dir` (a checkpoint, with the LoRA adapter at `lora_path` merged in) into `output_path`:
-    the block step over a paged KV cache of `block_size`-token blocks (block_attn), or the dense step. The
-    directory appears whole or not at all."""
+    the block step over a paged KV cache of `block_size`-token blocks (block_attn; by default where the
+    device has the block ops' kernels), or the dense step. The directory appears whole or not at all."""
+    if block_attn is None:
+        block_attn = has_block_kernels(device)
     if block_attn and not (isinstance(block_size, int) and block_size >= 1):
         raise UserError(f"--block_size must be a positive number of tokens, got {block_size}")
-    if block_attn and device != "cpu":
+    if block_attn and not has_block_kernels(device):
         raise UserError(f"--block_attn needs the paged-KV ops, which have CPU kernels only in this version (export "
                         f"for --device {device} without --block_attn, or for --device cpu)")
     check_dtype(dtype)

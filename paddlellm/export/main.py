@@ -17,7 +17,8 @@ def build_parser():
     add_bool(p, "--inference_model", "export the inference model (the only kind paddlellm exports; default: true)")
     p.add_argument("--dtype", default="float32", help="weights: " + " | ".join(DTYPES))
     p.add_argument("--device", default="cpu", help=f"the device the program is for: {' | '.join(DEVICES)}")
-    add_bool(p, "--block_attn", "export the block step: a paged KV cache with continuous batching (default: off)")
+    add_bool(p, "--block_attn", "export the block step: a paged KV cache with continuous batching (default: on "
+                                "for the CPU, the device whose kernels are in this version)")
     p.add_argument("--block_size", type=int, default=64, help="tokens per KV cache block (with --block_attn)")
     p.add_argument("--quant_type", default=None, help="weight quantization; not available in this version (default: none)")
     p.add_argument("--cachekv_int8_type", default=None, help="int8 KV cache; not available in this version (default: none)")
@@ -35,7 +36,7 @@ def main(argv):
         if getattr(args, flag):
             raise UserError(f"--{flag} is not available in this version of paddlellm (drop --{flag})")
     export_model(args.model_name_or_path, args.output_path, dtype=args.dtype, device=args.device,
-                 lora_path=args.lora_path, block_attn=bool(args.block_attn), block_size=args.block_size)
+                 lora_path=args.lora_path, block_attn=args.block_attn, block_size=args.block_size)
     return 0
 
 

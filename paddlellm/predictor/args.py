@@ -58,8 +58,8 @@ def build_parser():
     p.add_argument("--mode", default="dynamic", help="dynamic | static")
     add_bool(p, "--inference_model", "use the inference model (the only kind paddlellm has; accepted for "
                                      "PaddleNLP recipes; default: true)")
-    add_bool(p, "--block_attn", "paged KV cache with continuous batching (default: off in dynamic mode; static "
-                                "mode: taken from the export)")
+    add_bool(p, "--block_attn", "paged KV cache with continuous batching (default: on for the CPU in dynamic "
+                                "mode; static mode: taken from the export)")
     p.add_argument("--block_size", type=int, default=None,
                    help="tokens per KV block (default: 64 in dynamic mode; static mode: the export's)")
     p.add_argument("--num_blocks", type=int, default=0,

@@ -22,7 +22,7 @@ from typing import Iterator, List, Optional
 import numpy as np
 import paddle
 
-from paddlellm.device import check_device, compute_dtype, paddle_place
+from paddlellm.device import check_device, compute_dtype, has_block_kernels, paddle_place
 from paddlellm.errors import UserError
 from paddlellm.export.manifest import MANIFEST_NAME, read_manifest
 from paddlellm.predictor.args import PredictorArgs, check_args
@@ -100,8 +100,11 @@ class LLM:
 
 
 def uses_block_attn(args: PredictorArgs, model):
-    """Static mode follows the export; dynamic mode takes --block_attn."""
-    return bool(model.block_attn) if args.mode == "static" else bool(args.block_attn)
+    """Static mode follows the export; dynamic mode takes --block_attn, by default on where the device has
+    the block ops' kernels."""
+    if args.mode == "static":
+        return bool(model.block_attn)
+    return args.block_attn if args.block_attn is not None else has_block_kernels(args.device or "cpu")
 
 
 def pool_blocks_for(prompts, params, batch_size, block_size):

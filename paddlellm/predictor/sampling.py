@@ -35,16 +35,36 @@ def penalized(logits, seen, penalty):
     return logits
 
 
+def most_probable(row, k):
+    """The k largest entries' ids of `row`, largest first (ties by id), without sorting the whole row."""
+    ids = np.arange(row.shape[0]) if k >= row.shape[0] else np.argpartition(-row, k - 1)[:k]
+    return ids[np.argsort(-row[ids], kind="stable")]
+
+
 def candidates(logits, seen, params: SamplingParams):
-    """The token ids sampling may pick, most probable first, and their probabilities (summing to 1)."""
+    """The token ids sampling may pick, most probable first, and their probabilities (summing to 1).
+
+    Only as many of the most probable tokens are sorted as top-k or top-p can keep: a vocabulary-wide
+    sort per row would cost more than the model's decode step."""
     row = penalized(logits, seen, params.repetition_penalty) / np.float32(params.temperature)
-    ids = np.arange(row.shape[0])
-    if 0 < params.top_k < row.shape[0]:
-        ids = np.argpartition(-row, params.top_k - 1)[: params.top_k]
-    ids = ids[np.argsort(-row[ids], kind="stable")]
-    probs = np.exp(row[ids] - row[ids[0]])
-    probs /= probs.sum()
-    if params.top_p < 1.0:
+    vocab = row.shape[0]
+    if 0 < params.top_k < vocab:
+        ids = most_probable(row, params.top_k)
+        probs = np.exp(row[ids] - row[ids[0]])
+        probs /= probs.sum()
+    else:
+        top = row.max()
+        total = np.exp(row - top).sum()
+        k = 64 if params.top_p < 1.0 else vocab
+        while True:  # widen until the kept tokens reach top_p
+            ids = most_probable(row, k)
+            probs = np.exp(row[ids] - top) / total
+            if k >= vocab or probs.sum() >= params.top_p:
+                break
+            k *= 8
+    if params.top_p >= 1.0:
+        probs /= probs.sum()
+    else:
         keep = int(np.searchsorted(np.cumsum(probs), params.top_p) + 1)  # smallest prefix reaching top_p
         ids, probs = ids[:keep], probs[:keep] / probs[:keep].sum()
     return ids, probs

@@ -23,9 +23,9 @@ def test_inference_dir_contents(tiny_llama, tmp_path):
     for name in ("model.json", "model.pdiparams", MANIFEST_NAME, "config.json", "tokenizer.json", "tokenizer_config.json"):
         assert (out / name).is_file(), name
     manifest = read_manifest(out)
-    assert (manifest.dtype, manifest.compute_dtype, manifest.device, manifest.block_attn) == ("float32", "float32", "cpu", False)
-    assert (manifest.num_layers, manifest.num_kv_heads, manifest.head_dim) == (2, 2, 16)
-    assert manifest.inputs[:3] == ["input_ids", "pad_lens", "cache_offset"] and len(manifest.inputs) == 3 + 4
+    # block attention is the CPU's default
+    assert (manifest.dtype, manifest.compute_dtype, manifest.device, manifest.block_attn) == ("float32", "float32", "cpu", True)
+    assert (manifest.num_layers, manifest.num_kv_heads, manifest.head_dim, manifest.block_size) == (2, 2, 16, 64)
     assert manifest.versions["paddle"].startswith("3.")
     assert [p.name for p in tmp_path.iterdir()] == ["inference"]  # no staging leftovers
 
@@ -135,3 +135,9 @@ def test_block_attn_export_records_the_block_step_in_the_manifest(tiny_llama, tm
     assert manifest.inputs[:4] == ["input_ids", "seq_lens_this_time", "seq_lens_decoder", "block_tables"]
     assert manifest.inputs[4:6] == ["key_cache_0", "value_cache_0"] and len(manifest.inputs) == 4 + 2 * 2
     assert manifest.outputs == ["logits"]
+
+
+def test_dense_export_on_request(tiny_llama, tmp_path):
+    manifest = read_manifest(export(tiny_llama, tmp_path / "inference", "--block_attn", "false"))
+    assert (manifest.block_attn, manifest.block_size, manifest.cache_layout) == (False, None, "dense")
+    assert manifest.inputs[:3] == ["input_ids", "pad_lens", "cache_offset"] and len(manifest.inputs) == 3 + 4
