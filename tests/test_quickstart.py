@@ -42,4 +42,4 @@ def test_quickstart_prints_hf_greedy_tokens_from_any_directory(tmp_path):
     assert [r["output_ids"] for r in rows] == expected
     printed = [line[len("  -> "):] for line in proc.stdout.splitlines() if line.startswith("  -> ")]
     assert printed == [tokenizer.decode(ids) for ids in expected]
-    assert proc.stdout.splitlines()[-1].startswith("[static]")
+    assert proc.stdout.splitlines()[-1].startswith("[static, block attention]")
