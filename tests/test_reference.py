@@ -32,7 +32,7 @@ NEW_TOKENS = 32
 @pytest.fixture(scope="module")
 def smollm(smollm2_checkpoint, tmp_path_factory):
     gguf, checkpoint = reference_gguf(), smollm2_checkpoint
-    inference = export_model(checkpoint, tmp_path_factory.mktemp("smollm2_export") / "inference")
+    inference = export_model(checkpoint, tmp_path_factory.mktemp("smollm2_export") / "inference", block_attn=False)
     hf = transformers.AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32).eval()
     hf_tokenizer = transformers.AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     return checkpoint, inference, hf, hf_tokenizer, load_tokenizer(checkpoint)

@@ -132,7 +132,7 @@ def test_export_merges_on_the_fly(trained, tmp_path):
     from paddlellm.export.manifest import read_manifest
     from paddlellm.predictor.runners import StaticRunner
 
-    out = export_model(trained["base"], tmp_path / "inference", lora_path=trained["root"] / "flex")
+    out = export_model(trained["base"], tmp_path / "inference", lora_path=trained["root"] / "flex", block_attn=False)
     runner = StaticRunner(out, read_manifest(out), "cpu", 2)
     got = runner.step(IDS[None], np.zeros(1, np.int64), 0, runner.new_caches(1, len(IDS)))[0]
     np.testing.assert_allclose(got, trained["want"], atol=1e-5, rtol=0)
