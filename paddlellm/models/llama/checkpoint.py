@@ -188,19 +188,25 @@ def read_paddle(path):
     return {k: _bf16(v) if v.dtype == np.uint16 else v for k, v in state.items() if isinstance(v, np.ndarray)}
 
 
+def indexed_files(index, fix_index, fix_missing):
+    """The weight files an `*.index.json` lists in its weight_map (beside it), each checked to exist; the
+    fixes finish the errors for a broken index and a missing file."""
+    weight_map = read_json(index).get("weight_map")
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise UserError(f"{index} has no weight_map ({fix_index})")
+    files = [index.parent / name for name in sorted(set(map(str, weight_map.values())))]
+    for path in files:
+        if not path.is_file():
+            raise UserError(f"{path} not found, but {index.name} lists it ({fix_missing})")
+    return files
+
+
 def weight_files(model_dir):
     for single, index, kind in SOURCES:
         if (model_dir / single).is_file():
             return [model_dir / single], kind
         if (model_dir / index).is_file():
-            weight_map = read_json(model_dir / index).get("weight_map")
-            if not isinstance(weight_map, dict) or not weight_map:
-                raise UserError(f"{model_dir / index} has no weight_map (download it again)")
-            files = [model_dir / name for name in sorted(set(map(str, weight_map.values())))]
-            for path in files:
-                if not path.is_file():
-                    raise UserError(f"{path} not found, but {index} lists it (download the missing shard)")
-            return files, kind
+            return indexed_files(model_dir / index, "download it again", "download the missing shard"), kind
     pdparams = sorted(model_dir.glob("*.pdparams"))
     if len(pdparams) == 1:
         return pdparams, "paddle"

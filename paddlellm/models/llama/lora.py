@@ -28,8 +28,9 @@ from tqdm import tqdm
 
 from paddlellm.errors import UserError
 from paddlellm.files import atomic_directory, read_json
-from paddlellm.models.llama.checkpoint import (expected_shapes, read_config, read_paddle, read_safetensors,
-                                               read_state_dict, read_weight_file, to_hf_layout, weight_files)
+from paddlellm.models.llama.checkpoint import (expected_shapes, indexed_files, read_config, read_paddle,
+                                               read_safetensors, read_state_dict, read_weight_file, to_hf_layout,
+                                               weight_files)
 from paddlellm.tokenizer import copy_tokenizer_files
 
 LORA_CONFIG = "lora_config.json"
@@ -64,14 +65,7 @@ def read_lora_config(lora_path):
 def _adapter_files(lora_dir):
     index = lora_dir / WEIGHTS_INDEX
     if index.is_file():
-        weight_map = read_json(index).get("weight_map")
-        if not isinstance(weight_map, dict) or not weight_map:
-            raise UserError(f"{index} has no weight_map (save the adapter again)")
-        files = [lora_dir / name for name in sorted(set(map(str, weight_map.values())))]
-        for path in files:
-            if not path.is_file():
-                raise UserError(f"{path} not found, but {WEIGHTS_INDEX} lists it (copy the whole adapter directory)")
-        return files
+        return indexed_files(index, "save the adapter again", "copy the whole adapter directory")
     for name in SINGLE_WEIGHTS:
         if (lora_dir / name).is_file():
             return [lora_dir / name]
