@@ -190,7 +190,10 @@ def run_ours(inference, P, N, B, T, work, tag):
     out = work / "logs" / f"ours_b{B}_{tag}.json"
     cmd = [sys.executable, ROOT / "llm/predict/predictor.py", "--model_name_or_path", inference,
            "--inference_model", "--mode", "static", "--benchmark", "--src_length", P, "--max_length", N,
-           "--batch_size", B, "--benchmark_requests", B, "--cpu_threads", T, "--benchmark_output", out]
+           "--batch_size", B, "--benchmark_requests", B, "--cpu_threads", T, "--benchmark_output", out,
+           # every prompt in one step, then every request decoding together: llama-batched-bench's schedule
+           # (the predictor's default budget, 64 tokens, staggers the requests to bound its memory)
+           "--max_num_batched_tokens", B * P]
     out.unlink(missing_ok=True)
     log = work / "logs" / f"ours_b{B}_{tag}"
     _, seconds, rss = run_child(cmd, log, child_env())
