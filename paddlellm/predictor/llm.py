@@ -77,6 +77,8 @@ class LLM:
 
     def stream(self, prompts, sampling_params=None) -> Iterator[RequestOutput]:
         """Each request's RequestOutput every time it gets a token, and once more when it finishes."""
+        if not prompts:
+            return
         ids = [list(p) if not isinstance(p, str) else None for p in prompts]
         texts = [p for p in prompts if isinstance(p, str)]
         encoded = iter(encode_prompts(self.tokenizer, texts, self.args) if texts else [])

@@ -146,3 +146,4 @@ def test_python_api_generates_and_streams(tiny_llama, tmp_path):
         streamed.setdefault(out.index, []).append(len(out.token_ids))
     assert all(lengths == [1, 2, 3, 4, 5, 6] for lengths in streamed.values())
     assert [o.token_ids for o in llm.generate(prompts[::-1], params)] == [o.token_ids for o in outs[::-1]]
+    assert llm.generate([], params) == []
