@@ -46,6 +46,12 @@ def has_block_kernels(device):
     return device == "cpu"
 
 
+def packs_linear_weights(device, dtype):
+    """Whether the model's projections run as the CPU op paddlellm_linear over packed weights (float32 and
+    bfloat16 weights on the CPU; see LlamaForCausalLM.pack_linear_weights)."""
+    return device == "cpu" and dtype in ("float32", "bfloat16")
+
+
 def main(argv):
     """`python -m paddlellm.device --check NAME`: exit 0 if the device is present, else one error line."""
     if len(argv) != 2 or argv[0] != "--check":

@@ -1,9 +1,7 @@
 // CPU custom ops for paged (block) KV caches:
 //   paddlellm_write_cache_kv  write this step's K/V rows into their cache blocks, in place
 //   paddlellm_block_attention attention of a packed batch over the block tables (causal, GQA)
-// Semantics: paddlellm/ops/SPEC.md. ISA: the attention kernel is compiled for scalar, AVX2+FMA and
-// AVX-512F (attention_<isa>.cc) and chosen per call from the CPU's features, or forced by
-// PADDLELLM_CPU_ISA=scalar|avx2|avx512 (an error if the CPU lacks it).
+// Semantics: paddlellm/ops/SPEC.md. The attention kernel is compiled per ISA (kernels_<isa>.cc, see isa.h).
 #include <omp.h>
 
 #include <algorithm>
@@ -17,51 +15,10 @@
 #include <vector>
 
 #include "attention_kernel.h"
+#include "isa.h"
 #include "paddle/extension.h"
 
 namespace paddlellm_cpu {
-
-enum Isa { kScalar = 0, kAvx2 = 1, kAvx512 = 2 };
-static const char* kIsaNames[] = {"scalar", "avx2", "avx512"};
-static const int kIsaWidth[] = {1, 8, 16};
-
-// GCC's __builtin_cpu_supports also checks that the OS enables the AVX / AVX-512 register state (XCR0).
-static bool isa_supported(int isa) {
-  __builtin_cpu_init();
-  switch (isa) {
-    case kScalar:
-      return true;
-    case kAvx2:
-      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    case kAvx512:
-      return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx2") &&
-             __builtin_cpu_supports("fma");
-  }
-  return false;
-}
-
-// The ISA for this call: PADDLELLM_CPU_ISA if set (read every call, so tests can switch), else the best.
-// Returns -1 for an unknown name, -2 for a name the CPU cannot run.
-static int select_isa() {
-  const char* env = std::getenv("PADDLELLM_CPU_ISA");
-  if (env == nullptr || env[0] == '\0' || std::string(env) == "auto") {
-    for (int isa = kAvx512; isa > kScalar; --isa)
-      if (isa_supported(isa)) return isa;
-    return kScalar;
-  }
-  for (int isa = kScalar; isa <= kAvx512; ++isa)
-    if (std::string(env) == kIsaNames[isa]) return isa_supported(isa) ? isa : -2;
-  return -1;
-}
-
-static int checked_isa() {
-  int isa = select_isa();
-  PD_CHECK(isa != -1, "PADDLELLM_CPU_ISA=", std::getenv("PADDLELLM_CPU_ISA"),
-           " is not one of auto, avx512, avx2, scalar");
-  PD_CHECK(isa != -2, "PADDLELLM_CPU_ISA=", std::getenv("PADDLELLM_CPU_ISA"),
-           " but this CPU does not support it (unset it to choose automatically)");
-  return isa;
-}
 
 static uint16_t float_to_bf16_bits(float f) {  // round to nearest even; NaN stays NaN
   uint32_t u;
@@ -281,10 +238,3 @@ PD_BUILD_OP(paddlellm_block_attention)
     .SetKernelFn(PD_KERNEL(BlockAttention))
     .SetInferShapeFn(PD_INFER_SHAPE(BlockAttentionInferShape))
     .SetInferDtypeFn(PD_INFER_DTYPE(BlockAttentionInferDtype));
-
-// ---------------------------------------------------------------- introspection (ctypes, for tests)
-
-// The ISA the next call would use: 0 scalar, 1 avx2, 2 avx512; -1 unknown name, -2 unsupported.
-extern "C" int paddlellm_cpu_isa(void) { return select_isa(); }
-extern "C" int paddlellm_cpu_isa_supported(int isa) { return isa_supported(isa) ? 1 : 0; }
-extern "C" int paddlellm_cpu_num_threads(void) { return omp_get_max_threads(); }

@@ -82,10 +82,12 @@ def export_model(model_dir, output_path, dtype="float32", device="cpu", lora_pat
     _log(f"loading {model_dir} as {dtype}" + (f" with the LoRA adapter {lora_path}" if lora_path else ""))
     model = load_model(model_dir, dtype=dtype, device=device, lora_path=lora_path)
     config, cache_dtype = model.config, compute_dtype(dtype, device)
-    if block_attn:
+    packed = len(model.lm_head.shape) == 3
+    if block_attn or packed:
         from paddlellm import ops
 
         ops.load_library()  # builds the CPU ops on first use, before tracing needs them
+    if block_attn:
         specs, step = block_step_input_specs(config, cache_dtype, block_size), BlockStep(model)
     else:
         specs, step = step_input_specs(config, cache_dtype), model
@@ -103,6 +105,7 @@ def export_model(model_dir, output_path, dtype="float32", device="cpu", lora_pat
             head_dim=config.head_dim, max_position_embeddings=config.max_position_embeddings,
             vocab_size=config.vocab_size, block_attn=block_attn, block_size=block_size if block_attn else None,
             cache_layout="blocks" if block_attn else "dense", inputs=plain + cache_names,
+            weight_layout="packed" if packed else "plain",
             outputs=["logits"] if block_attn else ["logits"] + cache_names,
             versions={"paddle": paddle.__version__, "paddlellm": paddlellm.__version__},
         ).write(staging)

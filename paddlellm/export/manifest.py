@@ -28,6 +28,7 @@ class Manifest:
     block_attn: bool = False
     block_size: Optional[int] = None
     cache_layout: str = "dense"  # dense: [batch, kv_heads, length, head_dim]; blocks: [num_blocks, kv_heads, block_size, head_dim]; per layer, k then v
+    weight_layout: str = "plain"  # plain: projections [in, out]; packed: [out / 32, in, 32] for the CPU op paddlellm_linear
     quant_type: Optional[str] = None
     cachekv_int8_type: Optional[str] = None
     passes: List[str] = field(default_factory=list)

@@ -1,4 +1,4 @@
-"""Custom ops for the block (paged) KV cache: the Python API over the CPU kernels in csrc/cpu.
+"""Custom ops: the Python API over the CPU kernels in csrc/cpu (the block KV cache, the packed linear layer).
 
 Each op's contract is in SPEC.md and its pure-Paddle reference in reference.py. The library is built
 on first use (see build.py) and registered by the first call here. A process that only runs an exported
@@ -7,13 +7,15 @@ program holding these ops needs `load_library()` before `paddle.inference.create
     key_cache, value_cache = write_cache_kv(key, value, key_cache, value_cache,
                                             block_tables, seq_lens_this_time, seq_lens_decoder)
     out = block_attention(q, key_cache, value_cache, block_tables, seq_lens_this_time, seq_lens_decoder)
+    y = linear(x, pack_linear_weight(w), n=w.shape[1])   # x @ w
 """
+import paddle
 from paddle import _C_ops
 from paddle.jit.marker import unified
 
 from paddlellm.ops.build import cpu_isa, load_library, num_threads, register_ops, supported_isas
 
-__all__ = ["write_cache_kv", "block_attention", "load_library", "register_ops", "cpu_isa", "supported_isas",
+__all__ = ["write_cache_kv", "block_attention", "linear", "pack_linear_weight", "LINEAR_BLOCK", "load_library", "register_ops", "cpu_isa", "supported_isas",
            "num_threads"]
 
 
@@ -35,3 +37,24 @@ def block_attention(q, key_cache, value_cache, block_tables, seq_lens_this_time,
     outs = _C_ops._run_custom_op("paddlellm_block_attention", q, key_cache, value_cache, block_tables,
                                  seq_lens_this_time, seq_lens_decoder)
     return outs[0]
+
+
+LINEAR_BLOCK = 32  # output columns per packed weight block (kLinearBlock in csrc/cpu/linear_kernel.h)
+
+
+def pack_linear_weight(weight):
+    """[K, N] -> [ceil(N / 32), K, 32], the layout `linear` reads: block b holds columns 32b..32b+31 row after
+    row, zero-padded past N. Plain Paddle ops (pad, reshape, transpose), same dtype."""
+    k, n = weight.shape
+    padded = -(-n // LINEAR_BLOCK) * LINEAR_BLOCK
+    if padded != n:
+        weight = paddle.concat([weight, paddle.zeros([k, padded - n], dtype=weight.dtype)], axis=1)
+    return weight.reshape([k, padded // LINEAR_BLOCK, LINEAR_BLOCK]).transpose([1, 0, 2]).contiguous()
+
+
+@unified
+def linear(x, weight, n):
+    """x [..., K] float32 @ W [K, n], W given packed by pack_linear_weight (float32 or bfloat16; op
+    paddlellm_linear, float32 accumulation) -> [..., n] float32."""
+    register_ops()
+    return _C_ops._run_custom_op("paddlellm_linear", x, weight, int(n))[0]

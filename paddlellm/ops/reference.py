@@ -70,3 +70,10 @@ def block_attention_ref(q, key_cache, value_cache, block_tables, seq_lens_this_t
     if not outs:
         return paddle.zeros([0, num_heads, head_dim], dtype="float32")
     return paddle.concat(outs).astype("float32")
+
+
+def linear_ref(x, packed_weight, n):
+    """x @ W in float64 (returned as float32), W unpacked from [ceil(n / 32), K, 32] back to [K, n]."""
+    blocks, k, width = packed_weight.shape
+    w = packed_weight.astype("float32").numpy().transpose(1, 0, 2).reshape(k, blocks * width)[:, :n]
+    return paddle.to_tensor((x.numpy().astype(np.float64) @ w.astype(np.float64)).astype(np.float32))

@@ -14,7 +14,7 @@ import paddle
 import pytest
 
 from paddlellm import ops
-from paddlellm.ops.reference import block_attention_ref, write_cache_kv_ref
+from paddlellm.ops.reference import block_attention_ref, linear_ref, write_cache_kv_ref
 
 
 def _cpu_flags():
@@ -197,6 +197,58 @@ def test_unknown_isa_is_an_error(monkeypatch):
     monkeypatch.setenv("PADDLELLM_CPU_ISA", "sse9")
     with pytest.raises(Exception, match="PADDLELLM_CPU_ISA=sse9 is not one of"):
         ops.block_attention(b["q"], b["key_cache"], b["value_cache"], *_meta(b))
+
+
+# (rows, K, N): one row (decode), rows around the AVX-512 tile of 12 and the AVX2 tile of 2, more rows than
+# one work item (96), N that is and is not a multiple of the 32-column block, K of 1 and odd K.
+LINEAR_SHAPES = [(1, 576, 960), (2, 7, 33), (5, 13, 1), (11, 64, 31), (12, 64, 64), (13, 1, 100), (25, 576, 192),
+                 (100, 5, 65), (3, 3, 32)]
+
+
+@pytest.mark.parametrize("weight_dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("shape", LINEAR_SHAPES, ids=[f"{m}x{k}x{n}" for m, k, n in LINEAR_SHAPES])
+@pytest.mark.parametrize("isa", _isa_params(), indirect=True)
+def test_linear_matches_reference(isa, shape, weight_dtype, two_threads):
+    m, k, n = shape
+    rng = np.random.RandomState(m * 1000 + k + n)
+    x = paddle.to_tensor(rng.randn(m, k).astype("float32"))
+    packed = ops.pack_linear_weight(paddle.to_tensor(rng.randn(k, n).astype("float32")).astype(weight_dtype))
+    assert packed.shape == [-(-n // 32), k, 32] and packed.dtype == getattr(paddle, weight_dtype)
+    out = ops.linear(x, packed, n)
+    assert out.shape == [m, n] and out.dtype == paddle.float32
+    # float32 sums of k unit-normal products against float64: ~sqrt(k) roundings of ~eps * (sum of |terms| ~ k),
+    # so ~6e-8 * k ** 1.5 (5e-4 at k = 576, where outputs are ~24); a missing or misplaced term is off by ~1
+    np.testing.assert_allclose(out.numpy(), linear_ref(x, packed, n).numpy(), rtol=0, atol=1e-7 * k ** 1.5 + 1e-6)
+
+
+def test_linear_equals_matmul_for_any_leading_shape():
+    rng = np.random.RandomState(1)
+    w = paddle.to_tensor(rng.randn(40, 70).astype("float32"))
+    packed = ops.pack_linear_weight(w)
+    for shape in ([3, 5, 40], [40], [0, 40]):
+        x = paddle.to_tensor(rng.randn(*shape).astype("float32"))
+        out = ops.linear(x, packed, 70)
+        assert out.shape == shape[:-1] + [70]
+        np.testing.assert_allclose(out.numpy(), paddle.matmul(x, w).numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_linear_padding_columns_are_zero():
+    packed = ops.pack_linear_weight(paddle.ones([3, 33]))
+    assert packed.shape == [2, 3, 32]
+    assert packed[1, :, 1:].abs().sum().item() == 0 and packed[1, :, 0].sum().item() == 3
+
+
+def test_linear_bad_inputs_are_clear_errors():
+    x, packed = paddle.ones([2, 8]), ops.pack_linear_weight(paddle.ones([8, 40]))
+    cases = [((paddle.ones([2, 9]), packed, 40), "x's last dimension is 9 but the weight's K is 8"),
+             ((x, packed, 65), "n = 65 does not fit a weight of 2 blocks"),
+             ((x, packed, 32), "n = 32 does not fit a weight of 2 blocks"),
+             ((x, paddle.ones([8, 40]), 40), "weight must be packed as"),
+             ((x.astype("float64"), packed, 40), "x must be float32"),
+             ((x, packed.astype("float16"), 40), "weight must be float32 or bfloat16")]
+    for args, message in cases:
+        with pytest.raises(Exception, match=message):
+            ops.linear(*args)
 
 
 def test_missing_compiler_is_one_line(tmp_path):

@@ -58,8 +58,11 @@ def rms_norm(x, weight, eps):
     return cast(xf, x.dtype) * cast(weight, x.dtype)
 
 
-def linear(x, weight):
-    """x @ weight with weight stored [in, out]; weights kept in a narrower dtype are widened first."""
+def linear(x, weight, out_features):
+    """x @ weight. A weight stored [in, out] runs as a matmul (widened first if kept narrower); one packed by
+    pack_linear_weights ([out / 32, in, 32]) runs as the CPU op paddlellm_linear."""
+    if len(weight.shape) == 3:
+        return ops.linear(x, weight, out_features)
     return paddle.matmul(x, cast(weight, x.dtype))
 
 
@@ -86,13 +89,18 @@ class LlamaLayer(nn.Layer):
         self.post_attention_layernorm = param([c.hidden_size])
         self.gate_up_proj = param([c.hidden_size, 2 * c.intermediate_size])
         self.down_proj = param([c.intermediate_size, c.hidden_size])
+        self.out_features = {"qkv_proj": qkv_out, "o_proj": c.hidden_size, "gate_up_proj": 2 * c.intermediate_size,
+                             "down_proj": c.hidden_size}
+
+    def project(self, x, name):
+        return linear(x, getattr(self, name), self.out_features[name])
 
     def forward(self, h, cos, sin_signed, bias, cache_start, cache_end, cache_k, cache_v):
         # Reshapes use 0 (keep this dim) and -1 so that no shape arithmetic enters the exported program.
         c = self.config
         nh, nkv, hd, group = c.num_attention_heads, c.num_key_value_heads, c.head_dim, c.kv_group_size
         x = rms_norm(h, self.input_layernorm, c.rms_norm_eps)
-        qkv = linear(x, self.qkv_proj).reshape([0, 0, nh + 2 * nkv, hd])
+        qkv = self.project(x, "qkv_proj").reshape([0, 0, nh + 2 * nkv, hd])
         qk, v = paddle.split(qkv, [nh + nkv, nkv], axis=2)
         q, k = paddle.split(rope(qk, cos, sin_signed), [nh, nkv], axis=2)
         cache_k[:, :, cache_start:cache_end] = k.transpose([0, 2, 1, 3])
@@ -104,9 +112,9 @@ class LlamaLayer(nn.Layer):
         probs = cast(F.softmax(scores + bias, axis=-1), q.dtype)
         attn = paddle.matmul(probs, cache_v).reshape([0, 0, group, -1, hd])
         attn = attn.transpose([0, 3, 1, 2, 4]).reshape([0, 0, nh * hd])
-        h = h + linear(attn, self.o_proj)
+        h = h + self.project(attn, "o_proj")
         x = rms_norm(h, self.post_attention_layernorm, c.rms_norm_eps)
-        return h + linear(F.swiglu(linear(x, self.gate_up_proj)), self.down_proj)
+        return h + self.project(F.swiglu(self.project(x, "gate_up_proj")), "down_proj")
 
 
     def forward_block(self, h, cos, sin_signed, key_cache, value_cache, block_tables, seq_lens_this_time,
@@ -115,15 +123,15 @@ class LlamaLayer(nn.Layer):
         c = self.config
         nh, nkv, hd = c.num_attention_heads, c.num_key_value_heads, c.head_dim
         x = rms_norm(h, self.input_layernorm, c.rms_norm_eps)
-        qkv = linear(x, self.qkv_proj).reshape([0, nh + 2 * nkv, hd])
+        qkv = self.project(x, "qkv_proj").reshape([0, nh + 2 * nkv, hd])
         qk, v = paddle.split(qkv, [nh + nkv, nkv], axis=1)
         q, k = paddle.split(rope(qk, cos, sin_signed), [nh, nkv], axis=1)
         key_cache, value_cache = ops.write_cache_kv(k, v, key_cache, value_cache, block_tables, seq_lens_this_time,
                                                     seq_lens_decoder)
         attn = ops.block_attention(q, key_cache, value_cache, block_tables, seq_lens_this_time, seq_lens_decoder)
-        h = h + linear(attn.reshape([0, nh * hd]), self.o_proj)
+        h = h + self.project(attn.reshape([0, nh * hd]), "o_proj")
         x = rms_norm(h, self.post_attention_layernorm, c.rms_norm_eps)
-        return h + linear(F.swiglu(linear(x, self.gate_up_proj)), self.down_proj)
+        return h + self.project(F.swiglu(self.project(x, "gate_up_proj")), "down_proj")
 
 
 class LlamaForCausalLM(nn.Layer):
@@ -139,6 +147,19 @@ class LlamaForCausalLM(nn.Layer):
         # Kept as its own [hidden, vocab] copy even when tied: a transposed matmul on the embedding is slower.
         self.lm_head = self.create_parameter([c.hidden_size, c.vocab_size], dtype=dtype, default_initializer=zeros)
         self.register_buffer("inv_freq", paddle.to_tensor(rope_inv_freq(c)), persistable=True)
+
+    def pack_linear_weights(self):
+        """Store every projection and the lm_head packed for the CPU op paddlellm_linear (see ops.pack_linear_weight),
+        in place of [in, out]. The math is unchanged; the CPU reads the weights ~2x faster this way."""
+        for owner, name in [(layer, n) for layer in self.layers for n in layer.out_features] + [(self, "lm_head")]:
+            plain = getattr(owner, name)
+            if len(plain.shape) == 3:
+                continue
+            packed = ops.pack_linear_weight(plain)
+            param = owner.create_parameter(packed.shape, dtype=packed.dtype)
+            param.set_value(packed)
+            setattr(owner, name, param)
+        return self
 
     def cache_shape(self, batch, length):
         """Shape of each of the 2 * num_layers cache tensors (k0, v0, k1, v1, ...)."""
@@ -163,7 +184,7 @@ class LlamaForCausalLM(nn.Layer):
             h = layer.forward_block(h, cos, sin_signed, caches[2 * i], caches[2 * i + 1], block_tables,
                                     seq_lens_this_time, seq_lens_decoder)
         last = rms_norm(paddle.gather(h, ends - 1), self.norm, self.config.rms_norm_eps)
-        return cast(linear(last, self.lm_head), "float32")
+        return cast(linear(last, self.lm_head, self.config.vocab_size), "float32")
 
     def rotary(self, positions):
         """cos and sign-folded sin (see rope) for float32 positions of any shape; a head axis is added."""
@@ -190,5 +211,5 @@ class LlamaForCausalLM(nn.Layer):
         for i, layer in enumerate(self.layers):
             h = layer(h, cos, sin_signed, bias, cache_offset, cache_end, caches[2 * i], caches[2 * i + 1])
         last = rms_norm(h[:, -1, :], self.norm, c.rms_norm_eps)
-        logits = cast(linear(last, self.lm_head), "float32")
+        logits = cast(linear(last, self.lm_head, self.config.vocab_size), "float32")
         return logits, caches

@@ -1,4 +1,4 @@
-// Block attention, AVX-512F (16 floats a vector). Built without global -mavx512 flags: only the code
+// Kernels (block attention, linear), AVX-512F (16 floats a vector). Built without global -mavx512 flags: only the code
 // after the target pragma uses these instructions, and it runs only when the CPU (and OS) enable them.
 #include <immintrin.h>
 
@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "attention_kernel.h"
+#include "linear_kernel.h"
 
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx2,fma")
@@ -15,6 +16,7 @@ namespace paddlellm_cpu {
 namespace avx512 {
 
 struct V {
+  static constexpr int LINEAR_ROWS = 12;  // input rows a linear tile holds in registers
   static constexpr int W = 16;
   using reg = __m512;
   static reg zero() { return _mm512_setzero_ps(); }
@@ -60,11 +62,16 @@ struct V {
 };
 
 #include "attention_body.inc"
+#include "linear_body.inc"
 
 }  // namespace avx512
 
 void attend_avx512(const AttnParams& p, const AttnItem& item, float* scratch) {
   avx512::attend_item(p, item, scratch);
+}
+
+void linear_block_avx512(const LinearParams& p, int64_t nb, int64_t m0, int64_t m1) {
+  avx512::linear_block_any(p, nb, m0, m1);
 }
 
 }  // namespace paddlellm_cpu

@@ -1,14 +1,16 @@
-// Block attention, plain C++ (runs on any x86-64 or other CPU): the fallback path.
+// Kernels (block attention, linear), plain C++ (runs on any x86-64 or other CPU): the fallback path.
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 
 #include "attention_kernel.h"
+#include "linear_kernel.h"
 
 namespace paddlellm_cpu {
 namespace scalar {
 
 struct V {
+  static constexpr int LINEAR_ROWS = 4;  // input rows a linear tile holds in registers
   static constexpr int W = 1;
   using reg = float;
   static reg zero() { return 0.f; }
@@ -36,11 +38,16 @@ struct V {
 };
 
 #include "attention_body.inc"
+#include "linear_body.inc"
 
 }  // namespace scalar
 
 void attend_scalar(const AttnParams& p, const AttnItem& item, float* scratch) {
   scalar::attend_item(p, item, scratch);
+}
+
+void linear_block_scalar(const LinearParams& p, int64_t nb, int64_t m0, int64_t m1) {
+  scalar::linear_block_any(p, nb, m0, m1);
 }
 
 }  // namespace paddlellm_cpu

@@ -1,4 +1,4 @@
-// Block attention, AVX2 + FMA (8 floats a vector). The library is built without -mavx2: only the code
+// Kernels (block attention, linear), AVX2 + FMA (8 floats a vector). The library is built without -mavx2: only the code
 // after the target pragma uses these instructions, and it runs only when the CPU has them.
 #include <immintrin.h>
 
@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "attention_kernel.h"
+#include "linear_kernel.h"
 
 #pragma GCC push_options
 #pragma GCC target("avx2,fma")
@@ -15,6 +16,7 @@ namespace paddlellm_cpu {
 namespace avx2 {
 
 struct V {
+  static constexpr int LINEAR_ROWS = 2;  // input rows a linear tile holds in registers
   static constexpr int W = 8;
   using reg = __m256;
   static reg zero() { return _mm256_setzero_ps(); }
@@ -61,11 +63,16 @@ struct V {
 };
 
 #include "attention_body.inc"
+#include "linear_body.inc"
 
 }  // namespace avx2
 
 void attend_avx2(const AttnParams& p, const AttnItem& item, float* scratch) {
   avx2::attend_item(p, item, scratch);
+}
+
+void linear_block_avx2(const LinearParams& p, int64_t nb, int64_t m0, int64_t m1) {
+  avx2::linear_block_any(p, nb, m0, m1);
 }
 
 }  // namespace paddlellm_cpu

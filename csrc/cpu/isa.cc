@@ -1,0 +1,56 @@
+#include "isa.h"
+
+#include <omp.h>
+
+#include <cstdlib>
+#include <string>
+
+#include "paddle/extension.h"
+
+namespace paddlellm_cpu {
+
+static const char* kIsaNames[] = {"scalar", "avx2", "avx512"};
+
+// GCC's __builtin_cpu_supports also checks that the OS enables the AVX / AVX-512 register state (XCR0).
+bool isa_supported(int isa) {
+  __builtin_cpu_init();
+  switch (isa) {
+    case kScalar:
+      return true;
+    case kAvx2:
+      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    case kAvx512:
+      return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx2") &&
+             __builtin_cpu_supports("fma");
+  }
+  return false;
+}
+
+int select_isa() {
+  const char* env = std::getenv("PADDLELLM_CPU_ISA");
+  if (env == nullptr || env[0] == '\0' || std::string(env) == "auto") {
+    for (int isa = kAvx512; isa > kScalar; --isa)
+      if (isa_supported(isa)) return isa;
+    return kScalar;
+  }
+  for (int isa = kScalar; isa <= kAvx512; ++isa)
+    if (std::string(env) == kIsaNames[isa]) return isa_supported(isa) ? isa : -2;
+  return -1;
+}
+
+int checked_isa() {
+  int isa = select_isa();
+  PD_CHECK(isa != -1, "PADDLELLM_CPU_ISA=", std::getenv("PADDLELLM_CPU_ISA"),
+           " is not one of auto, avx512, avx2, scalar");
+  PD_CHECK(isa != -2, "PADDLELLM_CPU_ISA=", std::getenv("PADDLELLM_CPU_ISA"),
+           " but this CPU does not support it (unset it to choose automatically)");
+  return isa;
+}
+
+}  // namespace paddlellm_cpu
+
+// Introspection for Python (ctypes): the ISA the next call would use (0 scalar, 1 avx2, 2 avx512; -1 unknown
+// name, -2 unsupported), whether the CPU runs an ISA, and the OpenMP threads a parallel call would use.
+extern "C" int paddlellm_cpu_isa(void) { return paddlellm_cpu::select_isa(); }
+extern "C" int paddlellm_cpu_isa_supported(int isa) { return paddlellm_cpu::isa_supported(isa) ? 1 : 0; }
+extern "C" int paddlellm_cpu_num_threads(void) { return omp_get_max_threads(); }

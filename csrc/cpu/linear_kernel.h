@@ -1,0 +1,27 @@
+// Linear layer over packed weights: plain C++ shared by the ISA-specific translation units.
+// No standard headers here: each kernels_<isa>.cc includes what it needs before switching the target.
+#pragma once
+#include <cstdint>
+
+namespace paddlellm_cpu {
+
+// Output columns per packed weight block. A weight [K, N] is stored as [ceil(N / 32), K, 32]: block b holds
+// columns 32b .. 32b+31 row after row (zeros past N), so one block is one contiguous stream of K * 32 values.
+constexpr int64_t kLinearBlock = 32;
+
+struct LinearParams {
+  const float* x;  // [M, K]
+  const void* w;   // [ceil(N / 32), K, 32], float or bf16 bits
+  bool w_bf16;
+  float* y;        // [M, N]
+  int64_t M, K, N;
+};
+
+// y[m0:m1, 32 nb : 32 nb + 32] (clipped to N) from weight block nb.
+using LinearFn = void (*)(const LinearParams& p, int64_t nb, int64_t m0, int64_t m1);
+
+void linear_block_scalar(const LinearParams& p, int64_t nb, int64_t m0, int64_t m1);
+void linear_block_avx2(const LinearParams& p, int64_t nb, int64_t m0, int64_t m1);
+void linear_block_avx512(const LinearParams& p, int64_t nb, int64_t m0, int64_t m1);
+
+}  // namespace paddlellm_cpu
