@@ -17,7 +17,7 @@ tokens, threads and batch sizes; each measurement is its own process. Steps:
    convert_hf_to_gguf.py (it needs torch, numpy and transformers, which the test extras install; its gguf
    package comes from the vendored gguf-py). Kept in --work_dir; the export is redone every time.
 3. For each run and batch size B: ours (B requests of P tokens, N new tokens each, EOS ignored, one
-   wave), llama-batched-bench (-npp P -ntg N -npl B, prompts not shared) and benchmarks/hf_bench.py
+   wave, greedy: its step time includes choosing the token), llama-batched-bench (-npp P -ntg N -npl B, prompts not shared) and benchmarks/hf_bench.py
    (greedy generate, min_new_tokens=N). Prompt tok/s and decode tok/s are each tool's own numbers;
    peak RSS is each process's maximum resident set (wait4).
 Prints one Markdown table with the ratios and writes every raw number, the machine (CPU, avx2/avx512/amx),
@@ -191,6 +191,7 @@ def run_ours(inference, P, N, B, T, work, tag):
     cmd = [sys.executable, ROOT / "llm/predict/predictor.py", "--model_name_or_path", inference,
            "--inference_model", "--mode", "static", "--benchmark", "--src_length", P, "--max_length", N,
            "--batch_size", B, "--benchmark_requests", B, "--cpu_threads", T, "--benchmark_output", out,
+           "--decode_strategy", "greedy_search",  # as HF's generate here; llama-batched-bench picks no tokens
            # every prompt in one step, then every request decoding together: llama-batched-bench's schedule
            # (the predictor's default budget, 64 tokens, staggers the requests to bound its memory)
            "--max_num_batched_tokens", B * P]
