@@ -46,9 +46,9 @@ def has_block_kernels(device):
     return device == "cpu"
 
 
-def packs_linear_weights(device, dtype):
-    """Whether the model's projections run as the CPU op paddlellm_linear over packed weights (float32 and
-    bfloat16 weights on the CPU; see LlamaForCausalLM.pack_linear_weights)."""
+def uses_cpu_ops(device, dtype):
+    """Whether the model runs on the CPU op set (paddlellm.ops, csrc/cpu): float32 and bfloat16 weights on the
+    CPU (see LlamaForCausalLM.use_cpu_ops)."""
     return device == "cpu" and dtype in ("float32", "bfloat16")
 
 

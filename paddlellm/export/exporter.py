@@ -82,8 +82,7 @@ def export_model(model_dir, output_path, dtype="float32", device="cpu", lora_pat
     _log(f"loading {model_dir} as {dtype}" + (f" with the LoRA adapter {lora_path}" if lora_path else ""))
     model = load_model(model_dir, dtype=dtype, device=device, lora_path=lora_path)
     config, cache_dtype = model.config, compute_dtype(dtype, device)
-    packed = len(model.lm_head.shape) == 3
-    if block_attn or packed:
+    if block_attn or model.cpu_ops:
         from paddlellm import ops
 
         ops.load_library()  # builds the CPU ops on first use, before tracing needs them
@@ -105,7 +104,7 @@ def export_model(model_dir, output_path, dtype="float32", device="cpu", lora_pat
             head_dim=config.head_dim, max_position_embeddings=config.max_position_embeddings,
             vocab_size=config.vocab_size, block_attn=block_attn, block_size=block_size if block_attn else None,
             cache_layout="blocks" if block_attn else "dense", inputs=plain + cache_names,
-            weight_layout="packed" if packed else "plain",
+            weight_layout="packed" if model.cpu_ops else "plain",
             outputs=["logits"] if block_attn else ["logits"] + cache_names,
             versions={"paddle": paddle.__version__, "paddlellm": paddlellm.__version__},
         ).write(staging)

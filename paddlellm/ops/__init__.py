@@ -10,13 +10,14 @@ program holding these ops needs `load_library()` before `paddle.inference.create
     y = linear(x, pack_linear_weight(w), n=w.shape[1])   # x @ w
 """
 import paddle
-from paddle import _C_ops
+from paddle import _C_ops, in_dynamic_mode
 from paddle.jit.marker import unified
 
 from paddlellm.ops.build import cpu_isa, load_library, num_threads, register_ops, supported_isas
 
-__all__ = ["write_cache_kv", "block_attention", "linear", "pack_linear_weight", "LINEAR_BLOCK", "load_library", "register_ops", "cpu_isa", "supported_isas",
-           "num_threads"]
+__all__ = ["write_cache_kv", "block_attention", "linear", "pack_linear_weight", "LINEAR_BLOCK", "rms_norm",
+           "fused_add_rms_norm", "rotary_embedding", "swiglu", "load_library", "register_ops", "cpu_isa",
+           "supported_isas", "num_threads"]
 
 
 @unified
@@ -58,3 +59,47 @@ def linear(x, weight, n):
     paddlellm_linear, float32 accumulation) -> [..., n] float32."""
     register_ops()
     return _C_ops._run_custom_op("paddlellm_linear", x, weight, int(n))[0]
+
+
+@unified
+def rms_norm(x, weight, epsilon):
+    """RMSNorm of x [..., H] float32 over its last axis, times weight [H] (float32 or bfloat16), in float32
+    (op paddlellm_rms_norm): x * rsqrt(mean(x * x, -1) + epsilon) * weight."""
+    register_ops()
+    outs = _C_ops._run_custom_op("paddlellm_rms_norm", x, weight, float(epsilon))
+    return outs[0]
+
+
+@unified
+def fused_add_rms_norm(x, residual, weight, epsilon):
+    """The residual add and the RMSNorm after it (op paddlellm_fused_add_rms_norm): residual_out = x + residual,
+    out = rms_norm(residual_out, weight, epsilon). Returns (out, residual_out), both new tensors."""
+    register_ops()
+    outs = _C_ops._run_custom_op("paddlellm_fused_add_rms_norm", x, residual, weight, float(epsilon))
+    return outs[0], outs[1]
+
+
+@unified
+def rotary_embedding(q, k, positions, inv_freq, interleaved=False):
+    """Rotary position embedding of q [T, Hq, D] and k [T, Hk, D] float32, in place (op
+    paddlellm_rotary_embedding): token t's angles are positions[t] (int32) * inv_freq [D/2] (scaling
+    already folded in). Rotate-half pairs (i, i + D/2), or GPT-J pairs (2i, 2i + 1) when interleaved.
+    Returns (q_out, k_out), which alias q and k. In dygraph q and k must be contiguous: Paddle hands a custom
+    op a contiguous copy of a strided view, so the rotation would reach only the returned tensors (an error)."""
+    register_ops()
+    if in_dynamic_mode():
+        for name, t in (("q", q), ("k", k)):
+            if not t.is_contiguous():
+                raise ValueError(f"paddlellm_rotary_embedding: {name} {list(t.shape)} is a non-contiguous view, which "
+                                 f"the op cannot rotate in place (pass {name}.contiguous())")
+    outs = _C_ops._run_custom_op("paddlellm_rotary_embedding", q, k, positions, inv_freq, bool(interleaved))
+    return outs[0], outs[1]
+
+
+@unified
+def swiglu(x):
+    """silu(x[..., :F]) * x[..., F:] for x [..., 2F] float32 (op paddlellm_swiglu); equals
+    paddle.nn.functional.swiglu(x) with one input."""
+    register_ops()
+    outs = _C_ops._run_custom_op("paddlellm_swiglu", x)
+    return outs[0]

@@ -77,3 +77,47 @@ def linear_ref(x, packed_weight, n):
     blocks, k, width = packed_weight.shape
     w = packed_weight.astype("float32").numpy().transpose(1, 0, 2).reshape(k, blocks * width)[:, :n]
     return paddle.to_tensor((x.numpy().astype(np.float64) @ w.astype(np.float64)).astype(np.float32))
+
+
+# ---------------------------------------------------------------- model ops (rms_norm, rotary, swiglu)
+# float64 throughout from the float32 inputs: the exact answer of each op's formula, which the float32
+# kernels must approach within SPEC.md's tolerances.
+
+
+def rms_norm_ref(x, weight, epsilon):
+    """x * rsqrt(mean(x * x, -1) + epsilon) * weight over the last axis of x [..., H]; float32 out."""
+    xd = x.astype("float64")
+    w = weight.astype("float32").astype("float64")  # bfloat16 widens exactly
+    eps = float(np.float32(epsilon))  # the op's attribute is a float32
+    r = paddle.rsqrt((xd * xd).mean(axis=-1, keepdim=True) + eps)
+    return (xd * r * w).astype("float32")
+
+
+def fused_add_rms_norm_ref(x, residual, weight, epsilon):
+    """(rms_norm(x + residual) * weight, x + residual), the sum rounded to float32 first."""
+    residual_out = x + residual
+    return rms_norm_ref(residual_out, weight, epsilon), residual_out
+
+
+def rotary_embedding_ref(q, k, positions, inv_freq, interleaved=False):
+    """Returns new (q, k) [T, H, D] float32 with rotary embedding applied; the inputs are left unchanged.
+    Angles as the op forms them (float32 position * float32 inv_freq, rounded to float32), then cos, sin
+    and the rotation in float64. Rotate-half pairs (i, i + D/2); GPT-J pairs (2i, 2i + 1) if interleaved."""
+    angle = (positions.astype("float32").unsqueeze(-1) * inv_freq.astype("float32")).astype("float64")  # [T, D/2]
+    cos, sin = paddle.cos(angle).unsqueeze(1), paddle.sin(angle).unsqueeze(1)  # [T, 1, D/2]
+
+    def rotate(x):
+        xd = x.astype("float64")
+        if interleaved:
+            a, b = xd[..., 0::2], xd[..., 1::2]
+            return paddle.stack([a * cos - b * sin, b * cos + a * sin], axis=-1).reshape(x.shape).astype("float32")
+        a, b = paddle.chunk(xd, 2, axis=-1)
+        return paddle.concat([a * cos - b * sin, b * cos + a * sin], axis=-1).astype("float32")
+
+    return rotate(q), rotate(k)
+
+
+def swiglu_ref(x):
+    """silu(x[..., :F]) * x[..., F:] for x [..., 2F]; float32 out."""
+    gate, up = paddle.chunk(x.astype("float64"), 2, axis=-1)
+    return (gate * up / (1.0 + paddle.exp(-gate))).astype("float32")

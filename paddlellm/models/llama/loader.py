@@ -2,7 +2,7 @@
 import numpy as np
 import paddle
 
-from paddlellm.device import compute_dtype, packs_linear_weights
+from paddlellm.device import compute_dtype, uses_cpu_ops
 from paddlellm.models.llama.checkpoint import read_config, read_state_dict
 from paddlellm.models.llama.config import LlamaConfig
 from paddlellm.models.llama.model import LlamaForCausalLM
@@ -14,8 +14,8 @@ def load_config(model_dir):
 
 def load_model(model_dir, dtype="float32", device="cpu", lora_path=None):
     """The inference model in eval mode, weights in `dtype`, math in compute_dtype(dtype, device); a LoRA
-    adapter at `lora_path` is merged into the weights first. On the CPU the projections are packed for
-    its linear op (see packs_linear_weights)."""
+    adapter at `lora_path` is merged into the weights first. On the CPU it runs on the CPU op set
+    (see uses_cpu_ops)."""
     config = load_config(model_dir)
     if lora_path is None:
         state = read_state_dict(model_dir)
@@ -25,8 +25,8 @@ def load_model(model_dir, dtype="float32", device="cpu", lora_path=None):
         state = merged_state_dict(model_dir, lora_path)
     model = LlamaForCausalLM(config, dtype=dtype, compute_dtype=compute_dtype(dtype, device))
     assign_hf_weights(model, state)
-    if packs_linear_weights(device, dtype):
-        model.pack_linear_weights()
+    if uses_cpu_ops(device, dtype):
+        model.use_cpu_ops()
     model.eval()
     return model
 

@@ -58,9 +58,19 @@ def rms_norm(x, weight, eps):
     return cast(xf, x.dtype) * cast(weight, x.dtype)
 
 
+def add_rms_norm(delta, h, weight, eps, cpu_ops):
+    """The residual add h + delta (delta None: nothing to add) and the RMSNorm after it: (normed, new h)."""
+    if cpu_ops:
+        if delta is None:
+            return ops.rms_norm(h, weight, eps), h
+        return ops.fused_add_rms_norm(delta, h, weight, eps)
+    h = h if delta is None else h + delta
+    return rms_norm(h, weight, eps), h
+
+
 def linear(x, weight, out_features):
     """x @ weight. A weight stored [in, out] runs as a matmul (widened first if kept narrower); one packed by
-    pack_linear_weights ([out / 32, in, 32]) runs as the CPU op paddlellm_linear."""
+    use_cpu_ops ([out / 32, in, 32]) runs as the CPU op paddlellm_linear."""
     if len(weight.shape) == 3:
         return ops.linear(x, weight, out_features)
     return paddle.matmul(x, cast(weight, x.dtype))
@@ -89,17 +99,26 @@ class LlamaLayer(nn.Layer):
         self.post_attention_layernorm = param([c.hidden_size])
         self.gate_up_proj = param([c.hidden_size, 2 * c.intermediate_size])
         self.down_proj = param([c.intermediate_size, c.hidden_size])
+        self.cpu_ops = False  # see LlamaForCausalLM.use_cpu_ops
         self.out_features = {"qkv_proj": qkv_out, "o_proj": c.hidden_size, "gate_up_proj": 2 * c.intermediate_size,
                              "down_proj": c.hidden_size}
 
     def project(self, x, name):
         return linear(x, getattr(self, name), self.out_features[name])
 
-    def forward(self, h, cos, sin_signed, bias, cache_start, cache_end, cache_k, cache_v):
+    def add_norm(self, delta, h, weight):
+        return add_rms_norm(delta, h, weight, self.config.rms_norm_eps, self.cpu_ops)
+
+    def mlp(self, x):
+        gate_up = self.project(x, "gate_up_proj")
+        return self.project(ops.swiglu(gate_up) if self.cpu_ops else F.swiglu(gate_up), "down_proj")
+
+    def forward(self, h, delta, cos, sin_signed, bias, cache_start, cache_end, cache_k, cache_v):
+        """One layer of the dense step on the residual stream h + delta; returns the new (h, delta)."""
         # Reshapes use 0 (keep this dim) and -1 so that no shape arithmetic enters the exported program.
         c = self.config
         nh, nkv, hd, group = c.num_attention_heads, c.num_key_value_heads, c.head_dim, c.kv_group_size
-        x = rms_norm(h, self.input_layernorm, c.rms_norm_eps)
+        x, h = self.add_norm(delta, h, self.input_layernorm)
         qkv = self.project(x, "qkv_proj").reshape([0, 0, nh + 2 * nkv, hd])
         qk, v = paddle.split(qkv, [nh + nkv, nkv], axis=2)
         q, k = paddle.split(rope(qk, cos, sin_signed), [nh, nkv], axis=2)
@@ -112,26 +131,28 @@ class LlamaLayer(nn.Layer):
         probs = cast(F.softmax(scores + bias, axis=-1), q.dtype)
         attn = paddle.matmul(probs, cache_v).reshape([0, 0, group, -1, hd])
         attn = attn.transpose([0, 3, 1, 2, 4]).reshape([0, 0, nh * hd])
-        h = h + self.project(attn, "o_proj")
-        x = rms_norm(h, self.post_attention_layernorm, c.rms_norm_eps)
-        return h + self.project(F.swiglu(self.project(x, "gate_up_proj")), "down_proj")
+        x, h = self.add_norm(self.project(attn, "o_proj"), h, self.post_attention_layernorm)
+        return h, self.mlp(x)
 
-
-    def forward_block(self, h, cos, sin_signed, key_cache, value_cache, block_tables, seq_lens_this_time,
+    def forward_block(self, h, delta, rotary, key_cache, value_cache, block_tables, seq_lens_this_time,
                       seq_lens_decoder):
-        """One layer over a packed batch h [tokens, hidden]; K/V go into the paged cache in place."""
+        """One layer over a packed batch, residual stream h + delta [tokens, hidden]; K/V go into the paged
+        cache in place. `rotary`: see LlamaForCausalLM.block_rotary. Returns the new (h, delta)."""
         c = self.config
         nh, nkv, hd = c.num_attention_heads, c.num_key_value_heads, c.head_dim
-        x = rms_norm(h, self.input_layernorm, c.rms_norm_eps)
+        x, h = self.add_norm(delta, h, self.input_layernorm)
         qkv = self.project(x, "qkv_proj").reshape([0, nh + 2 * nkv, hd])
-        qk, v = paddle.split(qkv, [nh + nkv, nkv], axis=1)
-        q, k = paddle.split(rope(qk, cos, sin_signed), [nh, nkv], axis=1)
+        if self.cpu_ops:
+            q, k, v = paddle.split(qkv, [nh, nkv, nkv], axis=1)
+            q, k = ops.rotary_embedding(q, k, *rotary)
+        else:
+            qk, v = paddle.split(qkv, [nh + nkv, nkv], axis=1)
+            q, k = paddle.split(rope(qk, *rotary), [nh, nkv], axis=1)
         key_cache, value_cache = ops.write_cache_kv(k, v, key_cache, value_cache, block_tables, seq_lens_this_time,
                                                     seq_lens_decoder)
         attn = ops.block_attention(q, key_cache, value_cache, block_tables, seq_lens_this_time, seq_lens_decoder)
-        h = h + self.project(attn.reshape([0, nh * hd]), "o_proj")
-        x = rms_norm(h, self.post_attention_layernorm, c.rms_norm_eps)
-        return h + self.project(F.swiglu(self.project(x, "gate_up_proj")), "down_proj")
+        x, h = self.add_norm(self.project(attn.reshape([0, nh * hd]), "o_proj"), h, self.post_attention_layernorm)
+        return h, self.mlp(x)
 
 
 class LlamaForCausalLM(nn.Layer):
@@ -139,6 +160,7 @@ class LlamaForCausalLM(nn.Layer):
         super().__init__()
         self.config = config
         self.compute_dtype = compute_dtype
+        self.cpu_ops = False  # see use_cpu_ops
         zeros = nn.initializer.Constant(0.0)
         c = config
         self.embed_tokens = self.create_parameter([c.vocab_size, c.hidden_size], dtype=dtype, default_initializer=zeros)
@@ -148,9 +170,14 @@ class LlamaForCausalLM(nn.Layer):
         self.lm_head = self.create_parameter([c.hidden_size, c.vocab_size], dtype=dtype, default_initializer=zeros)
         self.register_buffer("inv_freq", paddle.to_tensor(rope_inv_freq(c)), persistable=True)
 
-    def pack_linear_weights(self):
-        """Store every projection and the lm_head packed for the CPU op paddlellm_linear (see ops.pack_linear_weight),
-        in place of [in, out]. The math is unchanged; the CPU reads the weights ~2x faster this way."""
+    def use_cpu_ops(self):
+        """Run on the CPU op set (paddlellm.ops): projections and lm_head stored packed for paddlellm_linear
+        (see ops.pack_linear_weight) in place of [in, out], RMSNorm, residual add + RMSNorm, rotary and SwiGLU
+        as single ops. The math is the plain ops' math; the CPU reads the weights ~2x faster packed, and a
+        layer runs ~15 ops instead of ~30."""
+        self.cpu_ops = True
+        for layer in self.layers:
+            layer.cpu_ops = True
         for owner, name in [(layer, n) for layer in self.layers for n in layer.out_features] + [(self, "lm_head")]:
             plain = getattr(owner, name)
             if len(plain.shape) == 3:
@@ -178,12 +205,14 @@ class LlamaForCausalLM(nn.Layer):
         first_position = seq_lens_decoder - (ends - seq_lens_this_time)  # a sequence's position minus its row
         rows = paddle.arange(paddle.shape(input_ids)[0], dtype="int32")
         positions = rows + paddle.repeat_interleave(first_position, seq_lens_this_time)
-        cos, sin_signed = self.rotary(positions.astype("float32"))
-        h = cast(F.embedding(input_ids, self.embed_tokens), self.compute_dtype)
+        rotary = (positions, self.inv_freq) if self.cpu_ops else self.rotary(positions.astype("float32"))
+        h, delta = cast(F.embedding(input_ids, self.embed_tokens), self.compute_dtype), None
         for i, layer in enumerate(self.layers):
-            h = layer.forward_block(h, cos, sin_signed, caches[2 * i], caches[2 * i + 1], block_tables,
-                                    seq_lens_this_time, seq_lens_decoder)
-        last = rms_norm(paddle.gather(h, ends - 1), self.norm, self.config.rms_norm_eps)
+            h, delta = layer.forward_block(h, delta, rotary, caches[2 * i], caches[2 * i + 1], block_tables,
+                                           seq_lens_this_time, seq_lens_decoder)
+        last_rows = ends - 1
+        last, _ = add_rms_norm(paddle.gather(delta, last_rows), paddle.gather(h, last_rows), self.norm,
+                               self.config.rms_norm_eps, self.cpu_ops)
         return cast(linear(last, self.lm_head, self.config.vocab_size), "float32")
 
     def rotary(self, positions):
@@ -207,9 +236,9 @@ class LlamaForCausalLM(nn.Layer):
         positions = paddle.clip(query_slots.unsqueeze(0) - pad_lens.unsqueeze(1), min=0).astype("float32")
         cos, sin_signed = self.rotary(positions)
 
-        h = cast(F.embedding(input_ids, self.embed_tokens), self.compute_dtype)
+        h, delta = cast(F.embedding(input_ids, self.embed_tokens), self.compute_dtype), None
         for i, layer in enumerate(self.layers):
-            h = layer(h, cos, sin_signed, bias, cache_offset, cache_end, caches[2 * i], caches[2 * i + 1])
-        last = rms_norm(h[:, -1, :], self.norm, c.rms_norm_eps)
+            h, delta = layer(h, delta, cos, sin_signed, bias, cache_offset, cache_end, caches[2 * i], caches[2 * i + 1])
+        last, _ = add_rms_norm(delta[:, -1, :], h[:, -1, :], self.norm, c.rms_norm_eps, self.cpu_ops)
         logits = cast(linear(last, self.lm_head, self.config.vocab_size), "float32")
         return logits, caches
