@@ -26,6 +26,7 @@ struct V {
   static reg add(reg a, reg b) { return _mm256_add_ps(a, b); }
   static reg sub(reg a, reg b) { return _mm256_sub_ps(a, b); }
   static reg mul(reg a, reg b) { return _mm256_mul_ps(a, b); }
+  static reg div(reg a, reg b) { return _mm256_div_ps(a, b); }
   static reg fmadd(reg a, reg b, reg c) { return _mm256_fmadd_ps(a, b, c); }
   static float hsum(reg a) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
@@ -73,6 +74,10 @@ void attend_avx2(const AttnParams& p, const AttnItem& item, float* scratch) {
 
 void linear_block_avx2(const LinearParams& p, int64_t nb, int64_t m0, int64_t m1) {
   avx2::linear_block_any(p, nb, m0, m1);
+}
+
+void linear_swiglu_block_avx2(const LinearParams& p, int64_t nb, int64_t m0, int64_t m1) {
+  avx2::linear_swiglu_block_any(p, nb, m0, m1);
 }
 
 }  // namespace paddlellm_cpu

@@ -26,6 +26,7 @@ struct V {
   static reg add(reg a, reg b) { return _mm512_add_ps(a, b); }
   static reg sub(reg a, reg b) { return _mm512_sub_ps(a, b); }
   static reg mul(reg a, reg b) { return _mm512_mul_ps(a, b); }
+  static reg div(reg a, reg b) { return _mm512_div_ps(a, b); }
   static reg fmadd(reg a, reg b, reg c) { return _mm512_fmadd_ps(a, b, c); }
   static float hsum(reg a) { return _mm512_reduce_add_ps(a); }
   static __m256 half_sum(reg a) {  // 16 lanes -> 8 (AVX-512F only: no DQ extract)
@@ -72,6 +73,10 @@ void attend_avx512(const AttnParams& p, const AttnItem& item, float* scratch) {
 
 void linear_block_avx512(const LinearParams& p, int64_t nb, int64_t m0, int64_t m1) {
   avx512::linear_block_any(p, nb, m0, m1);
+}
+
+void linear_swiglu_block_avx512(const LinearParams& p, int64_t nb, int64_t m0, int64_t m1) {
+  avx512::linear_swiglu_block_any(p, nb, m0, m1);
 }
 
 }  // namespace paddlellm_cpu

@@ -20,6 +20,7 @@ struct V {
   static reg add(reg a, reg b) { return a + b; }
   static reg sub(reg a, reg b) { return a - b; }
   static reg mul(reg a, reg b) { return a * b; }
+  static reg div(reg a, reg b) { return a / b; }
   static reg fmadd(reg a, reg b, reg c) { return a * b + c; }
   static float hsum(reg a) { return a; }
   static void hsum4(reg a, reg b, reg c, reg d, float* out) {
@@ -48,6 +49,10 @@ void attend_scalar(const AttnParams& p, const AttnItem& item, float* scratch) {
 
 void linear_block_scalar(const LinearParams& p, int64_t nb, int64_t m0, int64_t m1) {
   scalar::linear_block_any(p, nb, m0, m1);
+}
+
+void linear_swiglu_block_scalar(const LinearParams& p, int64_t nb, int64_t m0, int64_t m1) {
+  scalar::linear_swiglu_block_any(p, nb, m0, m1);
 }
 
 }  // namespace paddlellm_cpu

@@ -24,4 +24,10 @@ void linear_block_scalar(const LinearParams& p, int64_t nb, int64_t m0, int64_t 
 void linear_block_avx2(const LinearParams& p, int64_t nb, int64_t m0, int64_t m1);
 void linear_block_avx512(const LinearParams& p, int64_t nb, int64_t m0, int64_t m1);
 
+// The gate/up projection with SwiGLU applied: weight blocks 2 nb (gate) and 2 nb + 1 (up) give
+// y[m0:m1, 32 nb : 32 nb + 32] = silu(x W_gate) * (x W_up), clipped to N.
+void linear_swiglu_block_scalar(const LinearParams& p, int64_t nb, int64_t m0, int64_t m1);
+void linear_swiglu_block_avx2(const LinearParams& p, int64_t nb, int64_t m0, int64_t m1);
+void linear_swiglu_block_avx512(const LinearParams& p, int64_t nb, int64_t m0, int64_t m1);
+
 }  // namespace paddlellm_cpu

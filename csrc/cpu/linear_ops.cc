@@ -1,8 +1,9 @@
-// paddlellm_linear: y = x @ W for a weight packed as [ceil(N / 32), K, 32] (see linear_kernel.h, SPEC.md).
+// paddlellm_linear (and its SwiGLU form): y = x @ W for a weight packed as [ceil(N / 32), K, 32] (see linear_kernel.h, SPEC.md).
 // Packed, every 32 output columns are one contiguous stream: at a few rows the op reads the weights at the
 // memory's bandwidth, at more rows each weight row segment feeds up to LINEAR_ROWS rows from registers.
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 #include "isa.h"
@@ -15,19 +16,22 @@ using namespace paddlellm_cpu;
 // and lets few-column weights still split over threads by rows.
 static constexpr int64_t kRowsPerItem = 96;
 
-std::vector<paddle::Tensor> Linear(const paddle::Tensor& x, const paddle::Tensor& weight, int64_t n) {
-  const char* op = "paddlellm_linear";
+// x [..., K] float32 times a packed weight of blocks_per_output_block * ceil(n / 32) blocks -> [..., n].
+static std::vector<paddle::Tensor> run_linear(const char* op, const paddle::Tensor& x, const paddle::Tensor& weight,
+                                              int64_t n, int64_t blocks_per_output_block, bool swiglu) {
   PD_CHECK(x.is_cpu() && weight.is_cpu(), op, ": x and weight must be CPU tensors");
   PD_CHECK(x.dtype() == paddle::DataType::FLOAT32, op, ": x must be float32");
   PD_CHECK(weight.dtype() == paddle::DataType::FLOAT32 || weight.dtype() == paddle::DataType::BFLOAT16, op,
            ": weight must be float32 or bfloat16");
   auto ws = weight.shape();
   auto xs = x.shape();
-  PD_CHECK(ws.size() == 3 && ws[2] == kLinearBlock, op, ": weight must be packed as [ceil(n / 32), K, 32]");
+  PD_CHECK(ws.size() == 3 && ws[2] == kLinearBlock && ws[0] % blocks_per_output_block == 0, op,
+           ": weight must be packed as [", blocks_per_output_block == 1 ? "" : "2 * ", "ceil(n / 32), K, 32]");
   PD_CHECK(!xs.empty() && xs.back() == ws[1], op, ": x's last dimension is ", xs.empty() ? 0 : xs.back(),
            " but the weight's K is ", ws[1]);
-  PD_CHECK(n > (ws[0] - 1) * kLinearBlock && n <= ws[0] * kLinearBlock, op, ": n = ", n, " does not fit a weight of ",
-           ws[0], " blocks of 32 columns");
+  const int64_t blocks = ws[0] / blocks_per_output_block;
+  PD_CHECK(n > (blocks - 1) * kLinearBlock && n <= blocks * kLinearBlock, op, ": n = ", n,
+           " does not fit a weight of ", blocks, " blocks of 32 columns");
   std::vector<int64_t> out_shape(xs.begin(), xs.end());
   out_shape.back() = n;
   auto y = paddle::empty(out_shape, paddle::DataType::FLOAT32, x.place());
@@ -37,13 +41,24 @@ std::vector<paddle::Tensor> Linear(const paddle::Tensor& x, const paddle::Tensor
   LinearParams p{x.data<float>(), weight.data(), weight.dtype() == paddle::DataType::BFLOAT16, y.data<float>(), M, K,
                  n};
   const int isa = checked_isa();
-  const LinearFn fn = isa == kAvx512 ? linear_block_avx512 : isa == kAvx2 ? linear_block_avx2 : linear_block_scalar;
-  const int64_t blocks = ws[0], chunks = (M + kRowsPerItem - 1) / kRowsPerItem;
+  const LinearFn fn = swiglu ? (isa == kAvx512 ? linear_swiglu_block_avx512
+                                : isa == kAvx2 ? linear_swiglu_block_avx2 : linear_swiglu_block_scalar)
+                             : (isa == kAvx512 ? linear_block_avx512 : isa == kAvx2 ? linear_block_avx2
+                                                                                    : linear_block_scalar);
+  const int64_t chunks = (M + kRowsPerItem - 1) / kRowsPerItem;
   // Static split of (block, row chunk) in block-major order: each thread streams a contiguous range of blocks.
 #pragma omp parallel for collapse(2) schedule(static) if (blocks * chunks > 1)
   for (int64_t nb = 0; nb < blocks; ++nb)
     for (int64_t c = 0; c < chunks; ++c) fn(p, nb, c * kRowsPerItem, std::min(M, (c + 1) * kRowsPerItem));
   return {y};
+}
+
+std::vector<paddle::Tensor> Linear(const paddle::Tensor& x, const paddle::Tensor& weight, int64_t n) {
+  return run_linear("paddlellm_linear", x, weight, n, 1, false);
+}
+
+std::vector<paddle::Tensor> LinearSwiglu(const paddle::Tensor& x, const paddle::Tensor& weight, int64_t n) {
+  return run_linear("paddlellm_linear_swiglu", x, weight, n, 2, true);
 }
 
 std::vector<std::vector<int64_t>> LinearInferShape(const std::vector<int64_t>& x, const std::vector<int64_t>& weight,
@@ -64,3 +79,79 @@ PD_BUILD_OP(paddlellm_linear)
     .SetKernelFn(PD_KERNEL(Linear))
     .SetInferShapeFn(PD_INFER_SHAPE(LinearInferShape))
     .SetInferDtypeFn(PD_INFER_DTYPE(LinearInferDtype));
+
+// silu(x @ W_gate) * (x @ W_up), the weight's gate and up blocks interleaved (ops.pack_swiglu_weight): the
+// gate/up outputs never leave the cache, and the program keeps one [..., n] activation instead of three.
+PD_BUILD_OP(paddlellm_linear_swiglu)
+    .Inputs({"x", "weight"})
+    .Outputs({"out"})
+    .Attrs({"n: int64_t"})
+    .SetKernelFn(PD_KERNEL(LinearSwiglu))
+    .SetInferShapeFn(PD_INFER_SHAPE(LinearInferShape))
+    .SetInferDtypeFn(PD_INFER_DTYPE(LinearInferDtype));
+
+// paddlellm_packed_embedding: rows of W^T for a W [K, n] packed as the linear op reads it. A model whose
+// embedding is tied to its lm_head keeps one packed copy and looks tokens up in it.
+template <typename WT>
+static float widen(WT v);
+template <>
+float widen<float>(float v) { return v; }
+template <>
+float widen<uint16_t>(uint16_t v) {
+  uint32_t bits = static_cast<uint32_t>(v) << 16;
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
+
+template <typename WT>
+static void gather_columns(const int64_t* ids, int64_t T, const WT* w, int64_t K, float* out) {
+  for (int64_t t = 0; t < T; ++t) {
+    const WT* column = w + (ids[t] / kLinearBlock) * K * kLinearBlock + ids[t] % kLinearBlock;
+    for (int64_t k = 0; k < K; ++k) out[t * K + k] = widen<WT>(column[k * kLinearBlock]);
+  }
+}
+
+std::vector<paddle::Tensor> PackedEmbedding(const paddle::Tensor& ids, const paddle::Tensor& weight, int64_t n) {
+  const char* op = "paddlellm_packed_embedding";
+  PD_CHECK(ids.is_cpu() && weight.is_cpu(), op, ": ids and weight must be CPU tensors");
+  PD_CHECK(ids.dtype() == paddle::DataType::INT64, op, ": ids must be int64");
+  PD_CHECK(weight.dtype() == paddle::DataType::FLOAT32 || weight.dtype() == paddle::DataType::BFLOAT16, op,
+           ": weight must be float32 or bfloat16");
+  auto ws = weight.shape();
+  PD_CHECK(ws.size() == 3 && ws[2] == kLinearBlock, op, ": weight must be packed as [ceil(n / 32), K, 32]");
+  PD_CHECK(n > (ws[0] - 1) * kLinearBlock && n <= ws[0] * kLinearBlock, op, ": n = ", n, " does not fit a weight of ",
+           ws[0], " blocks of 32 columns");
+  const int64_t T = ids.numel(), K = ws[1];
+  const int64_t* id = ids.data<int64_t>();
+  for (int64_t t = 0; t < T; ++t)
+    PD_CHECK(id[t] >= 0 && id[t] < n, op, ": token id ", id[t], " is outside the vocabulary [0, ", n, ")");
+  std::vector<int64_t> out_shape = ids.shape();
+  out_shape.push_back(K);
+  auto out = paddle::empty(out_shape, paddle::DataType::FLOAT32, ids.place());
+  if (weight.dtype() == paddle::DataType::BFLOAT16) {
+    gather_columns(id, T, static_cast<const uint16_t*>(weight.data()), K, out.data<float>());
+  } else {
+    gather_columns(id, T, weight.data<float>(), K, out.data<float>());
+  }
+  return {out};
+}
+
+std::vector<std::vector<int64_t>> PackedEmbeddingInferShape(const std::vector<int64_t>& ids,
+                                                            const std::vector<int64_t>& weight, int64_t n) {
+  std::vector<int64_t> out(ids);
+  out.push_back(weight.size() == 3 ? weight[1] : -1);
+  return {out};
+}
+
+std::vector<paddle::DataType> PackedEmbeddingInferDtype(const paddle::DataType& ids, const paddle::DataType& weight) {
+  return {paddle::DataType::FLOAT32};
+}
+
+PD_BUILD_OP(paddlellm_packed_embedding)
+    .Inputs({"ids", "weight"})
+    .Outputs({"out"})
+    .Attrs({"n: int64_t"})
+    .SetKernelFn(PD_KERNEL(PackedEmbedding))
+    .SetInferShapeFn(PD_INFER_SHAPE(PackedEmbeddingInferShape))
+    .SetInferDtypeFn(PD_INFER_DTYPE(PackedEmbeddingInferDtype));

@@ -15,9 +15,9 @@ from paddle.jit.marker import unified
 
 from paddlellm.ops.build import cpu_isa, load_library, num_threads, register_ops, supported_isas
 
-__all__ = ["write_cache_kv", "block_attention", "linear", "pack_linear_weight", "LINEAR_BLOCK", "rms_norm",
-           "fused_add_rms_norm", "rotary_embedding", "swiglu", "load_library", "register_ops", "cpu_isa",
-           "supported_isas", "num_threads"]
+__all__ = ["write_cache_kv", "block_attention", "linear", "pack_linear_weight", "linear_swiglu", "pack_swiglu_weight",
+           "packed_embedding", "LINEAR_BLOCK", "rms_norm", "fused_add_rms_norm", "rotary_embedding", "swiglu",
+           "load_library", "register_ops", "cpu_isa", "supported_isas", "num_threads"]
 
 
 @unified
@@ -59,6 +59,30 @@ def linear(x, weight, n):
     paddlellm_linear, float32 accumulation) -> [..., n] float32."""
     register_ops()
     return _C_ops._run_custom_op("paddlellm_linear", x, weight, int(n))[0]
+
+
+def pack_swiglu_weight(weight):
+    """[K, 2F] (gate columns, then up columns) -> [2 * ceil(F / 32), K, 32], the layout `linear_swiglu` reads:
+    the packed gate and up blocks interleaved, gate block j then up block j."""
+    k, two_f = weight.shape
+    gate, up = pack_linear_weight(weight[:, : two_f // 2]), pack_linear_weight(weight[:, two_f // 2:])
+    return paddle.stack([gate, up], axis=1).reshape([-1, k, LINEAR_BLOCK])
+
+
+@unified
+def linear_swiglu(x, weight, n):
+    """silu(x @ W_gate) * (x @ W_up) -> [..., n] float32 for x [..., K] float32, the [K, n] gate and up weights
+    packed together by pack_swiglu_weight (op paddlellm_linear_swiglu): swiglu(x @ [W_gate, W_up]) in one op."""
+    register_ops()
+    return _C_ops._run_custom_op("paddlellm_linear_swiglu", x, weight, int(n))[0]
+
+
+@unified
+def packed_embedding(ids, weight, n):
+    """Rows of W^T [n, K] for the ids (int64, any shape) -> [..., K] float32, W [K, n] given packed as `linear`
+    reads it (op paddlellm_packed_embedding): a tied embedding looked up in the packed lm_head."""
+    register_ops()
+    return _C_ops._run_custom_op("paddlellm_packed_embedding", ids, weight, int(n))[0]
 
 
 @unified

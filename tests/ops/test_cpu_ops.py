@@ -11,10 +11,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import paddle
+import paddle.nn.functional as F
 import pytest
 
 from paddlellm import ops
-from paddlellm.ops.reference import block_attention_ref, linear_ref, write_cache_kv_ref
+from paddlellm.ops.reference import block_attention_ref, linear_ref, linear_swiglu_ref, write_cache_kv_ref
 
 
 def _cpu_flags():
@@ -221,6 +222,24 @@ def test_linear_matches_reference(isa, shape, weight_dtype, two_threads):
     np.testing.assert_allclose(out.numpy(), linear_ref(x, packed, n).numpy(), rtol=0, atol=1e-7 * k ** 1.5 + 1e-6)
 
 
+@pytest.mark.parametrize("weight_dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("shape", LINEAR_SHAPES, ids=[f"{m}x{k}x{n}" for m, k, n in LINEAR_SHAPES])
+@pytest.mark.parametrize("isa", _isa_params(), indirect=True)
+def test_linear_swiglu_matches_reference(isa, shape, weight_dtype, two_threads):
+    m, k, n = shape
+    rng = np.random.RandomState(m * 1000 + k + n + 1)
+    x = paddle.to_tensor(rng.randn(m, k).astype("float32"))
+    w = paddle.to_tensor((rng.randn(k, 2 * n) / k ** 0.5).astype("float32")).astype(weight_dtype)
+    packed = ops.pack_swiglu_weight(w)
+    assert packed.shape == [2 * -(-n // 32), k, 32]
+    out = ops.linear_swiglu(x, packed, n)
+    assert out.shape == [m, n] and out.dtype == paddle.float32
+    # unit-scale gate and up (weights / sqrt(k)): float32 sums (~sqrt(k) * eps) and the kernel's exp (~2 ulp)
+    np.testing.assert_allclose(out.numpy(), linear_swiglu_ref(x, packed, n).numpy(), rtol=1e-5, atol=1e-5)
+    plain = F.swiglu(paddle.matmul(x, w.astype("float32")))  # what the op replaces in the model
+    np.testing.assert_allclose(out.numpy(), plain.numpy(), rtol=1e-5, atol=1e-5)
+
+
 def test_linear_equals_matmul_for_any_leading_shape():
     rng = np.random.RandomState(1)
     w = paddle.to_tensor(rng.randn(40, 70).astype("float32"))
@@ -249,6 +268,10 @@ def test_linear_bad_inputs_are_clear_errors():
     for args, message in cases:
         with pytest.raises(Exception, match=message):
             ops.linear(*args)
+    with pytest.raises(Exception, match=r"weight must be packed as \[2 \* ceil"):
+        ops.linear_swiglu(x, ops.pack_linear_weight(paddle.ones([8, 70])), 40)  # 3 blocks: not gate/up pairs
+    with pytest.raises(Exception, match="n = 40 does not fit a weight of 1 blocks"):
+        ops.linear_swiglu(x, ops.pack_swiglu_weight(paddle.ones([8, 64])), 40)
 
 
 def test_missing_compiler_is_one_line(tmp_path):
@@ -369,3 +392,15 @@ def test_first_build_prints_one_line(tmp_path):
     assert run.returncode == 0, run.stderr
     assert run.stderr == "building paddlellm CPU ops (first use, ~30 s)\n"
     assert run.stdout.startswith(str(tmp_path / "cache"))
+
+
+@pytest.mark.parametrize("weight_dtype", ["float32", "bfloat16"])
+def test_packed_embedding_is_the_rows_of_the_transposed_weight(weight_dtype):
+    rng = np.random.RandomState(3)
+    w = paddle.to_tensor(rng.randn(7, 70).astype("float32")).astype(weight_dtype)  # K 7, n 70: a partial last block
+    ids = paddle.to_tensor(np.array([[0, 69, 31], [32, 33, 5]], np.int64))
+    out = ops.packed_embedding(ids, ops.pack_linear_weight(w), 70)
+    assert out.shape == [2, 3, 7] and out.dtype == paddle.float32
+    assert np.array_equal(out.numpy(), w.astype("float32").numpy().T[ids.numpy()])  # a copy: exact
+    with pytest.raises(Exception, match=r"token id 70 is outside the vocabulary \[0, 70\)"):
+        ops.packed_embedding(paddle.to_tensor(np.array([70], np.int64)), ops.pack_linear_weight(w), 70)

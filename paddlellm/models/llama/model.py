@@ -110,8 +110,11 @@ class LlamaLayer(nn.Layer):
         return add_rms_norm(delta, h, weight, self.config.rms_norm_eps, self.cpu_ops)
 
     def mlp(self, x):
-        gate_up = self.project(x, "gate_up_proj")
-        return self.project(ops.swiglu(gate_up) if self.cpu_ops else F.swiglu(gate_up), "down_proj")
+        if self.cpu_ops:
+            hidden = ops.linear_swiglu(x, self.gate_up_proj, self.config.intermediate_size)
+        else:
+            hidden = F.swiglu(self.project(x, "gate_up_proj"))
+        return self.project(hidden, "down_proj")
 
     def forward(self, h, delta, cos, sin_signed, bias, cache_start, cache_end, cache_k, cache_v):
         """One layer of the dense step on the residual stream h + delta; returns the new (h, delta)."""
@@ -166,27 +169,36 @@ class LlamaForCausalLM(nn.Layer):
         self.embed_tokens = self.create_parameter([c.vocab_size, c.hidden_size], dtype=dtype, default_initializer=zeros)
         self.layers = nn.LayerList([LlamaLayer(c, dtype) for _ in range(c.num_hidden_layers)])
         self.norm = self.create_parameter([c.hidden_size], dtype=dtype, default_initializer=zeros)
-        # Kept as its own [hidden, vocab] copy even when tied: a transposed matmul on the embedding is slower.
+        # Its own [hidden, vocab] copy even when tied (a transposed matmul on the embedding is slower), except
+        # with the CPU ops, where a tied model keeps only the packed lm_head (see use_cpu_ops).
         self.lm_head = self.create_parameter([c.hidden_size, c.vocab_size], dtype=dtype, default_initializer=zeros)
         self.register_buffer("inv_freq", paddle.to_tensor(rope_inv_freq(c)), persistable=True)
 
     def use_cpu_ops(self):
         """Run on the CPU op set (paddlellm.ops): projections and lm_head stored packed for paddlellm_linear
-        (see ops.pack_linear_weight) in place of [in, out], RMSNorm, residual add + RMSNorm, rotary and SwiGLU
-        as single ops. The math is the plain ops' math; the CPU reads the weights ~2x faster packed, and a
-        layer runs ~15 ops instead of ~30."""
+        (see ops.pack_linear_weight) in place of [in, out], the gate/up projection packed for
+        paddlellm_linear_swiglu, RMSNorm, residual add + RMSNorm and rotary as single ops. The math is the plain
+        ops' math; the CPU reads the weights ~2x faster packed, and a layer runs ~13 ops instead of ~30. A tied
+        embedding is then looked up in the packed lm_head. Once only."""
+        if self.cpu_ops:
+            return self
         self.cpu_ops = True
         for layer in self.layers:
             layer.cpu_ops = True
         for owner, name in [(layer, n) for layer in self.layers for n in layer.out_features] + [(self, "lm_head")]:
             plain = getattr(owner, name)
-            if len(plain.shape) == 3:
-                continue
-            packed = ops.pack_linear_weight(plain)
+            packed = ops.pack_swiglu_weight(plain) if name == "gate_up_proj" else ops.pack_linear_weight(plain)
             param = owner.create_parameter(packed.shape, dtype=packed.dtype)
             param.set_value(packed)
             setattr(owner, name, param)
+        if self.config.tie_word_embeddings and self.embed_tokens is not None:
+            self.embed_tokens = None  # looked up in the packed lm_head (ops.packed_embedding): one copy, not two
         return self
+
+    def embed(self, input_ids):
+        if self.embed_tokens is None:
+            return ops.packed_embedding(input_ids, self.lm_head, self.config.vocab_size)
+        return cast(F.embedding(input_ids, self.embed_tokens), self.compute_dtype)
 
     def cache_shape(self, batch, length):
         """Shape of each of the 2 * num_layers cache tensors (k0, v0, k1, v1, ...)."""
@@ -206,7 +218,7 @@ class LlamaForCausalLM(nn.Layer):
         rows = paddle.arange(paddle.shape(input_ids)[0], dtype="int32")
         positions = rows + paddle.repeat_interleave(first_position, seq_lens_this_time)
         rotary = (positions, self.inv_freq) if self.cpu_ops else self.rotary(positions.astype("float32"))
-        h, delta = cast(F.embedding(input_ids, self.embed_tokens), self.compute_dtype), None
+        h, delta = self.embed(input_ids), None
         for i, layer in enumerate(self.layers):
             h, delta = layer.forward_block(h, delta, rotary, caches[2 * i], caches[2 * i + 1], block_tables,
                                            seq_lens_this_time, seq_lens_decoder)
@@ -236,7 +248,7 @@ class LlamaForCausalLM(nn.Layer):
         positions = paddle.clip(query_slots.unsqueeze(0) - pad_lens.unsqueeze(1), min=0).astype("float32")
         cos, sin_signed = self.rotary(positions)
 
-        h, delta = cast(F.embedding(input_ids, self.embed_tokens), self.compute_dtype), None
+        h, delta = self.embed(input_ids), None
         for i, layer in enumerate(self.layers):
             h, delta = layer(h, delta, cos, sin_signed, bias, cache_offset, cache_end, caches[2 * i], caches[2 * i + 1])
         last, _ = add_rms_norm(delta[:, -1, :], h[:, -1, :], self.norm, c.rms_norm_eps, self.cpu_ops)
