@@ -84,6 +84,12 @@ def linear_ref(x, packed_weight, n):
     return paddle.to_tensor((x.numpy().astype(np.float64) @ w).astype(np.float32))
 
 
+def packed_embedding_ref(ids, packed_weight, n):
+    """Rows `ids` of W^T [n, K] (float32), W unpacked from [ceil(n / 32), K, 32]."""
+    w = _unpack(packed_weight.astype("float32").numpy(), n)
+    return paddle.to_tensor(w.T[ids.numpy()].astype(np.float32))
+
+
 def linear_swiglu_ref(x, packed_weight, n):
     """silu(x @ W_gate) * (x @ W_up) in float64 (returned as float32), the gate blocks being the even and the up
     blocks the odd ones of the packed weight."""

@@ -7,15 +7,14 @@ boundaries, idle slots, long prefixes, GQA ratios 1/3/8, head_dim 64/40/72/20, s
 import os
 import subprocess
 import sys
-from dataclasses import dataclass
 
 import numpy as np
 import paddle
-import paddle.nn.functional as F
 import pytest
 
 from paddlellm import ops
-from paddlellm.ops.reference import block_attention_ref, linear_ref, linear_swiglu_ref, write_cache_kv_ref
+from paddlellm.ops.reference import block_attention_ref, write_cache_kv_ref
+from paddlellm.ops.spec import PAGED_CASES, paged_batch
 
 
 def _cpu_flags():
@@ -53,54 +52,15 @@ def isa(request, monkeypatch):
     return request.param
 
 
-@dataclass
-class Case:
-    seqs: list  # (tokens already cached, tokens this step) per sequence; (x, 0) is an idle slot
-    kv_heads: int
-    group: int  # query heads per KV head
-    head_dim: int
-    block_size: int
+def make_batch(name_or_seqs, cache_dtype, seed=0, kv=3, group=3, d=40, bs=16):
+    """A paged batch (spec.paged_batch): one of the table's cases by its sequences' name, or any sequences."""
+    case = next((c for c in PAGED_CASES if c["seqs"] == name_or_seqs), None)
+    case = dict(case or dict(seqs=name_or_seqs, kv=kv, group=group, d=d, bs=bs), cache=cache_dtype)
+    return paged_batch(case, np.random.RandomState(seed))
 
 
-CASES = {
-    "one_token_empty_cache": Case([(0, 1)], 1, 1, 64, 16),
-    "block_boundaries": Case([(15, 2), (0, 16), (16, 1), (5, 27), (31, 1)], 3, 3, 40, 16),
-    "long_prefix_chunk_gqa8": Case([(150, 37)], 1, 8, 72, 16),
-    "mixed_decode_and_chunks_idle": Case([(33, 1), (0, 0), (0, 20), (64, 1), (7, 0), (40, 9)], 3, 3, 64, 16),
-    "gqa1_small_blocks": Case([(3, 5), (0, 1), (8, 8)], 2, 1, 40, 8),
-    "smollm2_decode": Case([(255, 1), (100, 1), (0, 1)], 3, 3, 64, 64),
-    "head_dim_20_odd_block": Case([(6, 9), (2, 1)], 2, 3, 20, 5),
-    "all_idle": Case([(0, 0), (4, 0)], 2, 2, 64, 16),
-}
-
-
-def make_batch(case, cache_dtype, seed=0):
-    """Random caches (garbage in every slot, so reading a wrong one shows), shuffled block ids, new K/V, q."""
-    rng = np.random.RandomState(seed)
-    bs, kvh, d = case.block_size, case.kv_heads, case.head_dim
-    blocks_needed = [-(-(past + n) // bs) for past, n in case.seqs]
-    num_blocks = sum(blocks_needed) + 3
-    ids = rng.permutation(num_blocks)
-    tables = -np.ones((len(case.seqs), max(blocks_needed) + 1), np.int32)  # -1: unused entries
-    start = 0
-    for s, count in enumerate(blocks_needed):
-        tables[s, :count] = ids[start:start + count]
-        start += count
-    tokens = sum(n for _, n in case.seqs)
-
-    def randn(*shape):
-        return paddle.to_tensor(rng.randn(*shape).astype("float32"))
-
-    return dict(
-        q=randn(tokens, kvh * case.group, d),
-        key=randn(tokens, kvh, d),
-        value=randn(tokens, kvh, d),
-        key_cache=randn(num_blocks, kvh, bs, d).astype(cache_dtype),
-        value_cache=randn(num_blocks, kvh, bs, d).astype(cache_dtype),
-        block_tables=paddle.to_tensor(tables),
-        seq_lens_this_time=paddle.to_tensor(np.array([n for _, n in case.seqs], np.int32)),
-        seq_lens_decoder=paddle.to_tensor(np.array([past for past, _ in case.seqs], np.int32)),
-    )
+def query_heads(case):
+    return case["kv"] * case["group"]
 
 
 def _meta(b):
@@ -109,22 +69,6 @@ def _meta(b):
 
 def _same(a, b):
     return np.array_equal(a.astype("float32").numpy(), b.astype("float32").numpy())
-
-
-@pytest.mark.parametrize("cache_dtype", ["float32", "bfloat16"])
-@pytest.mark.parametrize("case", list(CASES.values()), ids=list(CASES))
-@pytest.mark.parametrize("isa", _isa_params(), indirect=True)
-def test_kernels_match_reference(isa, case, cache_dtype):
-    b = make_batch(case, cache_dtype)
-    ref_k, ref_v = write_cache_kv_ref(b["key"], b["value"], b["key_cache"], b["value_cache"], *_meta(b))
-    ops.write_cache_kv(b["key"], b["value"], b["key_cache"], b["value_cache"], *_meta(b))
-    assert _same(b["key_cache"], ref_k) and _same(b["value_cache"], ref_v)
-
-    out = ops.block_attention(b["q"], b["key_cache"], b["value_cache"], *_meta(b))
-    ref = block_attention_ref(b["q"], ref_k, ref_v, *_meta(b))
-    assert out.dtype == paddle.float32 and out.shape == b["q"].shape
-    assert np.isfinite(out.numpy()).all()
-    np.testing.assert_allclose(out.numpy(), ref.numpy(), rtol=0, atol=2e-5)
 
 
 @pytest.fixture
@@ -142,8 +86,7 @@ def two_threads():
 @pytest.mark.parametrize("isa", _isa_params(), indirect=True)
 def test_two_threads_give_the_same_bits(isa, cache_dtype, two_threads):
     """Work items split across threads (and write_cache_kv's rows, on a batch big enough) change nothing."""
-    case = Case([(100, 1), (0, 300), (7, 0), (64, 64), (200, 3)], 4, 2, 64, 16)
-    b = make_batch(case, cache_dtype, seed=3)
+    b = make_batch([(100, 1), (0, 300), (7, 0), (64, 64), (200, 3)], cache_dtype, seed=3, kv=4, group=2, d=64)
     ref_k, ref_v = write_cache_kv_ref(b["key"], b["value"], b["key_cache"], b["value_cache"], *_meta(b))
     ops.write_cache_kv(b["key"], b["value"], b["key_cache"], b["value_cache"], *_meta(b))
     assert _same(b["key_cache"], ref_k) and _same(b["value_cache"], ref_v)
@@ -158,7 +101,7 @@ def test_two_threads_give_the_same_bits(isa, cache_dtype, two_threads):
 
 
 def test_bfloat16_key_into_bfloat16_cache_is_a_raw_copy():
-    b = make_batch(CASES["block_boundaries"], "bfloat16")
+    b = make_batch("block_boundaries", "bfloat16")
     key, value = b["key"].astype("bfloat16"), b["value"].astype("bfloat16")
     ref_k, ref_v = write_cache_kv_ref(key, value, b["key_cache"], b["value_cache"], *_meta(b))
     ops.write_cache_kv(key, value, b["key_cache"], b["value_cache"], *_meta(b))
@@ -167,7 +110,7 @@ def test_bfloat16_key_into_bfloat16_cache_is_a_raw_copy():
 
 @pytest.mark.parametrize("cache_dtype", ["float32", "bfloat16"])
 def test_write_cache_kv_is_in_place_in_dygraph(cache_dtype):
-    b = make_batch(CASES["mixed_decode_and_chunks_idle"], cache_dtype)
+    b = make_batch("mixed_decode_chunks_idle", cache_dtype)
     key_cache, value_cache = b["key_cache"], b["value_cache"]
     ptrs = key_cache.data_ptr(), value_cache.data_ptr()
     before = key_cache.astype("float32").numpy().copy()
@@ -181,7 +124,7 @@ def test_write_cache_kv_is_in_place_in_dygraph(cache_dtype):
 
 
 def test_bad_inputs_are_clear_errors():
-    b = make_batch(CASES["block_boundaries"], "float32")
+    b = make_batch("block_boundaries", "float32")
     bad_table = b["block_tables"].clone()
     bad_table[0, 0] = -1
     with pytest.raises(Exception, match=r"block_tables\[0\]\[0\] = -1 is not a block"):
@@ -194,7 +137,7 @@ def test_bad_inputs_are_clear_errors():
 
 
 def test_unknown_isa_is_an_error(monkeypatch):
-    b = make_batch(CASES["one_token_empty_cache"], "float32")
+    b = make_batch("one_token_empty_cache", "float32")
     monkeypatch.setenv("PADDLELLM_CPU_ISA", "sse9")
     with pytest.raises(Exception, match="PADDLELLM_CPU_ISA=sse9 is not one of"):
         ops.block_attention(b["q"], b["key_cache"], b["value_cache"], *_meta(b))
@@ -202,44 +145,6 @@ def test_unknown_isa_is_an_error(monkeypatch):
 
 # (rows, K, N): one row (decode), rows around the AVX-512 tile of 12 and the AVX2 tile of 2, more rows than
 # one work item (96), N that is and is not a multiple of the 32-column block, K of 1 and odd K.
-LINEAR_SHAPES = [(1, 576, 960), (2, 7, 33), (5, 13, 1), (11, 64, 31), (12, 64, 64), (13, 1, 100), (25, 576, 192),
-                 (100, 5, 65), (3, 3, 32)]
-
-
-@pytest.mark.parametrize("weight_dtype", ["float32", "bfloat16"])
-@pytest.mark.parametrize("shape", LINEAR_SHAPES, ids=[f"{m}x{k}x{n}" for m, k, n in LINEAR_SHAPES])
-@pytest.mark.parametrize("isa", _isa_params(), indirect=True)
-def test_linear_matches_reference(isa, shape, weight_dtype, two_threads):
-    m, k, n = shape
-    rng = np.random.RandomState(m * 1000 + k + n)
-    x = paddle.to_tensor(rng.randn(m, k).astype("float32"))
-    packed = ops.pack_linear_weight(paddle.to_tensor(rng.randn(k, n).astype("float32")).astype(weight_dtype))
-    assert packed.shape == [-(-n // 32), k, 32] and packed.dtype == getattr(paddle, weight_dtype)
-    out = ops.linear(x, packed, n)
-    assert out.shape == [m, n] and out.dtype == paddle.float32
-    # float32 sums of k unit-normal products against float64: ~sqrt(k) roundings of ~eps * (sum of |terms| ~ k),
-    # so ~6e-8 * k ** 1.5 (5e-4 at k = 576, where outputs are ~24); a missing or misplaced term is off by ~1
-    np.testing.assert_allclose(out.numpy(), linear_ref(x, packed, n).numpy(), rtol=0, atol=1e-7 * k ** 1.5 + 1e-6)
-
-
-@pytest.mark.parametrize("weight_dtype", ["float32", "bfloat16"])
-@pytest.mark.parametrize("shape", LINEAR_SHAPES, ids=[f"{m}x{k}x{n}" for m, k, n in LINEAR_SHAPES])
-@pytest.mark.parametrize("isa", _isa_params(), indirect=True)
-def test_linear_swiglu_matches_reference(isa, shape, weight_dtype, two_threads):
-    m, k, n = shape
-    rng = np.random.RandomState(m * 1000 + k + n + 1)
-    x = paddle.to_tensor(rng.randn(m, k).astype("float32"))
-    w = paddle.to_tensor((rng.randn(k, 2 * n) / k ** 0.5).astype("float32")).astype(weight_dtype)
-    packed = ops.pack_swiglu_weight(w)
-    assert packed.shape == [2 * -(-n // 32), k, 32]
-    out = ops.linear_swiglu(x, packed, n)
-    assert out.shape == [m, n] and out.dtype == paddle.float32
-    # unit-scale gate and up (weights / sqrt(k)): float32 sums (~sqrt(k) * eps) and the kernel's exp (~2 ulp)
-    np.testing.assert_allclose(out.numpy(), linear_swiglu_ref(x, packed, n).numpy(), rtol=1e-5, atol=1e-5)
-    plain = F.swiglu(paddle.matmul(x, w.astype("float32")))  # what the op replaces in the model
-    np.testing.assert_allclose(out.numpy(), plain.numpy(), rtol=1e-5, atol=1e-5)
-
-
 def test_linear_equals_matmul_for_any_leading_shape():
     rng = np.random.RandomState(1)
     w = paddle.to_tensor(rng.randn(40, 70).astype("float32"))
@@ -314,8 +219,8 @@ def _export_step(path, heads, kv_heads, head_dim, block_size):
 def test_exported_program_writes_the_fed_cache_in_place(tmp_path):
     import paddle.inference as pi
 
-    case = CASES["mixed_decode_and_chunks_idle"]
-    _export_step(tmp_path / "step", case.kv_heads * case.group, case.kv_heads, case.head_dim, case.block_size)
+    case = next(c for c in PAGED_CASES if c["seqs"] == "mixed_decode_chunks_idle")
+    _export_step(tmp_path / "step", query_heads(case), case["kv"], case["d"], case["bs"])
     program = (tmp_path / "step.json").read_text()
     assert "paddlellm_write_cache_kv_" in program and "paddlellm_block_attention" in program
 
@@ -329,7 +234,7 @@ def test_exported_program_writes_the_fed_cache_in_place(tmp_path):
     config.set_cpu_math_library_num_threads(2)
     predictor = pi.create_predictor(config)
     for seed in (1, 2):  # two runs: the second step sees the first one's cache writes kept
-        b = make_batch(case, "float32", seed=seed)
+        b = make_batch(case["seqs"], "float32", seed=seed)
         ref_k, ref_v = write_cache_kv_ref(b["key"], b["value"], b["key_cache"], b["value_cache"], *_meta(b))
         ptrs = b["key_cache"].data_ptr(), b["value_cache"].data_ptr()
         feed = [b[name] for name in ("q", "key", "value", "key_cache", "value_cache", "block_tables",
@@ -367,9 +272,9 @@ np.save(d + "/key_cache.npy", feed[3].numpy())
 def test_predictor_only_process_needs_load_library(tmp_path):
     """A fresh process that never calls the ops in Python: load_library() before create_predictor suffices,
     and nothing is logged twice."""
-    case = CASES["block_boundaries"]
-    _export_step(tmp_path / "step", case.kv_heads * case.group, case.kv_heads, case.head_dim, case.block_size)
-    b = make_batch(case, "float32", seed=4)
+    case = next(c for c in PAGED_CASES if c["seqs"] == "block_boundaries")
+    _export_step(tmp_path / "step", query_heads(case), case["kv"], case["d"], case["bs"])
+    b = make_batch(case["seqs"], "float32", seed=4)
     names = ("q", "key", "value", "key_cache", "value_cache", "block_tables", "seq_lens_this_time",
              "seq_lens_decoder")
     for i, name in enumerate(names):

@@ -1,7 +1,7 @@
-"""CPU kernels of the model ops (rms_norm, fused_add_rms_norm, rotary_embedding, swiglu) against their float64
-references (reference.py) and against what the model computes today (model.py's rms_norm, rotary + rope, and
-paddle.nn.functional.swiglu), on awkward shapes: 0/1/5/13/100 rows, hidden 1/7/64/576, head_dim 2/20/64/72,
-3-D inputs, bfloat16 norm weights.
+"""The model ops (rms_norm, fused_add_rms_norm, rotary_embedding, swiglu) beyond the table's checks
+(tests/ops/test_spec.py runs every case of paddlellm/ops/spec.py against the references and the plain ops):
+extreme values, rotary against model.py's own path with each rope scaling, in-place behaviour, threads,
+errors and the exported program.
 
 Tolerances (SPEC.md says why): rms_norm and fused_add_rms_norm 2e-6 relative per element (float32 sum of
 squares and rsqrt vs float64); the residual sum exact; swiglu 1e-6 relative (a few float32 roundings and
@@ -18,7 +18,7 @@ import pytest
 from paddlellm import ops
 from paddlellm.models.llama import model as llama
 from paddlellm.models.llama.config import LlamaConfig
-from paddlellm.ops.reference import fused_add_rms_norm_ref, rms_norm_ref, rotary_embedding_ref, swiglu_ref
+from paddlellm.ops.reference import rms_norm_ref, rotary_embedding_ref, swiglu_ref
 
 NORM_RTOL = 2e-6
 SWIGLU_RTOL = 1e-6
@@ -30,24 +30,7 @@ def randn(rng, *shape, scale=1.0):
 
 
 # x shapes [..., H]: every row count with every width, then 3-D ones (the leading dims are flattened)
-NORM_SHAPES = [(rows, h) for rows in (0, 1, 5, 13, 100) for h in (1, 7, 64, 576)] + [
-    (576,), (1, 1, 576), (2, 13, 64), (3, 5, 7), (4, 0, 7)]
-NORM_IDS = ["x".join(map(str, s)) for s in NORM_SHAPES]
-
-
 # ---------------------------------------------------------------- rms_norm
-
-
-@pytest.mark.parametrize("weight_dtype", ["float32", "bfloat16"])
-@pytest.mark.parametrize("shape", NORM_SHAPES, ids=NORM_IDS)
-def test_rms_norm_matches_reference_and_model(shape, weight_dtype):
-    rng = np.random.RandomState(sum(shape))
-    x = randn(rng, *shape, scale=3.0)
-    weight = randn(rng, shape[-1]).astype(weight_dtype)
-    out = ops.rms_norm(x, weight, 1e-5)
-    assert out.dtype == paddle.float32 and out.shape == list(shape)
-    np.testing.assert_allclose(out.numpy(), rms_norm_ref(x, weight, 1e-5).numpy(), rtol=NORM_RTOL, atol=0)
-    np.testing.assert_allclose(out.numpy(), llama.rms_norm(x, weight, 1e-5).numpy(), rtol=NORM_RTOL, atol=0)
 
 
 @pytest.mark.parametrize("scale", [1e-3, 1e3])
@@ -73,38 +56,17 @@ def test_rms_norm_epsilon_is_used():
 # ---------------------------------------------------------------- fused_add_rms_norm
 
 
-@pytest.mark.parametrize("weight_dtype", ["float32", "bfloat16"])
-@pytest.mark.parametrize("shape", NORM_SHAPES, ids=NORM_IDS)
-def test_fused_add_rms_norm_matches_reference_and_model(shape, weight_dtype):
-    rng = np.random.RandomState(100 + sum(shape))
-    x, residual = randn(rng, *shape), randn(rng, *shape, scale=4.0)
-    weight = randn(rng, shape[-1]).astype(weight_dtype)
+def test_fused_add_rms_norm_sums_exactly_and_leaves_its_inputs():
+    """residual_out is the float32 sum itself (test_spec.py checks the normed output); not in place."""
+    rng = np.random.RandomState(100)
+    x, residual, weight = randn(rng, 13, 576), randn(rng, 13, 576, scale=4.0), randn(rng, 576)
     x_before, residual_before = x.numpy().copy(), residual.numpy().copy()
-    out, residual_out = ops.fused_add_rms_norm(x, residual, weight, 1e-6)
-    assert out.shape == residual_out.shape == list(shape)
-    assert np.array_equal(residual_out.numpy(), (x + residual).numpy())  # the float32 sum, exactly
-    ref, _ = fused_add_rms_norm_ref(x, residual, weight, 1e-6)
-    np.testing.assert_allclose(out.numpy(), ref.numpy(), rtol=NORM_RTOL, atol=0)
-    np.testing.assert_allclose(out.numpy(), llama.rms_norm(x + residual, weight, 1e-6).numpy(), rtol=NORM_RTOL, atol=0)
-    # not in place: both inputs keep their values
+    _, residual_out = ops.fused_add_rms_norm(x, residual, weight, 1e-6)
+    assert np.array_equal(residual_out.numpy(), (x + residual).numpy())
     assert np.array_equal(x.numpy(), x_before) and np.array_equal(residual.numpy(), residual_before)
 
 
 # ---------------------------------------------------------------- swiglu
-
-
-SWIGLU_SHAPES = [(rows, 2 * f) for rows in (0, 1, 5, 13, 100) for f in (1, 7, 64, 576, 1536)] + [
-    (1, 1, 3072), (2, 13, 128), (3, 0, 14)]
-
-
-@pytest.mark.parametrize("shape", SWIGLU_SHAPES, ids=["x".join(map(str, s)) for s in SWIGLU_SHAPES])
-def test_swiglu_matches_reference_and_paddle(shape):
-    rng = np.random.RandomState(200 + sum(shape))
-    x = randn(rng, *shape, scale=4.0)
-    out = ops.swiglu(x)
-    assert out.shape == list(shape[:-1]) + [shape[-1] // 2]
-    np.testing.assert_allclose(out.numpy(), swiglu_ref(x).numpy(), rtol=SWIGLU_RTOL, atol=0)
-    np.testing.assert_allclose(out.numpy(), F.swiglu(x).numpy(), rtol=SWIGLU_RTOL, atol=0)
 
 
 def test_swiglu_extreme_gates():
@@ -154,22 +116,6 @@ def rope_batch(rng, tokens, heads, kv_heads, head_dim, max_position=8192):
     if tokens >= 2:
         positions[:2] = [0, max_position]
     return randn(rng, tokens, heads, head_dim), randn(rng, tokens, kv_heads, head_dim), paddle.to_tensor(positions)
-
-
-ROPE_CASES = [(t, hq, hk, d) for t in (0, 1, 5, 13, 100) for hq, hk, d in ((1, 1, 2), (9, 3, 64), (4, 1, 20), (8, 2, 72))]
-
-
-@pytest.mark.parametrize("interleaved", [False, True], ids=["rotate_half", "interleaved"])
-@pytest.mark.parametrize("tokens,heads,kv_heads,head_dim", ROPE_CASES,
-                         ids=[f"T{t}_H{hq}_K{hk}_D{d}" for t, hq, hk, d in ROPE_CASES])
-def test_rotary_embedding_matches_reference(tokens, heads, kv_heads, head_dim, interleaved):
-    rng = np.random.RandomState(tokens * 100 + head_dim)
-    q, k, positions = rope_batch(rng, tokens, heads, kv_heads, head_dim)
-    inv_freq = inv_freq_of(head_dim)
-    ref_q, ref_k = rotary_embedding_ref(q, k, positions, inv_freq, interleaved)
-    ops.rotary_embedding(q, k, positions, inv_freq, interleaved)
-    np.testing.assert_allclose(q.numpy(), ref_q.numpy(), **ROPE_TOL)
-    np.testing.assert_allclose(k.numpy(), ref_k.numpy(), **ROPE_TOL)
 
 
 @pytest.mark.parametrize("rope_scaling", [None, {"rope_type": "linear", "factor": 4.0},
