@@ -17,7 +17,7 @@ from paddlellm.ops.build import cpu_isa, load_library, num_threads, register_ops
 
 __all__ = ["write_cache_kv", "block_attention", "linear", "pack_linear_weight", "linear_swiglu", "pack_swiglu_weight",
            "packed_embedding", "LINEAR_BLOCK", "rms_norm", "fused_add_rms_norm", "rotary_embedding", "swiglu",
-           "load_library", "register_ops", "cpu_isa", "supported_isas", "num_threads"]
+           "load_library", "register_ops", "cpu_isa", "supported_isas", "num_threads", "ops_in_program", "describe_ops"]
 
 
 @unified
@@ -38,6 +38,22 @@ def block_attention(q, key_cache, value_cache, block_tables, seq_lens_this_time,
     outs = _C_ops._run_custom_op("paddlellm_block_attention", q, key_cache, value_cache, block_tables,
                                  seq_lens_this_time, seq_lens_decoder)
     return outs[0]
+
+
+def ops_in_program(program_path):
+    """{op name: count} of the paddlellm ops an exported program (model.json) holds."""
+    import re
+    from collections import Counter
+
+    text = open(program_path, encoding="utf-8", errors="replace").read()  # PIR JSON: ops as {"#": "3.paddlellm_..."}
+    return dict(sorted(Counter(m.rstrip("_") for m in re.findall(r'"#":"\d+\.paddlellm_(\w+)"', text)).items()))
+
+
+def describe_ops(counts):
+    """One line saying which ops a model runs on and which kernels: 'linear x91, ... (CPU kernels, avx512)'."""
+    if not counts:
+        return "no paddlellm ops (plain Paddle ops only)"
+    return ", ".join(f"{name} x{n}" for name, n in counts.items()) + f" (CPU kernels, {cpu_isa()})"
 
 
 LINEAR_BLOCK = 32  # output columns per packed weight block (kLinearBlock in csrc/cpu/linear_kernel.h)

@@ -53,6 +53,7 @@ def predict(args: PredictorArgs, model_dir: Path, texts, output):
     block = uses_block_attn(args, model)
     log(f"loading {model_dir} ({args.mode} mode{', block attention' if block else ''})")
     runner = build_runner(args, model_dir, model, block)
+    log_ops(args, model_dir, model)
     if block:
         llm = LLM.from_parts(args, tokenizer, model, runner)
         log(f"generating for {len(prompts)} prompt(s), up to {args.batch_size} at a time")
@@ -92,6 +93,7 @@ def benchmark(args: PredictorArgs, model_dir: Path):
     check_prompts_fit(prompts, tokenizer, model, args.max_length)
     log(f"loading {model_dir} ({args.mode} mode, block attention)")
     llm = LLM.from_parts(args, tokenizer, model, build_runner(args, model_dir, model, block=True))
+    log_ops(args, model_dir, model)
     log(f"benchmarking {len(prompts)} request(s), up to {args.batch_size} at a time")
     result = run_benchmark(llm, prompts)
     if args.benchmark_output:
@@ -118,6 +120,14 @@ def ordered_rows(texts, tokenizer, output, quiet):
             next_index += 1
 
     return emit
+
+
+def log_ops(args, model_dir, model):
+    """Say once which custom ops the exported program runs on (static mode)."""
+    if args.mode == "static":
+        from paddlellm import ops
+
+        log("ops: " + ops.describe_ops(ops.ops_in_program(Path(model_dir) / model.program)))
 
 
 def log(message):
