@@ -1,0 +1,211 @@
+"""Runs csrc/hip's kernels on the CPU against paddlellm/ops/reference.py, for machines without a GPU.
+
+    python csrc/hip/emulate/run.py      # with the project's venv (Paddle, numpy, ml_dtypes); g++ >= 11
+
+The real .hip sources are compiled by g++ with this directory's stand-in HIP headers (hip/hip_runtime.h: one
+OS thread per GPU thread, warpSize a variable) and every launcher is run at warp size 64 (gfx9) and 32
+(NVIDIA, RDNA wave32), checking results with SPEC.md's tolerances, the caches bit for bit, and the plan's
+error statuses. It checks the kernels' logic (indexing, masks, online softmax, reductions, barriers, both
+warp sizes); not the GPU compilers' code, timing, or the Paddle bindings. ~1 minute on 2 cores.
+"""
+import ctypes
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import ml_dtypes
+import numpy as np
+import paddle
+
+HERE = Path(__file__).resolve().parent
+SRC = HERE.parent
+sys.path.insert(0, str(SRC.parents[1]))
+from paddlellm.ops import reference as R  # noqa: E402
+
+DTYPES = {"float32": (0, np.float32), "bfloat16": (1, ml_dtypes.bfloat16), "float16": (2, np.float16)}
+V, L, I, F = ctypes.c_void_p, ctypes.c_long, ctypes.c_int, ctypes.c_float
+BATCH = [V, V, V, L, L, L, L, L, L, L]
+rng = np.random.default_rng(0)
+failures = []
+
+
+def build(tmp):
+    flags = ["g++", "-std=c++20", "-O1", "-fPIC", "-ffp-contract=off", "-Wno-unknown-pragmas", "-I", str(HERE),
+             "-I", str(SRC)]
+    objs = []
+    for src in sorted(SRC.glob("*.hip")) + [HERE / "driver.cc"]:
+        obj = Path(tmp) / (src.stem + ".o")
+        subprocess.run(flags + ["-x", "c++", "-c", str(src), "-o", str(obj)], check=True)
+        objs.append(str(obj))
+    lib = Path(tmp) / "libemulated.so"
+    subprocess.run(["g++", "-shared", "-o", str(lib), *objs, "-lpthread"], check=True)
+    lib = ctypes.CDLL(str(lib))
+    lib.emu_rms_norm.argtypes = [V, V, V, I, V, V, L, L, F]
+    lib.emu_rotary.argtypes = [V, V, V, V, L, L, L, L, I]
+    lib.emu_swiglu.argtypes = [V, V, L, L]
+    lib.emu_plan.argtypes = BATCH + [V]
+    lib.emu_write.argtypes = BATCH + [V, V, I, V, I]
+    lib.emu_attention.argtypes = BATCH + [V, V, L, V, V, I, V]
+    return lib
+
+
+def ptr(a):
+    return None if a is None else a.ctypes.data_as(V)
+
+
+def report(name, ok, detail):
+    print(f"{'ok  ' if ok else 'FAIL'} {name}: {detail}", flush=True)
+    if not ok:
+        failures.append(name)
+
+
+def tensor(a, dtype="float32"):
+    """A paddle tensor of dtype from a numpy array (bfloat16/float16 via float32, which holds them exactly)."""
+    t = paddle.to_tensor(np.asarray(a, np.float32) if a.dtype != np.int32 else a)
+    return t.astype(dtype) if dtype != "float32" else t
+
+
+def as_numpy(t, dtype):
+    return t.astype("float32").numpy().astype(DTYPES[dtype][1])
+
+
+def max_rel(out, ref):
+    return float(np.max(np.abs(out - ref) / np.maximum(np.abs(ref), 1e-30)))
+
+
+def check_norms(lib, tag):
+    for H in (1, 37, 576):
+        for wd, (code, np_dtype) in DTYPES.items():
+            x, res = rng.standard_normal((2, 5, H), dtype=np.float32)
+            w = rng.standard_normal(H).astype(np_dtype)
+            out, rout = np.empty_like(x), np.empty_like(x)
+            assert lib.emu_rms_norm(ptr(x), None, ptr(w), code, ptr(out), None, 5, H, 1e-6) == 0
+            rel = max_rel(out, R.rms_norm_ref(tensor(x), tensor(w, wd), 1e-6).numpy())
+            report(f"{tag} rms_norm H={H} weight={wd}", rel <= 2e-6, f"rel {rel:.1e}")
+            assert lib.emu_rms_norm(ptr(x), ptr(res), ptr(w), code, ptr(out), ptr(rout), 5, H, 1e-6) == 0
+            ref, rref = R.fused_add_rms_norm_ref(tensor(x), tensor(res), tensor(w, wd), 1e-6)
+            rel, exact = max_rel(out, ref.numpy()), np.array_equal(rout, rref.numpy())
+            report(f"{tag} fused_add_rms_norm H={H} weight={wd}", rel <= 2e-6 and exact,
+                   f"rel {rel:.1e}, residual_out exact {exact}")
+
+
+def check_rotary(lib, tag):
+    for D in (2, 10, 64, 128):
+        for interleaved in (False, True):
+            T, hq, hk = 7, 4, 2
+            q = rng.standard_normal((T, hq, D), dtype=np.float32)
+            k = rng.standard_normal((T, hk, D), dtype=np.float32)
+            pos = rng.integers(0, 8192, T).astype(np.int32)
+            inv = (1.0 / 10000 ** (np.arange(0, D, 2) / D)).astype(np.float32)
+            rq, rk = R.rotary_embedding_ref(tensor(q), tensor(k), tensor(pos), tensor(inv), interleaved)
+            assert lib.emu_rotary(ptr(q), ptr(k), ptr(pos), ptr(inv), T, hq, hk, D, int(interleaved)) == 0
+            excess = max(float(np.max(np.abs(a - r.numpy()) - 1e-6 * np.abs(r.numpy()))) for a, r in ((q, rq), (k, rk)))
+            report(f"{tag} rotary D={D} interleaved={interleaved}", excess <= 1e-6,
+                   f"|err| - 1e-6 |ref| = {excess:.1e} (<= 1e-6)")
+
+
+def check_swiglu(lib, tag):
+    x = rng.standard_normal((3, 100), dtype=np.float32) * 4
+    x[0, 0], x[0, 50], x[1, 1], x[2, 2], x[2, 3] = 100.0, 3.0, -100.0, np.nan, 90.0
+    out = np.empty((3, 50), np.float32)
+    assert lib.emu_swiglu(ptr(x), ptr(out), 3, 50) == 0
+    ref = R.swiglu_ref(tensor(x)).numpy()
+    m = np.abs(x[:, :50]) <= 86
+    rel = max_rel(out[m], ref[m])
+    special = bool(np.isnan(out[2, 2])) and out[0, 0] == np.float32(100.0) * x[0, 50]
+    report(f"{tag} swiglu", rel <= 1e-6 and special, f"rel {rel:.1e}, NaN and gate > 86 cases {special}")
+
+
+def paged(lib, tag, lens, past, kv_heads, group, block_size, D, cache_dt, src_dt, spoil=None, status=0):
+    """write_cache_kv then block_attention on a random block layout; spoil(tables, lens, past, T) breaks the
+    batch, and status is then the plan's expected code (no cache change, NaN attention)."""
+    S = len(lens)
+    lens, past = np.array(lens, np.int32), np.array(past, np.int32)
+    T = int(lens.sum())
+    need = [-(-(int(p) + int(n)) // block_size) for n, p in zip(lens, past)]
+    max_blocks, num_blocks = max(need) + 1, sum(need) + 3
+    perm, tables, o = rng.permutation(num_blocks).astype(np.int32), np.full((S, max(need) + 1), -1, np.int32), 0
+    for s in range(S):
+        tables[s, :need[s]] = perm[o:o + need[s]]
+        o += need[s]
+    if spoil:
+        tables, lens, past, T = spoil(tables.copy(), lens.copy(), past.copy(), T)
+    H, cdt, sdt = kv_heads * group, DTYPES[cache_dt], DTYPES[src_dt]
+    kc, vc = (rng.standard_normal((num_blocks, kv_heads, block_size, D)).astype(cdt[1]) for _ in range(2))
+    key, value = (rng.standard_normal((T, kv_heads, D)).astype(sdt[1]) for _ in range(2))
+    q = rng.standard_normal((T, H, D), dtype=np.float32)
+    kc0, vc0 = kc.copy(), vc.copy()
+    ws = np.full(4 + S + 1 + T, -7, np.int32)
+    args = (ptr(tables), ptr(lens), ptr(past), T, S, max_blocks, num_blocks, kv_heads, block_size, D)
+    out = np.empty((T, H, D), np.float32)
+    assert lib.emu_plan(*args, ptr(ws)) == 0
+    assert lib.emu_write(*args, ptr(ws), ptr(key), sdt[0], ptr(kc), cdt[0]) == 0
+    assert lib.emu_write(*args, ptr(ws), ptr(value), sdt[0], ptr(vc), cdt[0]) == 0
+    assert lib.emu_attention(*args, ptr(ws), ptr(q), H, ptr(kc), ptr(vc), cdt[0], ptr(out)) == 0
+    name = (f"{tag} paged S={S} T={T} kv_heads={kv_heads} group={group} block_size={block_size} head_dim={D} "
+            f"cache={cache_dt} key/value={src_dt}")
+    same = lambda a, b: np.array_equal(a.view(np.uint8), b.view(np.uint8))  # noqa: E731
+    if status:
+        ok = ws[0] == status and same(kc, kc0) and same(vc, vc0) and bool(np.all(np.isnan(out)))
+        report(name + f" bad batch (status {status})", ok, f"status {list(ws[:4])}, caches untouched, NaN out")
+        return
+    cu = np.concatenate([[0], np.cumsum(lens)])
+    plan_ok = ws[0] == 0 and np.array_equal(ws[4:5 + S], cu) and np.array_equal(ws[5 + S:], np.repeat(np.arange(S), lens))
+    rk, rv = R.write_cache_kv_ref(tensor(key, src_dt), tensor(value, src_dt), tensor(kc0, cache_dt),
+                                  tensor(vc0, cache_dt), tensor(tables), tensor(lens), tensor(past))
+    write_ok = same(kc, as_numpy(rk, cache_dt)) and same(vc, as_numpy(rv, cache_dt))
+    ref = R.block_attention_ref(tensor(q), tensor(kc, cache_dt), tensor(vc, cache_dt), tensor(tables), tensor(lens),
+                                tensor(past)).numpy()
+    err = float(np.max(np.abs(out - ref)))
+    report(name, plan_ok and write_ok and err <= 2e-5,
+           f"plan {plan_ok}, caches bit-exact {write_ok}, attention max abs err {err:.1e} (<= 2e-5)")
+
+
+def check_paged(lib, tag):
+    for cache_dt, src_dt in (("float32", "float32"), ("bfloat16", "float32"), ("bfloat16", "bfloat16"),
+                             ("float16", "float32"), ("float16", "float16")):
+        paged(lib, tag, [3, 0, 1, 5], [2, 4, 7, 0], 2, 3, 3, 5, cache_dt, src_dt)  # idle slot, odd sizes
+    paged(lib, tag, [1, 2], [150, 0], 1, 16, 16, 64, "float32", "float32")  # 3 chunks; 16 heads = 2 blocks of 8
+    paged(lib, tag, [1, 4], [70, 60], 3, 9, 7, 33, "bfloat16", "float32")  # 9 heads = 5 + 4
+    paged(lib, tag, [2], [0], 1, 1, 1, 1, "float32", "float32")  # block_size 1, head_dim 1
+    paged(lib, tag, [1], [0], 1, 2, 4, 130, "float32", "float32")
+    lens = [0] * 300
+    lens[3], lens[255], lens[256], lens[299] = 2, 1, 3, 1  # the plan's scan over two chunks of 256
+    paged(lib, tag, lens, [i % 5 for i in range(300)], 1, 2, 4, 8, "float32", "float32")
+
+    def bad_block(t, n, p, T):
+        t[1, 0] = 999
+        return t, n, p, T
+
+    def beyond_table(t, n, p, T):
+        p[0] = 100
+        return t, n, p, T
+
+    def negative(t, n, p, T):
+        p[1] = -1
+        return t, n, p, T
+
+    def token_count(t, n, p, T):
+        return t, n, p, T + 1
+
+    for spoil, status in ((negative, 1), (beyond_table, 2), (bad_block, 3), (token_count, 4)):
+        paged(lib, tag, [2, 3], [1, 4], 1, 2, 4, 8, "float32", "float32", spoil, status)
+
+
+def main():
+    with tempfile.TemporaryDirectory() as tmp:
+        lib = build(tmp)
+        for warp in (64, 32):
+            lib.emu_set_warp_size(warp)
+            tag = f"warp {warp}:"
+            check_norms(lib, tag)
+            check_rotary(lib, tag)
+            check_swiglu(lib, tag)
+            check_paged(lib, tag)
+    print(f"FAILED {len(failures)}: {', '.join(failures)}" if failures else "all emulated checks passed")
+    sys.exit(1 if failures else 0)
+
+
+if __name__ == "__main__":
+    main()
