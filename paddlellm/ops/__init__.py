@@ -143,3 +143,47 @@ def swiglu(x):
     register_ops()
     outs = _C_ops._run_custom_op("paddlellm_swiglu", x)
     return outs[0]
+
+
+# ---------------------------------------------------------------- the generation helpers (csrc/cpu/generation_ops.cc)
+
+__all__ += ["token_penalty", "argmax", "top_p_sampling", "stop_flags"]
+
+
+@unified
+def token_penalty(logits, pre_ids, penalty_scores, frequency_scores, presence_scores, min_len, cur_len, eos_token_id):
+    """Penalized copy of logits [S, V] float32 (op paddlellm_token_penalty, PaddleNLP's
+    set_preids_token_penalty_multi_scores): for each distinct id among a row's pre_ids [S, L] int64 (the row's
+    ids end at its first negative entry), x -> (x * p if x < 0 else x / p) - count * frequency - presence with the
+    row's penalty_scores p, frequency_scores, presence_scores [S] float32; the eos_token_id [E] int64 logits
+    become -1e10 while cur_len < min_len ([S] int64). Rows with cur_len < 0 are copied unchanged."""
+    register_ops()
+    return _C_ops._run_custom_op("paddlellm_token_penalty", logits, pre_ids, penalty_scores, frequency_scores,
+                                 presence_scores, min_len, cur_len, eos_token_id)[0]
+
+
+@unified
+def argmax(logits):
+    """Greedy ids [S] int64 of logits [S, V] float32 (op paddlellm_argmax): the largest entry's id, the lowest
+    on ties, the first NaN if a row holds one (numpy.argmax's rule)."""
+    register_ops()
+    return _C_ops._run_custom_op("paddlellm_argmax", logits)[0]
+
+
+@unified
+def top_p_sampling(logits, temperature, top_k, top_p, uniform):
+    """Sampled ids [S] int64 (op paddlellm_top_p_sampling): per row, softmax(logits / temperature), the top_k most
+    probable (0: all), then the smallest prefix whose probability reaches top_p, renormalized, and the id where
+    the cumulative probability first exceeds `uniform` (the caller's draw in [0, 1)). temperature, top_p,
+    uniform: [S] float32; top_k: [S] int64. Deterministic: the same inputs give the same ids."""
+    register_ops()
+    return _C_ops._run_custom_op("paddlellm_top_p_sampling", logits, temperature, top_k, top_p, uniform)[0]
+
+
+@unified
+def stop_flags(next_tokens, eos_token_id, cur_len, max_len, stop_flags):
+    """New stop flags [S] bool (op paddlellm_stop_flags, the stop part of PaddleNLP's update_inputs_v2): a row is
+    stopped if it already was, or next_tokens [S] int64 is one of eos_token_id [E] int64, or cur_len + 1 >= max_len
+    ([S] int64: the length with this token reaches the limit)."""
+    register_ops()
+    return _C_ops._run_custom_op("paddlellm_stop_flags", next_tokens, eos_token_id, cur_len, max_len, stop_flags)[0]

@@ -141,3 +141,86 @@ def swiglu_ref(x):
     """silu(x[..., :F]) * x[..., F:] for x [..., 2F]; float32 out."""
     gate, up = paddle.chunk(x.astype("float64"), 2, axis=-1)
     return (gate * up / (1.0 + paddle.exp(-gate))).astype("float32")
+
+
+# ---------------------------------------------------------------- generation ops (penalties, argmax, sampling, stop)
+# numpy, row by row; float64 wherever there is arithmetic. top_p_sampling_ref is sampling.py's candidates() and
+# numpy's Generator.choice(len(ids), p=probs) written as float64 math with the uniform given.
+
+
+def _seen_ids(row):
+    """A row of pre_ids up to its first negative entry."""
+    negative = np.flatnonzero(row < 0)
+    return row[: negative[0]] if len(negative) else row
+
+
+def token_penalty_ref(logits, pre_ids, penalty_scores, frequency_scores, presence_scores, min_len, cur_len,
+                      eos_token_id):
+    """New logits: for each distinct seen id, rep = x * p if x < 0 else x / p (float32, as sampling.penalized),
+    then float32(float64(rep) - count * frequency - presence); eos logits -1e10 while cur_len < min_len; rows
+    with cur_len < 0 unchanged."""
+    out = logits.numpy().copy()
+    ids, alpha = pre_ids.numpy(), penalty_scores.numpy()
+    beta, gamma = frequency_scores.numpy().astype(np.float64), presence_scores.numpy().astype(np.float64)
+    low, cur, eos = min_len.numpy(), cur_len.numpy(), eos_token_id.numpy()
+    for s in range(out.shape[0]):
+        if cur[s] < 0:
+            continue
+        seen, counts = np.unique(_seen_ids(ids[s]), return_counts=True)
+        v = out[s, seen]
+        rep = np.where(v < 0, v * alpha[s], v / alpha[s])  # float32 arithmetic
+        out[s, seen] = (rep.astype(np.float64) - counts * beta[s] - gamma[s]).astype(np.float32)
+        if cur[s] < low[s]:
+            out[s, eos] = np.float32(-1e10)
+    return paddle.to_tensor(out)
+
+
+def argmax_ref(logits):
+    """numpy.argmax per row: the lowest id of the largest value; the first NaN if any."""
+    return paddle.to_tensor(np.argmax(logits.numpy(), axis=1).astype(np.int64))
+
+
+def sampling_ranked(row, temperature, top_k):
+    """(ids, probs) before the top-p cut, float64: row / temperature ranked largest first (ties by id), the top_k
+    of them renormalized when 0 < top_k < vocab, else the whole softmax (sampling.candidates' first half)."""
+    row = np.asarray(row, dtype=np.float64) / np.float64(temperature)
+    order = np.argsort(-row, kind="stable")
+    if 0 < top_k < row.shape[0]:
+        ids = order[:top_k]
+        probs = np.exp(row[ids] - row[ids[0]])
+        return ids, probs / probs.sum()
+    top = row.max()
+    return order, np.exp(row[order] - top) / np.exp(row - top).sum()
+
+
+def sampling_candidates(row, temperature, top_k, top_p):
+    """sampling.candidates in float64: the ids sampling may pick, most probable first, and their probabilities."""
+    ids, probs = sampling_ranked(row, temperature, top_k)
+    if top_p >= 1.0:
+        return ids, probs / probs.sum()
+    keep = min(int(np.searchsorted(np.cumsum(probs), np.float64(top_p)) + 1), len(ids))  # smallest prefix >= top_p
+    return ids[:keep], probs[:keep] / probs[:keep].sum()
+
+
+def inverse_cdf_index(probs, uniform):
+    """The index numpy's Generator.choice(len(probs), p=probs) returns when its uniform draw is `uniform`."""
+    cdf = np.cumsum(probs)
+    cdf /= cdf[-1]
+    return min(int(np.searchsorted(cdf, np.float64(uniform), side="right")), len(probs) - 1)
+
+
+def top_p_sampling_ref(logits, temperature, top_k, top_p, uniform):
+    """ids [S] int64: per row, sampling_candidates, then inverse_cdf_index with the row's uniform."""
+    x, t, k, p, u = (a.numpy() for a in (logits, temperature, top_k, top_p, uniform))
+    out = np.zeros(x.shape[0], np.int64)
+    for s in range(x.shape[0]):
+        ids, probs = sampling_candidates(x[s], t[s], int(k[s]), p[s])
+        out[s] = ids[inverse_cdf_index(probs, u[s])]
+    return paddle.to_tensor(out)
+
+
+def stop_flags_ref(next_tokens, eos_token_id, cur_len, max_len, stop_flags):
+    """stop_flags | (next_tokens in eos_token_id) | (cur_len + 1 >= max_len)."""
+    nxt = next_tokens.numpy()
+    out = stop_flags.numpy() | np.isin(nxt, eos_token_id.numpy()) | (cur_len.numpy() + 1 >= max_len.numpy())
+    return paddle.to_tensor(out.astype(bool))
