@@ -8,6 +8,7 @@
 
 #include "isa.h"
 #include "linear_kernel.h"
+#include "op_kernels.h"
 #include "paddle/extension.h"
 
 using namespace paddlellm_cpu;
@@ -29,17 +30,21 @@ static std::vector<paddle::Tensor> run_linear(const char* op, const paddle::Tens
            ": weight must be packed as [", blocks_per_output_block == 1 ? "" : "2 * ", "ceil(n / 32), K, 32]");
   PD_CHECK(!xs.empty() && xs.back() == ws[1], op, ": x's last dimension is ", xs.empty() ? 0 : xs.back(),
            " but the weight's K is ", ws[1]);
-  const int64_t blocks = ws[0] / blocks_per_output_block;
-  PD_CHECK(n > (blocks - 1) * kLinearBlock && n <= blocks * kLinearBlock, op, ": n = ", n,
-           " does not fit a weight of ", blocks, " blocks of 32 columns");
+  const int64_t out_blocks = ws[0] / blocks_per_output_block;
+  PD_CHECK(n > (out_blocks - 1) * kLinearBlock && n <= out_blocks * kLinearBlock, op, ": n = ", n,
+           " does not fit a weight of ", out_blocks, " blocks of 32 columns");
   std::vector<int64_t> out_shape(xs.begin(), xs.end());
   out_shape.back() = n;
   auto y = paddle::empty(out_shape, paddle::DataType::FLOAT32, x.place());
   const int64_t K = ws[1], M = K > 0 ? x.numel() / K : 0;
-  if (M == 0) return {y};
+  linear_compute(x.data<float>(), M, weight, n, swiglu, y.data<float>());
+  return {y};
+}
 
-  LinearParams p{x.data<float>(), weight.data(), weight.dtype() == paddle::DataType::BFLOAT16, y.data<float>(), M, K,
-                 n};
+void linear_compute(const float* x, int64_t M, const paddle::Tensor& weight, int64_t n, bool swiglu, float* y) {
+  if (M == 0) return;
+  const int64_t K = weight.shape()[1], blocks = swiglu ? weight.shape()[0] / 2 : weight.shape()[0];
+  LinearParams p{x, weight.data(), weight.dtype() == paddle::DataType::BFLOAT16, y, M, K, n};
   const int isa = checked_isa();
   const LinearFn fn = swiglu ? (isa == kAvx512 ? linear_swiglu_block_avx512
                                 : isa == kAvx2 ? linear_swiglu_block_avx2 : linear_swiglu_block_scalar)
@@ -50,7 +55,6 @@ static std::vector<paddle::Tensor> run_linear(const char* op, const paddle::Tens
 #pragma omp parallel for collapse(2) schedule(static) if (blocks * chunks > 1)
   for (int64_t nb = 0; nb < blocks; ++nb)
     for (int64_t c = 0; c < chunks; ++c) fn(p, nb, c * kRowsPerItem, std::min(M, (c + 1) * kRowsPerItem));
-  return {y};
 }
 
 std::vector<paddle::Tensor> Linear(const paddle::Tensor& x, const paddle::Tensor& weight, int64_t n) {

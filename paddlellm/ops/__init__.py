@@ -17,7 +17,8 @@ from paddlellm.ops.build import cpu_isa, load_library, num_threads, register_ops
 
 __all__ = ["write_cache_kv", "block_attention", "linear", "pack_linear_weight", "linear_swiglu", "pack_swiglu_weight",
            "packed_embedding", "LINEAR_BLOCK", "rms_norm", "fused_add_rms_norm", "rotary_embedding", "swiglu",
-           "load_library", "register_ops", "cpu_isa", "supported_isas", "num_threads", "ops_in_program", "describe_ops"]
+           "load_library", "register_ops", "cpu_isa", "supported_isas", "num_threads", "ops_in_program", "describe_ops",
+           "fused_decoder_layer"]
 
 
 @unified
@@ -38,6 +39,23 @@ def block_attention(q, key_cache, value_cache, block_tables, seq_lens_this_time,
     outs = _C_ops._run_custom_op("paddlellm_block_attention", q, key_cache, value_cache, block_tables,
                                  seq_lens_this_time, seq_lens_decoder)
     return outs[0]
+
+
+@unified
+def fused_decoder_layer(h, delta, positions, inv_freq, key_cache, value_cache, block_tables, seq_lens_this_time,
+                        seq_lens_decoder, input_norm, qkv_proj, o_proj, post_attention_norm, gate_up_proj, down_proj,
+                        epsilon, num_heads, intermediate_size):
+    """One Llama decoder layer over a packed batch (op paddlellm_fused_decoder_layer, CPU): the residual stream
+    h + delta [tokens, hidden] float32 goes through the attention block and the MLP; in place, h becomes
+    h + delta + attention output, delta the MLP output, and this step's K/V are written into the caches.
+    Weights as the model stores them on the CPU (packed; gate/up by pack_swiglu_weight). Returns (h, delta,
+    key_cache, value_cache), aliasing the inputs."""
+    register_ops()
+    outs = _C_ops._run_custom_op("paddlellm_fused_decoder_layer", h, delta, positions, inv_freq, key_cache,
+                                 value_cache, block_tables, seq_lens_this_time, seq_lens_decoder, input_norm, qkv_proj,
+                                 o_proj, post_attention_norm, gate_up_proj, down_proj, float(epsilon), int(num_heads),
+                                 int(intermediate_size))
+    return outs[0], outs[1], outs[2], outs[3]
 
 
 def ops_in_program(program_path):

@@ -143,6 +143,25 @@ def swiglu_ref(x):
     return (gate * up / (1.0 + paddle.exp(-gate))).astype("float32")
 
 
+def fused_decoder_layer_ref(h, delta, positions, inv_freq, key_cache, value_cache, block_tables, seq_lens_this_time,
+                            seq_lens_decoder, input_norm, qkv_proj, o_proj, post_attention_norm, gate_up_proj, down_proj,
+                            epsilon, num_heads, intermediate_size):
+    """The layer from the other ops' references (each rounding its result to float32, as the op's steps do):
+    returns new (h + delta + attention output, MLP output, key_cache, value_cache)."""
+    tokens, hidden = h.shape
+    kv_heads, head_dim = key_cache.shape[1], key_cache.shape[3]
+    meta = (block_tables, seq_lens_this_time, seq_lens_decoder)
+    x, h = fused_add_rms_norm_ref(delta, h, input_norm, epsilon)
+    qkv = linear_ref(x, qkv_proj, (num_heads + 2 * kv_heads) * head_dim).reshape([tokens, -1, head_dim])
+    q, k, v = paddle.split(qkv, [num_heads, kv_heads, kv_heads], axis=1)
+    q, k = rotary_embedding_ref(q, k, positions, inv_freq)
+    key_cache, value_cache = write_cache_kv_ref(k, v, key_cache, value_cache, *meta)
+    attn = block_attention_ref(q, key_cache, value_cache, *meta).reshape([tokens, num_heads * head_dim])
+    x, h = fused_add_rms_norm_ref(linear_ref(attn, o_proj, hidden), h, post_attention_norm, epsilon)
+    mlp = linear_ref(linear_swiglu_ref(x, gate_up_proj, intermediate_size), down_proj, hidden)
+    return h, mlp, key_cache, value_cache
+
+
 # ---------------------------------------------------------------- generation ops (penalties, argmax, sampling, stop)
 # numpy, row by row; float64 wherever there is arithmetic. top_p_sampling_ref is sampling.py's candidates() and
 # numpy's Generator.choice(len(ids), p=probs) written as float64 math with the uniform given.

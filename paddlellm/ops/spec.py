@@ -27,6 +27,7 @@ TOLERANCE = {
     "reduction": lambda case: (2e-6, 1e-6),       # float32 sums of squares and rsqrt
     "matmul": _matmul_tolerance,
     "attention": lambda case: (0.0, 2e-5),        # float32 softmax and sums over the cached tokens
+    "layer": lambda case: (1e-5, 1e-5),           # the steps above chained on unit-scale values (measured ~2e-6)
 }
 
 
@@ -251,6 +252,44 @@ def _plain_swiglu(x):
     return lambda: paddle.nn.functional.swiglu(x)
 
 
+# ---------------------------------------------------------------- the fused decoder layer
+
+LAYER_CASES = (
+    dict(seqs="block_boundaries", kv=2, group=3, d=16, bs=16, hidden=64, f=96, w="float32"),
+    dict(seqs="mixed_decode_chunks_idle", kv=2, group=3, d=16, bs=16, hidden=64, f=96, w="bfloat16"),
+    dict(seqs="one_token_empty_cache", kv=1, group=1, d=20, bs=5, hidden=40, f=33, w="float32"),
+    dict(seqs="all_idle", kv=2, group=2, d=16, bs=16, hidden=64, f=96, w="float32"),
+    dict(seqs="smollm2_decode", kv=3, group=3, d=64, bs=64, hidden=576, f=1536, w="float32"),
+    dict(seqs="small_blocks", kv=2, group=1, d=16, bs=8, hidden=32, f=64, w="float32", cache="bfloat16"),
+)
+LAYER_BENCH = tuple(dict(seqs=s, kv=3, group=3, d=64, bs=64, hidden=576, f=1536, w="float32")
+                    for s in ("decode_batch_12", "prompt_chunk_64"))
+
+
+def _make_fused_decoder_layer(case, rng):
+    from paddlellm import ops
+    from paddlellm.models.llama.config import LlamaConfig
+    from paddlellm.models.llama.model import rope_inv_freq
+
+    b = paged_batch(case, rng)
+    hidden, f, d, heads, kv = case["hidden"], case["f"], case["d"], case["kv"] * case["group"], case["kv"]
+    tokens = b["q"].shape[0]
+    this_time, decoder = b["seq_lens_this_time"].numpy(), b["seq_lens_decoder"].numpy()
+    positions = np.concatenate([np.arange(p, p + n) for p, n in zip(decoder, this_time)] + [np.zeros(0)])
+    config = LlamaConfig(vocab_size=8, hidden_size=hidden, intermediate_size=f, num_hidden_layers=1,
+                         num_attention_heads=heads, num_key_value_heads=kv, head_dim=d, rope_theta=10000.0)
+
+    def weight(k, n, pack=ops.pack_linear_weight):  # unit-scale outputs for unit-scale inputs
+        return pack(_randn(rng, k, n, scale=k ** -0.5, dtype=case["w"]))
+
+    inputs = [_randn(rng, tokens, hidden), _randn(rng, tokens, hidden), paddle.to_tensor(positions.astype(np.int32)),
+              paddle.to_tensor(rope_inv_freq(config)), b["key_cache"], b["value_cache"], b["block_tables"],
+              b["seq_lens_this_time"], b["seq_lens_decoder"], _randn(rng, hidden, dtype=case["w"]),
+              weight(hidden, (heads + 2 * kv) * d), weight(heads * d, hidden), _randn(rng, hidden, dtype=case["w"]),
+              weight(hidden, 2 * f, ops.pack_swiglu_weight), weight(f, hidden)]
+    return inputs, [1e-5, heads, f]
+
+
 # ---------------------------------------------------------------- the generation ops (csrc/cpu/generation_ops.cc)
 
 # Rows and vocabularies: one row, odd row counts, a vocabulary of 1, small odd ones and SmolLM2's 49152.
@@ -439,11 +478,12 @@ OPS = (
     OpSpec("write_cache_kv", "exact", "write this step's K/V rows into their cache blocks",
            ("key", "value", "key_cache", "value_cache") + PAGED_IO, (), ("key_cache_out", "value_cache_out"),
            _make_write_cache_kv, _with_dtypes(PAGED_CASES, "cache", CACHE_DTYPES),
-           inplace=("key_cache", "value_cache"),
+           inplace=("key_cache", "value_cache"), backends=("cpu", "hip", "npu"),
            bench_cases=(dict(seqs="decode_batch_12", kv=3, group=3, d=64, bs=64, cache="float32"),)),
     OpSpec("block_attention", "attention", "causal GQA attention of a packed batch over the block tables",
            ("q", "key_cache", "value_cache") + PAGED_IO, (), ("out",),
            _make_block_attention, _with_dtypes(PAGED_CASES, "cache", CACHE_DTYPES), isa_kernels=True,
+           backends=("cpu", "hip", "npu"),
            bench_cases=(dict(seqs="decode_batch_12", kv=3, group=3, d=64, bs=64, cache="float32"),
                         dict(seqs="prompt_chunk_64", kv=3, group=3, d=64, bs=64, cache="float32"))),
     OpSpec("linear", "matmul", "x @ W, W packed in 32-column blocks", ("x", "weight"), ("n",), ("out",),
@@ -456,17 +496,23 @@ OPS = (
            _with_dtypes((dict(t=1, k=7, n=70), dict(t=6, k=576, n=1000), dict(t=0, k=5, n=33)), "w", WEIGHT_DTYPES),
            plain=_plain_embedding, bench_cases=(dict(t=64, k=576, n=49152, w="float32"),)),
     OpSpec("rms_norm", "reduction", "RMSNorm over the last axis, times the weight", ("x", "weight"), ("epsilon",),
-           ("out",), _make_rms_norm, NORM_CASES, plain=_plain_rms_norm,
+           ("out",), _make_rms_norm, NORM_CASES, backends=("cpu", "hip", "npu"), plain=_plain_rms_norm,
            bench_cases=NORM_BENCH),
     OpSpec("fused_add_rms_norm", "reduction", "residual add, then RMSNorm: (normed, sum)",
            ("x", "residual", "weight"), ("epsilon",), ("out", "residual_out"), _make_fused_add_rms_norm, NORM_CASES,
-           plain=_plain_fused_add_rms_norm, bench_cases=NORM_BENCH),
+           backends=("cpu", "hip", "npu"), plain=_plain_fused_add_rms_norm, bench_cases=NORM_BENCH),
     OpSpec("rotary_embedding", "elementwise", "rotary embedding of q and k from positions and inv_freq",
            ("q", "k", "positions", "inv_freq"), ("interleaved",), ("q_out", "k_out"), _make_rotary_embedding,
-           ROPE_CASES, inplace=("q", "k"), plain=_plain_rotary_embedding,
+           ROPE_CASES, inplace=("q", "k"), backends=("cpu", "hip", "npu"), plain=_plain_rotary_embedding,
            bench_cases=ROPE_BENCH),
+    OpSpec("fused_decoder_layer", "layer", "a whole decoder layer over a packed batch (h, delta, caches in place)",
+           ("h", "delta", "positions", "inv_freq", "key_cache", "value_cache") + PAGED_IO
+           + ("input_norm", "qkv_proj", "o_proj", "post_attention_norm", "gate_up_proj", "down_proj"),
+           ("epsilon", "num_heads", "intermediate_size"), ("h_out", "delta_out", "key_cache_out", "value_cache_out"),
+           _make_fused_decoder_layer, LAYER_CASES, inplace=("h", "delta", "key_cache", "value_cache"), isa_kernels=True,
+           bench_cases=LAYER_BENCH),
     OpSpec("swiglu", "elementwise", "silu(first half) * second half", ("x",), (), ("out",), _make_swiglu,
-           SWIGLU_CASES, plain=_plain_swiglu, bench_cases=SWIGLU_BENCH),
+           SWIGLU_CASES, backends=("cpu", "hip", "npu"), plain=_plain_swiglu, bench_cases=SWIGLU_BENCH),
     OpSpec("token_penalty", "exact", "repetition / frequency / presence penalties, eos banned below min length",
            ("logits", "pre_ids", "penalty_scores", "frequency_scores", "presence_scores", "min_len", "cur_len",
             "eos_token_id"), (), ("out",), _make_token_penalty,

@@ -125,8 +125,9 @@ def test_demo_prompts_without_data_file(exported, tmp_path, capsys):
 def test_says_it_is_loading_and_warming_up_before_generating(exported, tmp_path, capsys):
     predict(exported, tmp_path / "o.jsonl", "--mode", "static", "--max_length", 2)
     lines = capsys.readouterr().out.splitlines()
-    assert lines[:3] == [f"[predictor] loading {exported} (static mode)", "[predictor] warming up",
-                         "[predictor] generating for 4 prompt(s), 1 at a time"]
+    assert lines[0] == f"[predictor] loading {exported} (static mode)"
+    assert lines[1].startswith("[predictor] ops: fused_add_rms_norm x")  # the dense program's CPU ops, once
+    assert lines[2:4] == ["[predictor] warming up", "[predictor] generating for 4 prompt(s), 1 at a time"]
 
 
 def test_help_has_text_and_default_for_every_flag(capsys):

@@ -143,14 +143,17 @@ class LlamaLayer(nn.Layer):
         cache in place. `rotary`: see LlamaForCausalLM.block_rotary. Returns the new (h, delta)."""
         c = self.config
         nh, nkv, hd = c.num_attention_heads, c.num_key_value_heads, c.head_dim
+        if self.cpu_ops:  # the whole layer as one op; h and delta are updated in place
+            h, delta, _, _ = ops.fused_decoder_layer(
+                h, paddle.zeros_like(h) if delta is None else delta, *rotary, key_cache, value_cache, block_tables,
+                seq_lens_this_time, seq_lens_decoder, self.input_layernorm, self.qkv_proj, self.o_proj,
+                self.post_attention_layernorm, self.gate_up_proj, self.down_proj, c.rms_norm_eps, nh,
+                c.intermediate_size)
+            return h, delta
         x, h = self.add_norm(delta, h, self.input_layernorm)
         qkv = self.project(x, "qkv_proj").reshape([0, nh + 2 * nkv, hd])
-        if self.cpu_ops:
-            q, k, v = paddle.split(qkv, [nh, nkv, nkv], axis=1)
-            q, k = ops.rotary_embedding(q, k, *rotary)
-        else:
-            qk, v = paddle.split(qkv, [nh + nkv, nkv], axis=1)
-            q, k = paddle.split(rope(qk, *rotary), [nh, nkv], axis=1)
+        qk, v = paddle.split(qkv, [nh + nkv, nkv], axis=1)
+        q, k = paddle.split(rope(qk, *rotary), [nh, nkv], axis=1)
         key_cache, value_cache = ops.write_cache_kv(k, v, key_cache, value_cache, block_tables, seq_lens_this_time,
                                                     seq_lens_decoder)
         attn = ops.block_attention(q, key_cache, value_cache, block_tables, seq_lens_this_time, seq_lens_decoder)
@@ -177,9 +180,10 @@ class LlamaForCausalLM(nn.Layer):
     def use_cpu_ops(self):
         """Run on the CPU op set (paddlellm.ops): projections and lm_head stored packed for paddlellm_linear
         (see ops.pack_linear_weight) in place of [in, out], the gate/up projection packed for
-        paddlellm_linear_swiglu, RMSNorm, residual add + RMSNorm and rotary as single ops. The math is the plain
-        ops' math; the CPU reads the weights ~2x faster packed, and a layer runs ~13 ops instead of ~30. A tied
-        embedding is then looked up in the packed lm_head. Once only."""
+        paddlellm_linear_swiglu. The block step then runs each layer as one op (paddlellm_fused_decoder_layer),
+        the dense step as ~13 ops (RMSNorm with the residual add, linear, SwiGLU). The math is the plain ops'
+        math; the CPU reads the weights ~2x faster packed. A tied embedding is looked up in the packed lm_head.
+        Once only."""
         if self.cpu_ops:
             return self
         self.cpu_ops = True

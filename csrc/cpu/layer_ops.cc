@@ -1,0 +1,103 @@
+// paddlellm_fused_decoder_layer: one Llama decoder layer over a packed batch as one op (CPU), composed of the
+// op set's kernels: residual add + RMSNorm, QKV projection, rotary, the paged-cache write, block attention,
+// output projection, residual add + RMSNorm, gate/up + SwiGLU, down projection. The residual stream is
+// h + delta (delta: the previous layer's output, not yet added); the op updates h and delta in place, and the
+// caches. Its intermediates live only during the call: the program keeps no activations of its own for them.
+#include <cstring>
+#include <vector>
+
+#include "linear_kernel.h"
+#include "op_kernels.h"
+#include "paddle/extension.h"
+
+using paddlellm_cpu::kLinearBlock;
+
+static void check_packed(const char* op, const char* name, const paddle::Tensor& w, int64_t K, int64_t n,
+                         int64_t blocks_per_output_block) {
+  const auto s = w.shape();
+  const int64_t blocks = (n + kLinearBlock - 1) / kLinearBlock * blocks_per_output_block;
+  PD_CHECK(s.size() == 3 && s[0] == blocks && s[1] == K && s[2] == kLinearBlock, op, ": ", name,
+           " must be packed as [", blocks, ", ", K, ", 32]");
+  PD_CHECK(w.dtype() == paddle::DataType::FLOAT32 || w.dtype() == paddle::DataType::BFLOAT16, op, ": ", name,
+           " must be float32 or bfloat16");
+}
+
+void FusedDecoderLayer(paddle::Tensor& h, paddle::Tensor& delta, const paddle::Tensor& positions,
+                       const paddle::Tensor& inv_freq, paddle::Tensor& key_cache, paddle::Tensor& value_cache,
+                       const paddle::Tensor& block_tables, const paddle::Tensor& seq_lens_this_time,
+                       const paddle::Tensor& seq_lens_decoder, const paddle::Tensor& input_norm,
+                       const paddle::Tensor& qkv_proj, const paddle::Tensor& o_proj,
+                       const paddle::Tensor& post_attention_norm, const paddle::Tensor& gate_up_proj,
+                       const paddle::Tensor& down_proj, float epsilon, int64_t num_heads, int64_t intermediate_size) {
+  const char* op = "paddlellm_fused_decoder_layer";
+  const auto hs = h.shape(), cs = key_cache.shape();
+  PD_CHECK(hs.size() == 2 && delta.shape() == hs, op, ": h and delta must both be [tokens, hidden]");
+  PD_CHECK(h.dtype() == paddle::DataType::FLOAT32 && delta.dtype() == paddle::DataType::FLOAT32, op,
+           ": h and delta must be float32");
+  PD_CHECK(cs.size() == 4, op, ": key_cache must be [num_blocks, num_kv_heads, block_size, head_dim]");
+  const int64_t T = hs[0], H = hs[1], kv_heads = cs[1], D = cs[3];
+  PD_CHECK(num_heads > 0 && num_heads % kv_heads == 0, op, ": num_heads ", num_heads,
+           " is not a multiple of the cache's ", kv_heads, " kv heads");
+  const int64_t qkv_n = (num_heads + 2 * kv_heads) * D;
+  check_packed(op, "qkv_proj", qkv_proj, H, qkv_n, 1);
+  check_packed(op, "o_proj", o_proj, num_heads * D, H, 1);
+  check_packed(op, "gate_up_proj", gate_up_proj, H, intermediate_size, 2);
+  check_packed(op, "down_proj", down_proj, intermediate_size, H, 1);
+  if (T == 0) return;
+  const auto place = h.place();
+  auto empty = [&](std::vector<int64_t> shape) { return paddle::empty(shape, paddle::DataType::FLOAT32, place); };
+
+  auto normed = FusedAddRmsNorm(delta, h, input_norm, epsilon);  // (norm(h + delta), h + delta)
+  auto qkv = empty({T, qkv_n});
+  linear_compute(normed[0].data<float>(), T, qkv_proj, qkv_n, false, qkv.data<float>());
+  auto q = empty({T, num_heads, D}), k = empty({T, kv_heads, D}), v = empty({T, kv_heads, D});
+  for (int64_t t = 0; t < T; ++t) {  // split each row [q heads | k heads | v heads]
+    const float* row = qkv.data<float>() + t * qkv_n;
+    std::memcpy(q.data<float>() + t * num_heads * D, row, num_heads * D * sizeof(float));
+    std::memcpy(k.data<float>() + t * kv_heads * D, row + num_heads * D, kv_heads * D * sizeof(float));
+    std::memcpy(v.data<float>() + t * kv_heads * D, row + (num_heads + kv_heads) * D, kv_heads * D * sizeof(float));
+  }
+  RotaryEmbedding(q, k, positions, inv_freq, false);
+  WriteCacheKV(k, v, key_cache, value_cache, block_tables, seq_lens_this_time, seq_lens_decoder);
+  auto attn = BlockAttention(q, key_cache, value_cache, block_tables, seq_lens_this_time, seq_lens_decoder)[0];
+  auto attn_out = empty({T, H});
+  linear_compute(attn.data<float>(), T, o_proj, H, false, attn_out.data<float>());
+  auto normed2 = FusedAddRmsNorm(attn_out, normed[1], post_attention_norm, epsilon);
+  auto hidden = empty({T, intermediate_size});
+  linear_compute(normed2[0].data<float>(), T, gate_up_proj, intermediate_size, true, hidden.data<float>());
+  std::memcpy(h.data<float>(), normed2[1].data<float>(), T * H * sizeof(float));
+  linear_compute(hidden.data<float>(), T, down_proj, H, false, delta.data<float>());
+}
+
+std::vector<std::vector<int64_t>> FusedDecoderLayerInferShape(
+    const std::vector<int64_t>& h, const std::vector<int64_t>& delta, const std::vector<int64_t>& positions,
+    const std::vector<int64_t>& inv_freq, const std::vector<int64_t>& key_cache,
+    const std::vector<int64_t>& value_cache, const std::vector<int64_t>& block_tables,
+    const std::vector<int64_t>& seq_lens_this_time, const std::vector<int64_t>& seq_lens_decoder,
+    const std::vector<int64_t>& input_norm, const std::vector<int64_t>& qkv_proj, const std::vector<int64_t>& o_proj,
+    const std::vector<int64_t>& post_attention_norm, const std::vector<int64_t>& gate_up_proj,
+    const std::vector<int64_t>& down_proj, float epsilon, int64_t num_heads, int64_t intermediate_size) {
+  return {h, delta, key_cache, value_cache};
+}
+
+std::vector<paddle::DataType> FusedDecoderLayerInferDtype(
+    const paddle::DataType& h, const paddle::DataType& delta, const paddle::DataType& positions,
+    const paddle::DataType& inv_freq, const paddle::DataType& key_cache, const paddle::DataType& value_cache,
+    const paddle::DataType& block_tables, const paddle::DataType& seq_lens_this_time,
+    const paddle::DataType& seq_lens_decoder, const paddle::DataType& input_norm, const paddle::DataType& qkv_proj,
+    const paddle::DataType& o_proj, const paddle::DataType& post_attention_norm, const paddle::DataType& gate_up_proj,
+    const paddle::DataType& down_proj) {
+  return {h, delta, key_cache, value_cache};
+}
+
+PD_BUILD_OP(paddlellm_fused_decoder_layer)
+    .Inputs({"h", "delta", "positions", "inv_freq", "key_cache", "value_cache", "block_tables", "seq_lens_this_time",
+             "seq_lens_decoder", "input_norm", "qkv_proj", "o_proj", "post_attention_norm", "gate_up_proj",
+             "down_proj"})
+    .Outputs({"h_out", "delta_out", "key_cache_out", "value_cache_out"})
+    .Attrs({"epsilon: float", "num_heads: int64_t", "intermediate_size: int64_t"})
+    .SetInplaceMap({{"h", "h_out"}, {"delta", "delta_out"}, {"key_cache", "key_cache_out"},
+                    {"value_cache", "value_cache_out"}})
+    .SetKernelFn(PD_KERNEL(FusedDecoderLayer))
+    .SetInferShapeFn(PD_INFER_SHAPE(FusedDecoderLayerInferShape))
+    .SetInferDtypeFn(PD_INFER_DTYPE(FusedDecoderLayerInferDtype));
