@@ -193,7 +193,7 @@ def run_ours(inference, P, N, B, T, work, tag):
            "--batch_size", B, "--benchmark_requests", B, "--cpu_threads", T, "--benchmark_output", out,
            "--decode_strategy", "greedy_search",  # as HF's generate here; llama-batched-bench picks no tokens
            # every prompt in one step, then every request decoding together: llama-batched-bench's schedule
-           # (the predictor's default budget, 64 tokens, staggers the requests to bound its memory)
+           # (the predictor's default budget, 256 tokens, would stagger the requests' prompts)
            "--max_num_batched_tokens", B * P]
     out.unlink(missing_ok=True)
     log = work / "logs" / f"ours_b{B}_{tag}"

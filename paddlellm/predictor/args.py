@@ -34,7 +34,7 @@ class PredictorArgs:
     block_size: Optional[int] = None  # dynamic mode with --block_attn; static mode: the export's
     num_blocks: int = 0  # 0: sized from the requests (or --kv_cache_memory_gb)
     kv_cache_memory_gb: float = 0.0
-    max_num_batched_tokens: int = 64  # see --help: memory grows with it
+    max_num_batched_tokens: int = 256  # see --help
     enable_prefix_caching: bool = True
     benchmark: bool = False
     benchmark_requests: int = 0  # 0: --batch_size requests
@@ -66,10 +66,9 @@ def build_parser():
                    help="KV blocks in the pool (0: enough for --batch_size of the largest requests at once)")
     p.add_argument("--kv_cache_memory_gb", type=float, default=0.0,
                    help="size the KV pool by memory instead of --num_blocks (0: off)")
-    p.add_argument("--max_num_batched_tokens", type=int, default=64,
+    p.add_argument("--max_num_batched_tokens", type=int, default=256,
                    help="tokens one step may compute: decode tokens first, then prompt chunks (chunked prefill); "
-                        "the program keeps every activation of its largest step (~1.7 MB a token for a 135M "
-                        "model), so a larger budget prefills faster and takes more memory")
+                        "a larger budget prefills faster, a smaller one delays running requests less per step")
     add_bool(p, "--enable_prefix_caching", "share the KV blocks of a common token prefix between requests "
                                            "(default: true)")
     p.add_argument("--dtype", default=None, help=f"{' | '.join(DTYPES)} (default: float32 in dynamic mode, "
