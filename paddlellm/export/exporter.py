@@ -1,10 +1,7 @@
 """to_static + jit.save of the inference model's step, with tokenizer, config and manifest, atomically."""
-import os
 import shutil
-import sys
 import tempfile
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import paddle
@@ -16,6 +13,7 @@ from paddlellm.errors import UserError
 from paddlellm.export.manifest import MANIFEST_NAME, Manifest
 from paddlellm.files import atomic_directory
 from paddlellm.models.llama.loader import load_model
+from paddlellm.quiet import without_stderr_lines
 from paddlellm.tokenizer import copy_tokenizer_files
 
 
@@ -135,27 +133,6 @@ def check_replaceable(output_path):
 # Paddle 3.3.1 logs this (C++ glog, eager_utils.cc) for every paddle.arange traced into a PIR program: its
 # Python wrapper always passes `out=None` to _C_ops.arange. Nothing is wrong with the program.
 PADDLE_EXPORT_NOISE = ("Paddle static graph(PIR) not support input out tensor for now!!!!!",)
-
-
-@contextmanager
-def without_stderr_lines(known_lines):
-    """Hold what is written to file descriptor 2 (C++ logging included) in the block, then pass it on
-    without the lines that contain one of `known_lines`."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as held:
-        os.dup2(held.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            held.seek(0)
-            noise = [line.encode() for line in known_lines]
-            kept = [line for line in held.read().splitlines(keepends=True) if not any(n in line for n in noise)]
-            with os.fdopen(os.dup(2), "wb") as stderr:
-                stderr.write(b"".join(kept))
 
 
 def _log(message):

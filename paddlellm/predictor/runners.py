@@ -35,9 +35,11 @@ class DynamicRunner:
 def create_predictor(model_dir, manifest: Manifest, device, threads):
     """paddle.inference's predictor for an exported program, set up for speed on the device."""
     from paddlellm import ops
+    from paddlellm.quiet import without_stderr_lines
 
-    # A program's custom ops must be registered before the first predictor of the process is created.
-    ops.load_library()
+    # The ops are registered for eager calls (the sampler's) before the process's first predictor: registered
+    # after it, eager calls fail; before, the predictor logs one harmless "op already registered" line per op.
+    ops.register_ops()
     # The predictor's garbage collector thread takes half a core from the math on small machines.
     paddle.set_flags({"FLAGS_eager_delete_tensor_gb": -1.0})
     config = paddle.inference.Config(str(Path(model_dir) / manifest.program), str(Path(model_dir) / manifest.params))
@@ -54,7 +56,8 @@ def create_predictor(model_dir, manifest: Manifest, device, threads):
     config.enable_new_executor(True)
     if not os.environ.get("PADDLELLM_IR_LOG"):
         config.disable_glog_info()
-    predictor = paddle.inference.create_predictor(config)
+    with without_stderr_lines(("op already registered",)):
+        predictor = paddle.inference.create_predictor(config)
     names = predictor.get_input_names()
     if set(names) != set(manifest.inputs):
         raise RuntimeError(f"program inputs {names} differ from the manifest's {manifest.inputs}")

@@ -78,8 +78,27 @@ class Sampler:
         self.rng = np.random.default_rng([params.seed, index])
 
     def __call__(self, logits, seen) -> int:
-        """logits: this prompt's last-position logits [vocab]; seen: its token ids so far (prompt and output)."""
-        if self.params.greedy:
-            return int(penalized(logits, seen, self.params.repetition_penalty).argmax())
-        ids, probs = candidates(logits, seen, self.params)
-        return int(ids[self.rng.choice(len(ids), p=probs)])
+        """logits: this prompt's last-position logits [vocab]; seen: its token ids so far (prompt and output).
+        Runs the generation ops (paddlellm_token_penalty, then paddlellm_argmax or paddlellm_top_p_sampling with
+        one uniform from this prompt's stream): the choice `candidates` + `rng.choice` describe, without sorting
+        the vocabulary."""
+        import paddle
+
+        from paddlellm import ops
+
+        p = self.params
+        row = paddle.to_tensor(np.asarray(logits, dtype=np.float32).reshape(1, -1))
+        if p.repetition_penalty != 1.0:
+            scalar = lambda value, dtype: paddle.to_tensor(np.array([value], dtype=dtype))
+            no_penalty, zero = scalar(0.0, np.float32), scalar(0, np.int64)
+            row = ops.token_penalty(row, paddle.to_tensor(np.asarray(seen, dtype=np.int64).reshape(1, -1)),
+                                    scalar(p.repetition_penalty, np.float32), no_penalty, no_penalty, zero, zero,
+                                    paddle.to_tensor(np.zeros(0, dtype=np.int64)))
+        if p.greedy:
+            return int(ops.argmax(row).numpy()[0])
+        uniform = self.rng.random()  # what rng.choice(len(ids), p=probs) would draw
+        token = ops.top_p_sampling(row, paddle.to_tensor(np.array([p.temperature], np.float32)),
+                                   paddle.to_tensor(np.array([max(p.top_k, 0)], np.int64)),
+                                   paddle.to_tensor(np.array([p.top_p], np.float32)),
+                                   paddle.to_tensor(np.array([uniform], np.float32)))
+        return int(token.numpy()[0])

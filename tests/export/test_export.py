@@ -8,7 +8,8 @@ import pytest
 
 from cli_helpers import fails
 from help_text import help_entries
-from paddlellm.export.exporter import PADDLE_EXPORT_NOISE, without_stderr_lines
+from paddlellm.export.exporter import PADDLE_EXPORT_NOISE
+from paddlellm.quiet import without_stderr_lines
 from paddlellm.export.main import main
 from paddlellm.export.manifest import MANIFEST_NAME, read_manifest
 
