@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "op_text.h"
 #include "paddle/extension.h"
 
 namespace paddlellm_model_ops {
@@ -25,30 +26,8 @@ static inline float bf16_bits_to_float(uint16_t b) {
   return f;
 }
 
-static std::string shape_str(const std::vector<int64_t>& s) {
-  std::string out = "[";
-  for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
-  return out + "]";
-}
-
-static const char* dtype_str(paddle::DataType t) {
-  switch (t) {
-    case paddle::DataType::FLOAT32:
-      return "float32";
-    case paddle::DataType::BFLOAT16:
-      return "bfloat16";
-    case paddle::DataType::FLOAT16:
-      return "float16";
-    case paddle::DataType::FLOAT64:
-      return "float64";
-    case paddle::DataType::INT32:
-      return "int32";
-    case paddle::DataType::INT64:
-      return "int64";
-    default:
-      return "an unsupported dtype";
-  }
-}
+using paddlellm_cpu::dtype_str;
+using paddlellm_cpu::shape_str;
 
 static void check_f32(const char* op, const char* name, const paddle::Tensor& t) {
   PD_CHECK(t.is_cpu(), op, ": ", name, " must be a CPU tensor");

@@ -163,7 +163,7 @@ def swiglu(x):
     return outs[0]
 
 
-# ---------------------------------------------------------------- the generation helpers (csrc/cpu/generation_ops.cc)
+# ---------------------------------------------------------------- the generation helpers (csrc/cpu/generation_ops.cc, sampling_ops.cc)
 
 __all__ += ["token_penalty", "argmax", "top_p_sampling", "stop_flags"]
 

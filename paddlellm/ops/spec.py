@@ -290,7 +290,7 @@ def _make_fused_decoder_layer(case, rng):
     return inputs, [1e-5, heads, f]
 
 
-# ---------------------------------------------------------------- the generation ops (csrc/cpu/generation_ops.cc)
+# ---------------------------------------------------------------- the generation ops (csrc/cpu/generation_ops.cc, sampling_ops.cc)
 
 # Rows and vocabularies: one row, odd row counts, a vocabulary of 1, small odd ones and SmolLM2's 49152.
 GEN_SHAPES = ((1, 1), (5, 7), (7, 33), (13, 49152))
