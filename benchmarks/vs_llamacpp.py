@@ -324,7 +324,7 @@ def main():
     p.add_argument("--llamacpp_cache", default=str(Path.home() / ".cache/paddlellm/llamacpp" / LLAMA_CPP_PYTHON),
                    help="where the llama-cpp-python sdist and the llama.cpp build are kept")
     p.add_argument("--ours_export_flags", default="--block_attn",
-                   help="extra flags for our export_model.py (e.g. '' for the dense step program)")
+                   help="extra flags for our export_model.py (e.g. '--block_attn --block_size 32')")
     p.add_argument("--output", default=None, help="JSON file for every raw number (default: WORK_DIR/results.json)")
     p.add_argument("--skip_ours", action="store_true")
     p.add_argument("--skip_llamacpp", action="store_true")

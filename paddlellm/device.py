@@ -19,15 +19,24 @@ def check_device_name(device):
     return device
 
 
+def is_present(device):
+    """Whether this Paddle build and machine have the device."""
+    if device == "gpu":
+        return paddle.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0
+    if device == "dcu":
+        return paddle.is_compiled_with_rocm() and paddle.device.cuda.device_count() > 0
+    if device == "npu":
+        return "npu" in paddle.device.get_all_custom_device_type()
+    return device == "cpu"
+
+
 def check_device(device):
     """Raise unless `device` is a known name and present in this Paddle build and machine."""
     check_device_name(device)
-    if device == "gpu" and not (paddle.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0):
-        raise UserError("device gpu is not present (install paddlepaddle-gpu on a machine with an NVIDIA GPU, or use --device cpu)")
-    if device == "dcu" and not (paddle.is_compiled_with_rocm() and paddle.device.cuda.device_count() > 0):
-        raise UserError("device dcu is not present (install paddlepaddle-dcu on a Hygon DCU machine, or use --device cpu)")
-    if device == "npu" and "npu" not in paddle.device.get_all_custom_device_type():
-        raise UserError("device npu is not present (install paddle-custom-npu on an Ascend machine, or use --device cpu)")
+    if not is_present(device):
+        install = {"gpu": "paddlepaddle-gpu on a machine with an NVIDIA GPU", "dcu": "paddlepaddle-dcu on a Hygon DCU "
+                   "machine", "npu": "paddle-custom-npu on an Ascend machine"}[device]
+        raise UserError(f"device {device} is not present (install {install}, or use --device cpu)")
     return device
 
 
@@ -41,14 +50,16 @@ def compute_dtype(dtype, device):
     return "float32" if device == "cpu" else dtype
 
 
-def has_block_kernels(device):
-    """Whether this version has the device's kernels for the paged-KV ops of block attention (csrc/cpu)."""
-    return device == "cpu"
+def check_cache_dtype(dtype, device):
+    """The npu's attention kernels (CANN's) take 16-bit KV caches only, and the cache is in compute_dtype."""
+    if device == "npu" and compute_dtype(dtype, device) == "float32":
+        raise UserError("--device npu needs --dtype float16 or bfloat16: CANN's paged attention takes 16-bit KV "
+                        "caches only")
 
 
 def uses_cpu_ops(device, dtype):
-    """Whether the model runs on the CPU op set (paddlellm.ops, csrc/cpu): float32 and bfloat16 weights on the
-    CPU (see LlamaForCausalLM.use_cpu_ops)."""
+    """Whether the model runs on the CPU's own ops (packed weights, one fused op per layer): float32 and
+    bfloat16 weights on the CPU (see LlamaForCausalLM.use_cpu_ops)."""
     return device == "cpu" and dtype in ("float32", "bfloat16")
 
 

@@ -24,15 +24,14 @@ def tiny_llama_mha(tmp_path_factory):
 def exported(tiny_llama, tmp_path_factory):
     from paddlellm.export.exporter import export_model
 
-    """The dense-cache program (what devices without the block ops' kernels get)."""
-    return export_model(tiny_llama, tmp_path_factory.mktemp("exported") / "inference", block_attn=False)
+    return export_model(tiny_llama, tmp_path_factory.mktemp("exported") / "inference")
 
 
 @pytest.fixture(scope="session")
 def exported_mha(tiny_llama_mha, tmp_path_factory):
     from paddlellm.export.exporter import export_model
 
-    return export_model(tiny_llama_mha, tmp_path_factory.mktemp("exported_mha") / "inference", block_attn=False)
+    return export_model(tiny_llama_mha, tmp_path_factory.mktemp("exported_mha") / "inference")
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,9 @@ from hf_reference import hf_greedy_tokens
 from paddlellm.export.exporter import export_model
 from paddlellm.export.manifest import read_manifest
 from paddlellm.models.llama.loader import load_model
-from paddlellm.predictor.runners import DynamicRunner, StaticRunner
+from paddlellm.predictor.engine import Engine
+from paddlellm.predictor.runners import DynamicBlockRunner, StaticBlockRunner, prompt_logits
+from paddlellm.predictor.sampling import SamplingParams
 from paddlellm.reference import reference_gguf
 from paddlellm.tokenizer import load_tokenizer
 
@@ -32,10 +34,18 @@ NEW_TOKENS = 32
 @pytest.fixture(scope="module")
 def smollm(smollm2_checkpoint, tmp_path_factory):
     gguf, checkpoint = reference_gguf(), smollm2_checkpoint
-    inference = export_model(checkpoint, tmp_path_factory.mktemp("smollm2_export") / "inference", block_attn=False)
+    inference = export_model(checkpoint, tmp_path_factory.mktemp("smollm2_export") / "inference")
     hf = transformers.AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32).eval()
     hf_tokenizer = transformers.AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     return checkpoint, inference, hf, hf_tokenizer, load_tokenizer(checkpoint)
+
+
+@pytest.fixture(scope="module")
+def portable_runner(smollm2_checkpoint, tmp_path_factory):
+    """The program exported for the DCU (the portable ops every device library has, plain matmuls), run here on
+    the CPU kernels of the same ops."""
+    exported = export_model(smollm2_checkpoint, tmp_path_factory.mktemp("smollm2_dcu") / "inference", device="dcu")
+    return StaticBlockRunner(exported, read_manifest(exported), "cpu", 2)
 
 
 def prompt_ids(tokenizer, text):
@@ -51,20 +61,20 @@ def test_prompt_ids_match_hf(smollm):
         assert prompt_ids(tokenizer, text) == list(expected)
 
 
-def test_first_step_logits_match_hf(smollm):
+def test_first_step_logits_match_hf(smollm, portable_runner):
     checkpoint, inference, hf, _, tokenizer = smollm
-    runners = {"dynamic": DynamicRunner(load_model(checkpoint), 2),
-               "static": StaticRunner(inference, read_manifest(inference), "cpu", 2)}
-    for text in PROMPTS[:4]:
-        ids = prompt_ids(tokenizer, text)
-        with torch.no_grad():
-            expected = hf(torch.tensor([ids])).logits[0, -1].numpy()
-        for name, runner in runners.items():
-            logits, _ = runner.step(np.array([ids]), np.zeros(1, dtype=np.int64), 0, runner.new_caches(1, len(ids)))
-            assert np.abs(logits[0] - expected).max() < 1e-3, (name, text)
+    runners = {"dynamic": DynamicBlockRunner(load_model(checkpoint), 2),
+               "static": StaticBlockRunner(inference, read_manifest(inference), "cpu", 2), "portable": portable_runner}
+    prompts = [prompt_ids(tokenizer, text) for text in PROMPTS[:4]]
+    with torch.no_grad():
+        expected = [hf(torch.tensor([ids])).logits[0, -1].numpy() for ids in prompts]
+    for name, runner in runners.items():
+        logits = prompt_logits(runner, prompts)  # the four prompts in one step
+        for text, got, want in zip(PROMPTS, logits, expected):
+            assert np.abs(got - want).max() < 1e-3, (name, text)
 
 
-def test_greedy_tokens_match_hf(smollm, tmp_path):
+def test_greedy_tokens_match_hf(smollm, portable_runner, tmp_path):
     checkpoint, inference, hf, _, tokenizer = smollm
     expected = [hf_greedy_tokens(hf, prompt_ids(tokenizer, text), NEW_TOKENS, tokenizer.eos_token_ids,
                                  tokenizer.pad_token_id) for text in PROMPTS]
@@ -74,6 +84,11 @@ def test_greedy_tokens_match_hf(smollm, tmp_path):
     static = predict(inference, tmp_path / "static.jsonl", "--mode", "static", "--inference_model", *flags)
     assert [r["output_ids"] for r in dynamic] == expected
     assert [r["output_ids"] for r in static] == expected
+    engine = Engine(portable_runner, tokenizer.eos_token_ids, max_num_seqs=4, max_num_batched_tokens=256,
+                    max_model_len=2048)
+    portable_runner.allocate(64)
+    portable = engine.generate([prompt_ids(tokenizer, text) for text in PROMPTS], SamplingParams(max_tokens=NEW_TOKENS))
+    assert [g.token_ids for g in portable] == expected
     assert sum(len(e) for e in expected) > 4 * NEW_TOKENS  # real answers, not early stops
 
 

@@ -8,28 +8,18 @@ import paddle
 from paddle.static import InputSpec
 
 import paddlellm
-from paddlellm.device import check_device, check_device_name, check_dtype, compute_dtype, has_block_kernels
+from paddlellm import ops
+from paddlellm.device import check_cache_dtype, check_device, check_device_name, check_dtype, compute_dtype
 from paddlellm.errors import UserError
-from paddlellm.export.manifest import MANIFEST_NAME, Manifest
+from paddlellm.export.manifest import MANIFEST_NAME, Manifest, check_block_attn
 from paddlellm.files import atomic_directory
 from paddlellm.models.llama.loader import load_model
 from paddlellm.quiet import without_stderr_lines
 from paddlellm.tokenizer import copy_tokenizer_files
 
 
-def step_input_specs(config, cache_dtype):
-    """Inputs of the exported dense step, in order: ids, pad lengths, cache offset, then k/v per layer."""
-    cache = [config.num_key_value_heads, config.head_dim]
-    caches = []
-    for i in range(config.num_hidden_layers):
-        for kind in "kv":
-            caches.append(InputSpec([None, cache[0], None, cache[1]], cache_dtype, f"cache_{kind}_{i}"))
-    return [InputSpec([None, None], "int64", "input_ids"), InputSpec([None], "int64", "pad_lens"),
-            InputSpec([1], "int64", "cache_offset"), caches]
-
-
-def block_step_input_specs(config, cache_dtype, block_size):
-    """Inputs of the exported block step (see LlamaForCausalLM.forward_block), in order: the packed token ids,
+def step_input_specs(config, cache_dtype, block_size):
+    """Inputs of the exported step (see LlamaForCausalLM.forward), in order: the packed token ids,
     per-sequence lengths and block tables (PaddleNLP's names), then the paged k/v cache of each layer. The
     number of sequences, tokens and blocks is free: the pool's size is chosen at predict time."""
     caches = [InputSpec([None, config.num_key_value_heads, block_size, config.head_dim], cache_dtype,
@@ -38,31 +28,17 @@ def block_step_input_specs(config, cache_dtype, block_size):
             InputSpec([None], "int32", "seq_lens_decoder"), InputSpec([None, None], "int32", "block_tables"), caches]
 
 
-class BlockStep(paddle.nn.Layer):
-    """The model's block step as the `forward` that jit.save exports."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, input_ids, seq_lens_this_time, seq_lens_decoder, block_tables, caches):
-        return self.model.forward_block(input_ids, seq_lens_this_time, seq_lens_decoder, block_tables, caches)
-
-
 def export_model(model_dir, output_path, dtype="float32", device="cpu", lora_path=None, block_attn=None,
                  block_size=64):
     """Export `model_dir` (a checkpoint, with the LoRA adapter at `lora_path` merged in) into `output_path`:
-    the block step over a paged KV cache of `block_size`-token blocks (block_attn; by default where the
-    device has the block ops' kernels), or the dense step. The directory appears whole or not at all."""
-    if block_attn is None:
-        block_attn = has_block_kernels(device)
-    if block_attn and not (isinstance(block_size, int) and block_size >= 1):
+    the step over a paged KV cache of `block_size`-token blocks, for `device`'s op library. `block_attn` (PaddleNLP's
+    flag) is accepted; block attention is the only step there is. The directory appears whole or not at all."""
+    check_block_attn(block_attn)
+    if not (isinstance(block_size, int) and block_size >= 1):
         raise UserError(f"--block_size must be a positive number of tokens, got {block_size}")
-    if block_attn and not has_block_kernels(device):
-        raise UserError(f"--block_attn needs the paged-KV ops, which have CPU kernels only in this version (export "
-                        f"for --device {device} without --block_attn, or for --device cpu)")
     check_dtype(dtype)
     check_device_name(device)
+    check_cache_dtype(dtype, device)
     model_dir, output_path = Path(model_dir).resolve(), Path(output_path).resolve()
     if output_path == model_dir:
         raise UserError(f"--output_path {output_path} is the model directory itself (choose another directory)")
@@ -80,18 +56,14 @@ def export_model(model_dir, output_path, dtype="float32", device="cpu", lora_pat
     _log(f"loading {model_dir} as {dtype}" + (f" with the LoRA adapter {lora_path}" if lora_path else ""))
     model = load_model(model_dir, dtype=dtype, device=device, lora_path=lora_path)
     config, cache_dtype = model.config, compute_dtype(dtype, device)
-    if block_attn or model.cpu_ops:
-        from paddlellm import ops
-
-        ops.load_library()  # builds the CPU ops on first use, before tracing needs them
-    if block_attn:
-        specs, step = block_step_input_specs(config, cache_dtype, block_size), BlockStep(model)
-    else:
-        specs, step = step_input_specs(config, cache_dtype), model
+    if ops.library_device() != device:
+        _log(f"the {device} is not present here: tracing with the CPU op library (same op signatures)")
+    ops.load_library()  # (the CPU's is built on first use), before tracing needs it
+    specs = step_input_specs(config, cache_dtype, block_size)
     with atomic_directory(output_path, before_swap=lambda: check_replaceable(output_path)) as staging:
         _log("tracing the step program (to_static)")
         with without_stderr_lines(PADDLE_EXPORT_NOISE):
-            static_model = paddle.jit.to_static(step, input_spec=specs, full_graph=True)
+            static_model = paddle.jit.to_static(model, input_spec=specs, full_graph=True)
             paddle.jit.save(static_model, str(staging / "model"))
         shutil.copy2(model_dir / "config.json", staging / "config.json")
         copy_tokenizer_files(model_dir, staging)
@@ -100,10 +72,8 @@ def export_model(model_dir, output_path, dtype="float32", device="cpu", lora_pat
             model_type="llama", dtype=dtype, compute_dtype=cache_dtype, device=device,
             num_layers=config.num_hidden_layers, num_kv_heads=config.num_key_value_heads,
             head_dim=config.head_dim, max_position_embeddings=config.max_position_embeddings,
-            vocab_size=config.vocab_size, block_attn=block_attn, block_size=block_size if block_attn else None,
-            cache_layout="blocks" if block_attn else "dense", inputs=plain + cache_names,
-            weight_layout="packed" if model.cpu_ops else "plain",
-            outputs=["logits"] if block_attn else ["logits"] + cache_names,
+            vocab_size=config.vocab_size, block_size=block_size, inputs=plain + cache_names,
+            weight_layout="packed" if model.cpu_ops else "plain", outputs=["logits"],
             versions={"paddle": paddle.__version__, "paddlellm": paddlellm.__version__},
         ).write(staging)
     _log(f"exported to {output_path} in {time.perf_counter() - started:.1f}s")

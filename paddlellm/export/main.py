@@ -17,9 +17,8 @@ def build_parser():
     add_bool(p, "--inference_model", "export the inference model (the only kind paddlellm exports; default: true)")
     p.add_argument("--dtype", default="float32", help="weights: " + " | ".join(DTYPES))
     p.add_argument("--device", default="cpu", help=f"the device the program is for: {' | '.join(DEVICES)}")
-    add_bool(p, "--block_attn", "export the block step: a paged KV cache with continuous batching (default: on "
-                                "for the CPU, the device whose kernels are in this version)")
-    p.add_argument("--block_size", type=int, default=64, help="tokens per KV cache block (with --block_attn)")
+    add_bool(p, "--block_attn", "a paged KV cache with continuous batching: always on (PaddleNLP's flag, accepted)")
+    p.add_argument("--block_size", type=int, default=64, help="tokens per KV cache block")
     p.add_argument("--quant_type", default=None, help="weight quantization; not available in this version (default: none)")
     p.add_argument("--cachekv_int8_type", default=None, help="int8 KV cache; not available in this version (default: none)")
     add_debug(p)

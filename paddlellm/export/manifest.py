@@ -8,26 +8,26 @@ from paddlellm.errors import UserError
 from paddlellm.files import read_json
 
 MANIFEST_NAME = "paddlellm_manifest.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the block step only (1 also had a dense-cache step)
 
 
 @dataclass
 class Manifest:
     model_type: str
     dtype: str  # weights
-    compute_dtype: str  # activations and cache
+    compute_dtype: str  # matmuls and the KV cache (activations between ops are float32)
     device: str  # the device the program was exported for
     num_layers: int
     num_kv_heads: int
     head_dim: int
     max_position_embeddings: int
     vocab_size: int
+    block_size: int  # tokens per KV cache block
     inputs: List[str]
     outputs: List[str]
     inference_model: bool = True
-    block_attn: bool = False
-    block_size: Optional[int] = None
-    cache_layout: str = "dense"  # dense: [batch, kv_heads, length, head_dim]; blocks: [num_blocks, kv_heads, block_size, head_dim]; per layer, k then v
+    block_attn: bool = True  # PaddleNLP's name for what every export is now: a paged KV cache
+    cache_layout: str = "blocks"  # [num_blocks, kv_heads, block_size, head_dim] per layer, k then v
     weight_layout: str = "plain"  # plain: projections [in, out]; packed: [out / 32, in, 32] for the CPU op paddlellm_linear
     quant_type: Optional[str] = None
     cachekv_int8_type: Optional[str] = None
@@ -39,6 +39,13 @@ class Manifest:
 
     def write(self, directory):
         (Path(directory) / MANIFEST_NAME).write_text(json.dumps(asdict(self), indent=2) + "\n")
+
+
+def check_block_attn(block_attn):
+    """--block_attn is PaddleNLP's flag: on (or not given) is the only step there is."""
+    if block_attn is False:
+        raise UserError("--block_attn false: the dense-cache step was removed, block attention is the only step "
+                        "(drop the flag)")
 
 
 def read_manifest(directory) -> Manifest:

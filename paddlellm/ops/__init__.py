@@ -1,8 +1,9 @@
-"""Custom ops: the Python API over the CPU kernels in csrc/cpu (the block KV cache, the packed linear layer).
+"""Custom ops: the Python API over one op set with kernels per device (csrc/cpu, csrc/hip, csrc/npu).
 
-Each op's contract is in SPEC.md and its pure-Paddle reference in reference.py. The library is built
-on first use (see build.py) and registered by the first call here. A process that only runs an exported
-program holding these ops needs `load_library()` before `paddle.inference.create_predictor`.
+Each op's contract is in SPEC.md and its pure-Paddle reference in reference.py. A process uses one device's
+library (use_device; the CPU's by default, built on first use, see build.py), registered by the first call
+here. A process that only runs an exported program holding these ops needs `load_library()` before
+`paddle.inference.create_predictor`.
 
     key_cache, value_cache = write_cache_kv(key, value, key_cache, value_cache,
                                             block_tables, seq_lens_this_time, seq_lens_decoder)
@@ -13,11 +14,12 @@ import paddle
 from paddle import _C_ops, in_dynamic_mode
 from paddle.jit.marker import unified
 
-from paddlellm.ops.build import cpu_isa, load_library, num_threads, register_ops, supported_isas
+from paddlellm.ops.build import (cpu_isa, library_device, load_library, num_threads, register_ops, supported_isas,
+                                 use_device)
 
 __all__ = ["write_cache_kv", "block_attention", "linear", "pack_linear_weight", "linear_swiglu", "pack_swiglu_weight",
            "packed_embedding", "LINEAR_BLOCK", "rms_norm", "fused_add_rms_norm", "rotary_embedding", "swiglu",
-           "load_library", "register_ops", "cpu_isa", "supported_isas", "num_threads", "ops_in_program", "describe_ops",
+           "load_library", "register_ops", "use_device", "library_device", "cpu_isa", "supported_isas", "num_threads", "ops_in_program", "describe_ops",
            "fused_decoder_layer"]
 
 
@@ -68,10 +70,12 @@ def ops_in_program(program_path):
 
 
 def describe_ops(counts):
-    """One line saying which ops a model runs on and which kernels: 'linear x91, ... (CPU kernels, avx512)'."""
+    """One line saying which ops a model runs on and which kernels: 'linear x91, ... (CPU kernels, avx512)', or
+    '... (npu kernels)' in a process that runs the npu's library."""
     if not counts:
         return "no paddlellm ops (plain Paddle ops only)"
-    return ", ".join(f"{name} x{n}" for name, n in counts.items()) + f" (CPU kernels, {cpu_isa()})"
+    kernels = f"CPU kernels, {cpu_isa()}" if library_device() == "cpu" else f"{library_device()} kernels"
+    return ", ".join(f"{name} x{n}" for name, n in counts.items()) + f" ({kernels})"
 
 
 LINEAR_BLOCK = 32  # output columns per packed weight block (kLinearBlock in csrc/cpu/linear_kernel.h)

@@ -29,6 +29,17 @@ _BUILD_VERSION = "1"  # bump to force a rebuild when this file's build logic cha
 _lib = None  # ctypes handle of the loaded library (enough for create_predictor)
 _registered = False  # ops registered for eager/to_static calls (register_ops)
 
+# The op libraries of the other devices: the Python package their build installs (its import loads and
+# registers the ops) and how to build it. They register the CPU library's op names and signatures, so a
+# process loads exactly one library: the one of the device it runs on (see use_device).
+DEVICE_LIBRARIES = {
+    "npu": ("paddlellm_npu_ops", "cd csrc/npu && python setup.py build bdist_wheel && pip install dist/*.whl"),
+    "dcu": ("paddlellm_hip_ops", "cd csrc/hip && python setup_hip.py install"),
+    "gpu": ("paddlellm_hip_ops", "cd csrc/hip && python setup_hip.py install"),
+}
+_device = "cpu"  # whose op library load_library loads (use_device)
+_device_library = None  # the imported package of a device library
+
 
 def sources():
     """The files the library is built from: .cc compiled, .h/.inc hashed."""
@@ -128,11 +139,48 @@ def _build(directory):
     (directory / "ok").write_text(str(so) + "\n")
 
 
+def use_device(device, present=True):
+    """Selects the op library this process loads: the device's own (DEVICE_LIBRARIES) when the device is
+    present, else the CPU library, whose ops take the same inputs and attributes: enough to trace a program
+    for the device here and run it there. A process loads one library: choosing another after the first
+    load is an error."""
+    global _device
+    chosen = device if present and device in DEVICE_LIBRARIES else "cpu"
+    if chosen != _device and (_lib is not None or _device_library is not None):
+        raise UserError(f"this process already loaded the {_device} op library, so it cannot run ops for "
+                        f"--device {device} (use one device per process)")
+    _device = chosen
+    return chosen
+
+
+def library_device():
+    """The device whose op library load_library loads (see use_device)."""
+    return _device
+
+
+def _load_device_library():
+    global _device_library, _registered
+    if _device_library is None:
+        import importlib
+
+        package, build = DEVICE_LIBRARIES[_device]
+        try:
+            _device_library = importlib.import_module(package)  # registers the ops (Paddle's generated stub)
+        except ImportError as e:
+            raise UserError(f"the paddlellm {_device} ops are not installed ({package}: {e}); build and install "
+                            f"them from paddlellm's source tree: {build}") from None
+        _registered = True
+    return _device_library.__file__
+
+
 def load_library():
     """Builds the op library (first use) and loads it; returns its path. Idempotent, cheap after the first call.
     This is what a process needs before paddle.inference.create_predictor on a program holding the ops:
-    the predictor registers the ops itself from the loaded library."""
+    the predictor registers the ops itself from the loaded library. For another device (use_device), imports
+    the installed package of that device's library instead."""
     global _lib
+    if _device != "cpu":
+        return _load_device_library()
     if _lib is not None:
         return _lib._name
     directory = cache_dir()
@@ -155,7 +203,7 @@ def register_ops():
     "op already registered" warnings (glog), so a predictor-only process should use load_library()."""
     global _registered
     so = load_library()
-    if not _registered:
+    if not _registered:  # (a device library registered its ops on import)
         from paddle.utils.cpp_extension import load_op_meta_info_and_register_op
 
         load_op_meta_info_and_register_op(so)
@@ -164,7 +212,10 @@ def register_ops():
 
 
 def cpu_isa():
-    """The ISA the attention kernel uses now ("avx512", "avx2" or "scalar"), following PADDLELLM_CPU_ISA."""
+    """The ISA the CPU kernels use now ("avx512", "avx2" or "scalar"), following PADDLELLM_CPU_ISA; None in a
+    process that runs another device's library."""
+    if _device != "cpu":
+        return None
     load_library()
     code = _lib.paddlellm_cpu_isa()
     if code < 0:

@@ -195,16 +195,17 @@ def _make_fused_add_rms_norm(case, rng):
     return [x, _randn(rng, *case["x"], scale=3.0), weight], [1e-5]
 
 
-def _plain_rms_norm(x, weight, eps):
-    from paddlellm.models.llama.model import rms_norm
+def _rms_norm_in_paddle(x, weight, eps):
+    """RMSNorm as plain Paddle ops: float32 math, rsqrt of the mean square (Paddle's CPU pow is ~60x slower)."""
+    return x * paddle.rsqrt((x * x).mean(axis=-1, keepdim=True) + eps) * weight.astype("float32")
 
-    return lambda: rms_norm(x, weight, eps)
+
+def _plain_rms_norm(x, weight, eps):
+    return lambda: _rms_norm_in_paddle(x, weight, eps)
 
 
 def _plain_fused_add_rms_norm(x, residual, weight, eps):
-    from paddlellm.models.llama.model import rms_norm
-
-    return lambda: (rms_norm(x + residual, weight, eps), x + residual)
+    return lambda: (_rms_norm_in_paddle(x + residual, weight, eps), x + residual)
 
 
 ROPE_SHAPES = tuple((t, hq, hk, d) for t in (0, 1, 5, 13, 100) for hq, hk, d in ((1, 1, 2), (9, 3, 64), (4, 1, 20),
@@ -227,14 +228,14 @@ def _make_rotary_embedding(case, rng, max_position=8192):
 
 
 def _plain_rotary_embedding(q, k, positions, inv_freq, interleaved):
-    from paddlellm.models.llama.model import rope
-
-    def run():  # model.py's plain path: cos/sin of the positions, rope on q and k together
+    def run():  # rotate-half as plain ops: x * cos + rotate_half(x) * sin, rotate_half(x) = roll(x, D/2) * [-1.., 1..]
         freqs = positions.astype("float32").unsqueeze(-1) * inv_freq
         cos = paddle.cos(paddle.concat([freqs, freqs], axis=-1)).unsqueeze(-2)
         sin = paddle.sin(freqs)
         sin_signed = paddle.concat([-sin, sin], axis=-1).unsqueeze(-2)
-        return paddle.split(rope(paddle.concat([q, k], axis=1), cos, sin_signed), [q.shape[1], k.shape[1]], axis=1)
+        x = paddle.concat([q, k], axis=1)
+        rotated = x * cos + paddle.roll(x, x.shape[-1] // 2, axis=-1) * sin_signed
+        return paddle.split(rotated, [q.shape[1], k.shape[1]], axis=1)
     return run
 
 

@@ -6,6 +6,7 @@ from typing import Optional
 from paddlellm.argparsing import ArgumentParser, DefaultsHelpFormatter, add_bool, add_debug
 from paddlellm.device import DEVICES, DTYPES, check_device_name, check_dtype
 from paddlellm.errors import UserError
+from paddlellm.export.manifest import check_block_attn
 from paddlellm.predictor.sampling import SamplingParams
 
 
@@ -31,7 +32,7 @@ class PredictorArgs:
     output_file: Optional[str] = None
     cpu_threads: int = 0  # 0: every core this process may use
     quiet: bool = False
-    block_size: Optional[int] = None  # dynamic mode with --block_attn; static mode: the export's
+    block_size: Optional[int] = None  # dynamic mode; static mode: the export's
     num_blocks: int = 0  # 0: sized from the requests (or --kv_cache_memory_gb)
     kv_cache_memory_gb: float = 0.0
     max_num_batched_tokens: int = 256  # see --help
@@ -58,8 +59,7 @@ def build_parser():
     p.add_argument("--mode", default="dynamic", help="dynamic | static")
     add_bool(p, "--inference_model", "use the inference model (the only kind paddlellm has; accepted for "
                                      "PaddleNLP recipes; default: true)")
-    add_bool(p, "--block_attn", "paged KV cache with continuous batching (default: on for the CPU in dynamic "
-                                "mode; static mode: taken from the export)")
+    add_bool(p, "--block_attn", "a paged KV cache with continuous batching: always on (PaddleNLP's flag, accepted)")
     p.add_argument("--block_size", type=int, default=None,
                    help="tokens per KV block (default: 64 in dynamic mode; static mode: the export's)")
     p.add_argument("--num_blocks", type=int, default=0,
@@ -127,6 +127,7 @@ def check_args(a: PredictorArgs):
         check_dtype(a.dtype)
     if a.device is not None:
         check_device_name(a.device)
+    check_block_attn(a.block_attn)
     require(a.src_length >= 1, f"--src_length must be at least 1, got {a.src_length}")
     require(a.max_length >= 1, f"--max_length must be at least 1 new token, got {a.max_length}")
     require(a.batch_size >= 1, f"--batch_size must be at least 1, got {a.batch_size}")

@@ -15,20 +15,20 @@ holds; by default it is sized for each call: its `batch_size` largest requests a
 preempted. Also here: what the CLI shares with the API (encoding prompts, checking a model, building the
 runner).
 """
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, List, Optional
 
 import numpy as np
 import paddle
 
-from paddlellm.device import check_device, compute_dtype, has_block_kernels, paddle_place
+from paddlellm.device import check_device, compute_dtype, paddle_place
 from paddlellm.errors import UserError
 from paddlellm.export.manifest import MANIFEST_NAME, read_manifest
 from paddlellm.predictor.args import PredictorArgs, check_args
 from paddlellm.predictor.block_manager import num_blocks_for_memory
 from paddlellm.predictor.engine import Engine
-from paddlellm.predictor.runners import DynamicBlockRunner, DynamicRunner, StaticBlockRunner, StaticRunner
+from paddlellm.predictor.runners import DynamicBlockRunner, StaticBlockRunner
 from paddlellm.predictor.sampling import SamplingParams
 from paddlellm.predictor.scheduler import ScheduledRequest, SchedulerOutput
 from paddlellm.tokenizer import load_tokenizer
@@ -53,10 +53,7 @@ class LLM:
         if not model_dir.is_dir():
             raise UserError(f"model directory {model_dir} does not exist (check --model_name_or_path)")
         model = describe_model(args, model_dir)
-        if not uses_block_attn(args, model):
-            fix = "export it again with --block_attn" if args.mode == "static" else "pass block_attn=True"
-            raise UserError(f"{model_dir} runs without block attention, which the engine needs ({fix})")
-        self._setup(args, load_tokenizer(model_dir), model, build_runner(args, model_dir, model, block=True))
+        self._setup(args, load_tokenizer(model_dir), model, build_runner(args, model_dir, model))
 
     @classmethod
     def from_parts(cls, args: PredictorArgs, tokenizer, model, runner):
@@ -101,14 +98,6 @@ class LLM:
         return [done[index] for index in range(len(prompts))]
 
 
-def uses_block_attn(args: PredictorArgs, model):
-    """Static mode follows the export; dynamic mode takes --block_attn, by default on where the device has
-    the block ops' kernels."""
-    if args.mode == "static":
-        return bool(model.block_attn)
-    return args.block_attn if args.block_attn is not None else has_block_kernels(args.device or "cpu")
-
-
 def pool_blocks_for(prompts, params, batch_size, block_size):
     """Blocks for the `batch_size` largest requests at once (the last sampled token needs no slot)."""
     sizes = sorted((-(-(len(p) + q.max_tokens - 1) // block_size) for p, q in zip(prompts, params)), reverse=True)
@@ -137,10 +126,6 @@ def describe_model(args: PredictorArgs, model_dir: Path):
         if args.dtype is not None and args.dtype != manifest.dtype:
             raise UserError(f"--dtype {args.dtype} contradicts the exported dtype {manifest.dtype} in {source} "
                             f"(drop --dtype, or export again with --dtype {args.dtype})")
-        if args.block_attn is not None and args.block_attn != manifest.block_attn:
-            fix = "export again with --block_attn" if args.block_attn else "export again without --block_attn"
-            raise UserError(f"--block_attn {args.block_attn} contradicts block_attn {manifest.block_attn} in {source} "
-                            f"(drop --block_attn, or {fix})")
         if args.block_size is not None and args.block_size != manifest.block_size:
             raise UserError(f"--block_size {args.block_size} contradicts block_size {manifest.block_size} in {source} "
                             f"(drop --block_size, or export again with --block_size {args.block_size})")
@@ -181,34 +166,27 @@ def check_prompts_fit(prompts, tokenizer, model, max_tokens):
                         f"{model.max_position_embeddings} positions ({fix})")
 
 
-def build_runner(args: PredictorArgs, model_dir: Path, model, block):
-    """The runner for --mode: the exported program (`model` is its manifest) or the checkpoint loaded; a
-    block runner (its pool allocated later) or a dense one."""
+def build_runner(args: PredictorArgs, model_dir: Path, model):
+    """The runner for --mode, its pool allocated later: the exported program (`model` is its manifest) or the
+    checkpoint loaded."""
     if args.mode == "static":
         device = args.device or model.device
         paddle.set_device(paddle_place(device))
-        if block:
-            return StaticBlockRunner(model_dir, model, device, args.threads())
-        return StaticRunner(model_dir, model, device, args.threads())
+        return StaticBlockRunner(model_dir, model, device, args.threads())
     from paddlellm.models.llama.loader import load_model
 
     dtype, device = args.dtype or "float32", args.device or "cpu"
     paddle.set_device(paddle_place(device))
-    loaded = load_model(model_dir, dtype=dtype, device=device)
-    if block:
-        return DynamicBlockRunner(loaded, args.threads(), block_size=args.block_size or 64)
-    return DynamicRunner(loaded, args.threads())
+    return DynamicBlockRunner(load_model(model_dir, dtype=dtype, device=device), args.threads(),
+                              block_size=args.block_size or 64)
 
 
 def warm_up(runner):
     """One step on one token: the first run of a program prepares it (seconds on a real model)."""
-    if isinstance(runner, (StaticBlockRunner, DynamicBlockRunner)):
-        if runner.num_blocks == 0:
-            runner.allocate(1)
-        # block 0, slot 0 gets a K/V row that any request using it overwrites before reading it
-        runner.step(SchedulerOutput([ScheduledRequest("warm-up", 1, 0, [0], [0], True)]))
-    else:
-        runner.step(np.zeros((1, 1), dtype=np.int64), np.zeros(1, dtype=np.int64), 0, runner.new_caches(1, 1))
+    if runner.num_blocks == 0:
+        runner.allocate(1)
+    # block 0, slot 0 gets a K/V row that any request using it overwrites before reading it
+    runner.step(SchedulerOutput([ScheduledRequest("warm-up", 1, 0, [0], [0], True)]))
 
 
 def encode_prompts(tokenizer, texts, args: PredictorArgs):

@@ -1,17 +1,13 @@
 """`llm/predict/predictor.py`: flags -> prompts -> runner -> generations, printed and/or written."""
 import sys
-import time
 from pathlib import Path
 
 from paddlellm.errors import UserError
 from paddlellm.predictor.args import PredictorArgs, parse_args
 from paddlellm.predictor.benchmark import run_benchmark, synthetic_prompts, table, write_result
 from paddlellm.predictor.engine import EngineStats
-from paddlellm.predictor.generate import GenerationStats, generate_batch
 from paddlellm.predictor.io import open_results, read_prompts
-from paddlellm.predictor.llm import (LLM, build_runner, check_prompts_fit, describe_model, encode_prompts,
-                                     uses_block_attn, warm_up)
-from paddlellm.predictor.sampling import Sampler
+from paddlellm.predictor.llm import LLM, build_runner, check_prompts_fit, describe_model, encode_prompts
 from paddlellm.tokenizer import load_tokenizer
 
 
@@ -50,41 +46,22 @@ def predict(args: PredictorArgs, model_dir: Path, texts, output):
     prompts = encode_prompts(tokenizer, texts, args)
     model = describe_model(args, model_dir)
     check_prompts_fit(prompts, tokenizer, model, args.max_length)
-    block = uses_block_attn(args, model)
-    log(f"loading {model_dir} ({args.mode} mode{', block attention' if block else ''})")
-    runner = build_runner(args, model_dir, model, block)
+    log(f"loading {model_dir} ({args.mode} mode, block attention)")
+    runner = build_runner(args, model_dir, model)
     log_ops(args, model_dir, model)
-    if block:
-        llm = LLM.from_parts(args, tokenizer, model, runner)
-        log(f"generating for {len(prompts)} prompt(s), up to {args.batch_size} at a time")
-        emit = ordered_rows(texts, tokenizer, output, args.quiet)
-        for out in llm.stream(prompts):
-            if out.finished:
-                emit(out.index, out.token_ids)
-        return engine_summary(llm.engine.stats, args, runner)
-    log("warming up")
-    warm_up(runner)
-    log(f"generating for {len(prompts)} prompt(s), {args.batch_size} at a time")
-    samplers = [Sampler(args.sampling(), index) for index in range(len(prompts))]
-    eos_ids, pad_id = tokenizer.eos_token_ids, tokenizer.pad_token_id
+    llm = LLM.from_parts(args, tokenizer, model, runner)
+    log(f"generating for {len(prompts)} prompt(s), up to {args.batch_size} at a time")
     emit = ordered_rows(texts, tokenizer, output, args.quiet)
-    stats, started = GenerationStats(), time.perf_counter()
-    for first in range(0, len(prompts), args.batch_size):
-        batch = slice(first, first + args.batch_size)
-        results, batch_stats = generate_batch(runner, prompts[batch], args.max_length, samplers[batch], eos_ids, pad_id)
-        stats.add(batch_stats)
-        for index, result in enumerate(results, first):
-            emit(index, result.token_ids)
-    return summary(stats, time.perf_counter() - started, args)
+    for out in llm.stream(prompts):
+        if out.finished:
+            emit(out.index, out.token_ids)
+    return engine_summary(llm.engine.stats, args, runner)
 
 
 def benchmark(args: PredictorArgs, model_dir: Path):
     """--benchmark: see benchmark.py; prints one table, writes --benchmark_output."""
     tokenizer = load_tokenizer(model_dir)
     model = describe_model(args, model_dir)
-    if not uses_block_attn(args, model):
-        raise UserError("--benchmark measures the block-attention engine (export with --block_attn, or add "
-                        "--block_attn in dynamic mode)")
     if args.data_file:
         prompts = encode_prompts(tokenizer, read_prompts(args.data_file), args)
     else:
@@ -92,7 +69,7 @@ def benchmark(args: PredictorArgs, model_dir: Path):
         prompts = synthetic_prompts(count, args.src_length, model.vocab_size, args.seed)
     check_prompts_fit(prompts, tokenizer, model, args.max_length)
     log(f"loading {model_dir} ({args.mode} mode, block attention)")
-    llm = LLM.from_parts(args, tokenizer, model, build_runner(args, model_dir, model, block=True))
+    llm = LLM.from_parts(args, tokenizer, model, build_runner(args, model_dir, model))
     log_ops(args, model_dir, model)
     log(f"benchmarking {len(prompts)} request(s), up to {args.batch_size} at a time")
     result = run_benchmark(llm, prompts)
@@ -134,21 +111,11 @@ def log(message):
     print(f"[predictor] {message}", flush=True)
 
 
-def summary(stats: GenerationStats, seconds, args: PredictorArgs):
-    decode_tps = stats.decode_steps and (stats.generated_tokens - stats.batches) / max(stats.decode_seconds, 1e-9)
-    prefill_tps = stats.prompt_tokens / max(stats.prefill_seconds, 1e-9)
-    return (f"[{args.mode}] {stats.batches} batch(es), {stats.prompt_tokens} prompt tokens, "
-            f"{stats.generated_tokens} generated tokens in {seconds:.2f}s: "
-            f"prefill {prefill_tps:.1f} tok/s, decode {decode_tps:.1f} tok/s, overall "
-            f"{stats.generated_tokens / max(seconds, 1e-9):.1f} tok/s")
-
-
 def engine_summary(stats: EngineStats, args: PredictorArgs, runner):
     """The summary line of a block-attention run: prompt and decode throughput over the steps that did each."""
     prefill_seconds = sum(t for t, prompt, _ in stats.step_log if prompt)
     decode_seconds = sum(t for t, prompt, _ in stats.step_log if not prompt)
     decode_only = sum(decode for _, prompt, decode in stats.step_log if not prompt)
-    generated = stats.decode_tokens + sum(1 for _, prompt, _ in stats.step_log if prompt)
     return (f"[{args.mode}, block attention] {stats.steps} steps, {stats.prompt_tokens} prompt tokens "
             f"({stats.prefix_cache_hits} from the prefix cache), {stats.decode_tokens} decode tokens in "
             f"{stats.seconds:.2f}s: prefill {stats.prompt_tokens / max(prefill_seconds, 1e-9):.1f} tok/s, decode "

@@ -1,6 +1,5 @@
-"""Step runners: the same step run eagerly on the dygraph model, or by paddle.inference on the exported
-program. Dense runners (see generate.py) hand their caches from one step to the next without copies; block
-runners (see engine.py) own a pool of KV blocks that each step writes in place."""
+"""Step runners: the same block step run eagerly on the dygraph model, or by paddle.inference on the exported
+program. A runner owns a pool of KV blocks that each step (see engine.py) writes in place."""
 import os
 from pathlib import Path
 
@@ -15,30 +14,15 @@ def set_cpu_threads(threads):
     paddle.base.core.set_num_threads(threads)
 
 
-class DynamicRunner:
-    def __init__(self, model, threads):
-        self.model = model
-        self.num_caches = 2 * model.config.num_hidden_layers
-        set_cpu_threads(threads)
-
-    def new_caches(self, batch, length):
-        shape = self.model.cache_shape(batch, length)
-        return [paddle.zeros(shape, dtype=self.model.compute_dtype) for _ in range(self.num_caches)]
-
-    def step(self, input_ids, pad_lens, cache_offset, caches):
-        with paddle.no_grad():
-            logits, caches = self.model(paddle.to_tensor(input_ids), paddle.to_tensor(pad_lens),
-                                        paddle.to_tensor([cache_offset], dtype="int64"), caches)
-        return logits.numpy(), caches
-
-
 def create_predictor(model_dir, manifest: Manifest, device, threads):
     """paddle.inference's predictor for an exported program, set up for speed on the device."""
     from paddlellm import ops
     from paddlellm.quiet import without_stderr_lines
 
-    # The ops are registered for eager calls (the sampler's) before the process's first predictor: registered
-    # after it, eager calls fail; before, the predictor logs one harmless "op already registered" line per op.
+    # The device's op library is registered for eager calls (the sampler's) before the process's first
+    # predictor: registered after it, eager calls fail; before, the predictor logs one harmless "op already
+    # registered" line per op.
+    ops.use_device(device)
     ops.register_ops()
     # The predictor's garbage collector thread takes half a core from the math on small machines.
     paddle.set_flags({"FLAGS_eager_delete_tensor_gb": -1.0})
@@ -62,25 +46,6 @@ def create_predictor(model_dir, manifest: Manifest, device, threads):
     if set(names) != set(manifest.inputs):
         raise RuntimeError(f"program inputs {names} differ from the manifest's {manifest.inputs}")
     return predictor
-
-
-class StaticRunner:
-    def __init__(self, model_dir, manifest: Manifest, device, threads):
-        self.manifest = manifest
-        self.predictor = create_predictor(model_dir, manifest, device, threads)
-        self.input_names = self.predictor.get_input_names()
-
-    def new_caches(self, batch, length):
-        m = self.manifest
-        shape = [batch, m.num_kv_heads, length, m.head_dim]
-        return [paddle.zeros(shape, dtype=m.compute_dtype) for _ in range(2 * m.num_layers)]
-
-    def step(self, input_ids, pad_lens, cache_offset, caches):
-        feeds = {"input_ids": paddle.to_tensor(input_ids), "pad_lens": paddle.to_tensor(pad_lens),
-                 "cache_offset": paddle.to_tensor(np.array([cache_offset], dtype=np.int64))}
-        feeds.update(zip(self.manifest.inputs[3:], caches))
-        outputs = self.predictor.run([feeds[name] for name in self.input_names])
-        return outputs[0].numpy(), outputs[1:]
 
 
 def block_step_inputs(plan):
@@ -118,9 +83,6 @@ class DynamicBlockRunner(BlockRunner):
     """The model's block step, eagerly."""
 
     def __init__(self, model, threads, num_blocks=0, block_size=64):
-        from paddlellm import ops
-
-        ops.load_library()
         c = model.config
         super().__init__(c.num_hidden_layers, c.num_key_value_heads, c.head_dim, block_size, model.compute_dtype,
                          num_blocks)
@@ -129,7 +91,7 @@ class DynamicBlockRunner(BlockRunner):
 
     def step(self, plan):
         with paddle.no_grad():
-            return self.model.forward_block(*block_step_inputs(plan), self.caches).numpy()
+            return self.model(*block_step_inputs(plan), self.caches).numpy()
 
 
 class StaticBlockRunner(BlockRunner):
@@ -146,3 +108,18 @@ class StaticBlockRunner(BlockRunner):
     def step(self, plan):
         feeds = block_step_inputs(plan) + self.caches
         return self.predictor.run([feeds[i] for i in self.feed_order])[0].numpy()
+
+
+def prompt_logits(runner, prompts):
+    """The next-token logits after each prompt (token id lists), all in one step over a fresh pool that
+    holds just them: numpy [len(prompts), vocab]."""
+    from paddlellm.predictor.scheduler import ScheduledRequest, SchedulerOutput
+
+    tables, first = [], 0
+    for prompt in prompts:
+        blocks = -(-len(prompt) // runner.block_size)
+        tables.append(list(range(first, first + blocks)))
+        first += blocks
+    runner.allocate(first)
+    return runner.step(SchedulerOutput([ScheduledRequest(i, len(p), 0, list(p), table, True)
+                                        for i, (p, table) in enumerate(zip(prompts, tables))]))

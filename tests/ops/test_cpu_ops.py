@@ -191,6 +191,33 @@ def test_missing_compiler_is_one_line(tmp_path):
         run.stdout + run.stderr
 
 
+@pytest.mark.parametrize("device, package, build", [
+    ("npu", "paddlellm_npu_ops", "cd csrc/npu && python setup.py build bdist_wheel && pip install dist/*.whl"),
+    ("dcu", "paddlellm_hip_ops", "cd csrc/hip && python setup_hip.py install")])
+def test_a_missing_device_library_is_one_line_saying_how_to_build_it(device, package, build):
+    """A process for a present device loads that device's op library (here none is installed)."""
+    code = ("from paddlellm.errors import UserError\nfrom paddlellm import ops\n"
+            f"ops.use_device({device!r})\n"
+            "try:\n    ops.load_library()\nexcept UserError as e:\n    print('USERERROR', e)\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert run.stdout.splitlines() == [
+        f"USERERROR the paddlellm {device} ops are not installed ({package}: No module named '{package}'); build and "
+        f"install them from paddlellm's source tree: {build}"], run.stdout + run.stderr
+
+
+def test_an_absent_device_gets_the_cpu_library_and_a_process_keeps_its_library():
+    """(Both libraries register the same op names: one per process.)"""
+    from paddlellm.errors import UserError
+    from paddlellm.ops import build
+
+    ops.load_library()
+    assert build.use_device("npu", present=False) == "cpu" and build.library_device() == "cpu"
+    with pytest.raises(UserError, match=r"this process already loaded the cpu op library, so it cannot run ops for "
+                                        r"--device dcu \(use one device per process\)"):
+        build.use_device("dcu")
+    assert build.library_device() == "cpu"
+
+
 class _Step(paddle.nn.Layer):
     """The smallest program shape the block step uses: write this step's K/V, then attend."""
 

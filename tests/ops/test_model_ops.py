@@ -19,6 +19,7 @@ from paddlellm import ops
 from paddlellm.models.llama import model as llama
 from paddlellm.models.llama.config import LlamaConfig
 from paddlellm.ops.reference import rms_norm_ref, rotary_embedding_ref, swiglu_ref
+from paddlellm.ops.spec import BY_NAME
 
 NORM_RTOL = 2e-6
 SWIGLU_RTOL = 1e-6
@@ -103,12 +104,9 @@ def inv_freq_of(head_dim, theta=10000.0, rope_scaling=None):
     return paddle.to_tensor(llama.rope_inv_freq(config))
 
 
-def model_rope(q, k, positions, inv_freq):
-    """model.py's path: LlamaForCausalLM.rotary (freqs = positions * inv_freq in float32, paddle.cos/sin) + rope."""
-    holder = paddle.nn.Layer()
-    holder.inv_freq, holder.compute_dtype = inv_freq, "float32"
-    cos, sin_signed = llama.LlamaForCausalLM.rotary(holder, positions.astype("float32"))
-    return llama.rope(q, cos, sin_signed), llama.rope(k, cos, sin_signed)
+def paddle_rope(q, k, positions, inv_freq):
+    """Rotate-half in plain Paddle ops (freqs = positions * inv_freq in float32, paddle.cos/sin): the spec's plain."""
+    return BY_NAME["rotary_embedding"].plain(q, k, positions, inv_freq, False)()
 
 
 def rope_batch(rng, tokens, heads, kv_heads, head_dim, max_position=8192):
@@ -123,12 +121,12 @@ def rope_batch(rng, tokens, heads, kv_heads, head_dim, max_position=8192):
                                            "high_freq_factor": 4.0, "original_max_position_embeddings": 1024}],
                          ids=["default", "linear", "llama3"])
 @pytest.mark.parametrize("head_dim", [20, 64, 72])
-def test_rotary_embedding_matches_model(head_dim, rope_scaling):
-    """Against model.py's own rotary()+rope() (positions up to 8192; scaling folded into inv_freq)."""
+def test_rotary_embedding_matches_plain_paddle(head_dim, rope_scaling):
+    """Against the same rotation in plain Paddle ops (positions up to 8192; scaling folded into inv_freq)."""
     rng = np.random.RandomState(head_dim)
     q, k, positions = rope_batch(rng, 100, 9, 3, head_dim)
     inv_freq = inv_freq_of(head_dim, theta=500000.0 if rope_scaling else 10000.0, rope_scaling=rope_scaling)
-    want_q, want_k = model_rope(q, k, positions, inv_freq)
+    want_q, want_k = paddle_rope(q, k, positions, inv_freq)
     ops.rotary_embedding(q, k, positions, inv_freq)
     np.testing.assert_allclose(q.numpy(), want_q.numpy(), **ROPE_TOL)
     np.testing.assert_allclose(k.numpy(), want_k.numpy(), **ROPE_TOL)

@@ -33,6 +33,7 @@ def test_benchmark_measures_exact_token_counts_and_writes_json(tiny_llama, tmp_p
     assert json.loads(out.read_text())["generated_tokens"] == 2 * 4
 
 
-def test_benchmark_needs_block_attention(exported, capsys):
-    message = fails(capsys, main, ["--model_name_or_path", exported, "--mode", "static", "--benchmark"])
-    assert "--benchmark measures the block-attention engine (export with --block_attn" in message
+def test_benchmark_refuses_the_removed_dense_step(exported, capsys):
+    message = fails(capsys, main, ["--model_name_or_path", exported, "--mode", "static", "--benchmark", "--block_attn",
+                                   "false"])
+    assert "--block_attn false: the dense-cache step was removed" in message

@@ -33,21 +33,25 @@ def random_prompts(lengths, seed=0, vocab=320):
 
 @pytest.fixture(scope="module", params=["gqa", "mha_tied"])
 def tiny(request, tmp_path_factory):
-    """The checkpoint's block export, its dygraph model, eos ids, prompts and HF's greedy tokens for them."""
+    """The checkpoint's exports (for the CPU, and for the DCU: the portable ops every device runs, traced here
+    with the CPU library, whose ops take the same inputs), its dygraph model, eos ids, prompts and HF's greedy
+    tokens for them."""
     checkpoint = request.getfixturevalue("tiny_llama" if request.param == "gqa" else "tiny_llama_mha")
-    exported = export_model(checkpoint, tmp_path_factory.mktemp("block") / "inference", block_attn=True,
-                            block_size=BLOCK)
+    exports = {device: export_model(checkpoint, tmp_path_factory.mktemp("block") / device, block_attn=True,
+                                    block_size=BLOCK, device=device) for device in ("cpu", "dcu")}
     eos = load_tokenizer(checkpoint).eos_token_ids
     hf = transformers.AutoModelForCausalLM.from_pretrained(checkpoint, dtype=torch.float32).eval()
     prompts = random_prompts(PROMPT_LENGTHS)
     expected = [hf_greedy_tokens(hf, p, n, eos, 0) for p, n in zip(prompts, MAX_TOKENS)]
-    return exported, load_model(checkpoint), eos, prompts, expected
+    return exports, load_model(checkpoint), eos, prompts, expected
 
 
 def runner_for(kind, tiny, num_blocks):
-    exported, model = tiny[0], tiny[1]
+    """dynamic: the dygraph model; static: the CPU's export; portable: the DCU's export, run on the CPU kernels."""
+    exports, model = tiny[0], tiny[1]
     if kind == "dynamic":
         return DynamicBlockRunner(model, 2, num_blocks=num_blocks, block_size=BLOCK)
+    exported = exports["dcu" if kind == "portable" else "cpu"]
     return StaticBlockRunner(exported, read_manifest(exported), "cpu", 2, num_blocks=num_blocks)
 
 
@@ -56,7 +60,7 @@ def engine_for(runner, eos, batch_size=4, budget=2048, prefix_caching=True):
                   enable_prefix_caching=prefix_caching)
 
 
-@pytest.mark.parametrize("kind", ["dynamic", "static"])
+@pytest.mark.parametrize("kind", ["dynamic", "static", "portable"])
 @pytest.mark.parametrize("budget, prefix_caching", [(2048, True), (16, False), (16, True)])
 def test_block_engine_gives_hf_greedy_tokens(tiny, kind, budget, prefix_caching):
     _, _, eos, prompts, expected = tiny
@@ -112,9 +116,10 @@ def test_streaming_yields_each_token_as_it_comes(tiny):
         assert [len(s) for s in snapshots] == list(range(1, 7))  # one more token each time
 
 
-def test_cli_rows_in_input_order_equal_the_dense_path(tiny_llama, exported, tmp_path):
-    """Results finish out of order (different lengths, 3 at a time) but are written in input order; block
-    attention (static and dynamic) gives the dense path's rows exactly, sampled ones included."""
+def test_cli_rows_in_input_order_equal_one_at_a_time(tiny_llama, tmp_path):
+    """Results finish out of order (different lengths, 3 at a time) but are written in input order. Static
+    (prompts chunked by 16 tokens) and dynamic mode give the same rows, sampled ones included (a request
+    samples from its own stream), and greedy rows are what each prompt gets alone."""
     from cli_helpers import PROMPTS, predict, write_jsonl
     from paddlellm.export.main import main as export_main
 
@@ -122,13 +127,18 @@ def test_cli_rows_in_input_order_equal_the_dense_path(tiny_llama, exported, tmp_
     assert export_main(["--model_name_or_path", str(tiny_llama), "--output_path", str(block), "--block_attn",
                         "--block_size", str(BLOCK)]) == 0
     data = write_jsonl(tmp_path / "prompts.jsonl", [{"src": p} for p in PROMPTS * 2])
-    for strategy in (["--decode_strategy", "greedy_search"], ["--top_k", "20", "--top_p", "0.9"]):
+    greedy_flags = ["--decode_strategy", "greedy_search"]
+    for strategy in (greedy_flags, ["--top_k", "20", "--top_p", "0.9"]):
         flags = ["--data_file", data, "--batch_size", 3, "--max_length", 10, *strategy]
-        dense = predict(exported, tmp_path / "dense.jsonl", "--mode", "static", *flags)
         static = predict(block, tmp_path / "block.jsonl", "--mode", "static", *flags, "--max_num_batched_tokens", 16)
         dynamic = predict(tiny_llama, tmp_path / "dyn.jsonl", "--block_attn", "--block_size", BLOCK, *flags)
         assert [r["src"] for r in static] == PROMPTS * 2
-        assert static == dense and dynamic == dense
+        assert static == dynamic
+    alone = [predict(block, tmp_path / "alone.jsonl", "--mode", "static", "--max_length", 10, *greedy_flags,
+                     "--data_file", write_jsonl(tmp_path / "one.jsonl", [{"src": p}]))[0] for p in PROMPTS]
+    together = predict(block, tmp_path / "greedy.jsonl", "--mode", "static", "--data_file", data, "--batch_size", 3,
+                       "--max_length", 10, *greedy_flags)
+    assert together == alone * 2
 
 
 def test_python_api_generates_and_streams(tiny_llama, tmp_path):
@@ -157,7 +167,7 @@ def test_the_exported_step_runs_on_the_cpu_op_set(tiny):
     predictor says so in one line."""
     from paddlellm import ops
 
-    exported = tiny[0]
+    exported = tiny[0]["cpu"]
     layers = read_manifest(exported).num_layers
     counts = ops.ops_in_program(exported / "model.json")
     expected = {"fused_decoder_layer": layers, "fused_add_rms_norm": 1, "linear": 1}
@@ -167,3 +177,18 @@ def test_the_exported_step_runs_on_the_cpu_op_set(tiny):
     assert read_manifest(exported).weight_layout == "packed"
     line = ops.describe_ops(counts)
     assert line.startswith("fused_add_rms_norm x1, fused_decoder_layer x") and line.endswith(f"(CPU kernels, {ops.cpu_isa()})")
+
+
+def test_the_step_exported_for_a_device_runs_on_the_portable_ops(tiny):
+    """What the DCU/NPU libraries implement: per layer two norms (the first layer's without a residual to
+    add), rotary, the cache write, attention and SwiGLU around plain matmuls, then the final norm; weights
+    [in, out] as the checkpoint has them."""
+    from paddlellm import ops
+
+    exported = tiny[0]["dcu"]
+    manifest = read_manifest(exported)
+    layers = manifest.num_layers
+    assert ops.ops_in_program(exported / "model.json") == {
+        "block_attention": layers, "fused_add_rms_norm": 2 * layers, "rms_norm": 1, "rotary_embedding": layers,
+        "swiglu": layers, "write_cache_kv": layers}
+    assert (manifest.device, manifest.weight_layout, manifest.block_attn) == ("dcu", "plain", True)

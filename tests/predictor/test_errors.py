@@ -79,7 +79,7 @@ def test_prompt_longer_than_src_length(capsys, tmp_path, exported):
     (["--decode_strategy", "beam"], "--decode_strategy"),
     (["--top_p", "0"], "--top_p"),
     (["--dtype", "bfloat16"], "contradicts"),
-    (["--block_attn"], "contradicts"),
+    (["--block_attn", "false"], "the dense-cache step was removed"),
     (["--mode", "fast"], "--mode"),
     (["--batch_size", "x"], "--batch_size"),
 ])
@@ -179,17 +179,11 @@ def test_malformed_rope_scaling(capsys, tmp_path, tiny_llama, rope_scaling, word
 
 
 def test_every_static_hint_is_a_command_that_works(capsys, tmp_path, tiny_llama, exported):
-    """--block_attn and --dtype against a dense float32 export: the exports they suggest run. A program
-    exported for an absent device: the export it suggests runs."""
+    """--dtype against a float32 export: the export it suggests runs. A program exported for an absent device:
+    the export it suggests runs. --block_attn (PaddleNLP's flag) is accepted."""
     from paddlellm.export.main import main as export_main
 
-    message = expect_error(capsys, tmp_path, exported, "--mode", "static", "--block_attn")
-    assert message.endswith("(drop --block_attn, or export again with --block_attn)")
-    assert export_main(["--model_name_or_path", str(tiny_llama), "--output_path", str(tmp_path / "block"),
-                        "--block_attn"]) == 0
-    predict(tmp_path / "block", tmp_path / "ok.jsonl", "--mode", "static", "--block_attn", *GREEDY)
-    message = expect_error(capsys, tmp_path, tmp_path / "block", "--mode", "static", "--block_attn", "false")
-    assert message.endswith("(drop --block_attn, or export again without --block_attn)")
+    predict(exported, tmp_path / "ok.jsonl", "--mode", "static", "--block_attn", *GREEDY)
     message = expect_error(capsys, tmp_path, exported, "--mode", "static", "--dtype", "bfloat16")
     assert message.endswith("(drop --dtype, or export again with --dtype bfloat16)")
 

@@ -34,15 +34,17 @@ def test_a_failure_keeps_the_previous_file_and_the_finished_rows(capsys, exporte
     complete = predict(exported, tmp_path / "complete.jsonl", *flags)
     out = tmp_path / "out.jsonl"
     out.write_text("the previous results\n")
-    calls, original = [], predictor.generate_batch
+    original = predictor.LLM.stream
 
-    def fail_on_the_third_batch(*args):
-        calls.append(1)
-        if len(calls) == 3:
-            raise RuntimeError("out of memory")
-        return original(*args)
+    def fail_after_two_results(self, *args):
+        finished = 0
+        for out in original(self, *args):
+            yield out
+            finished += out.finished
+            if finished == 2:
+                raise RuntimeError("out of memory")
 
-    monkeypatch.setattr(predictor, "generate_batch", fail_on_the_third_batch)
+    monkeypatch.setattr(predictor.LLM, "stream", fail_after_two_results)
     with pytest.raises(RuntimeError):
         predictor.main(["--model_name_or_path", str(exported), "--output_file", str(out), "--quiet", *map(str, flags)])
     partial = tmp_path / "out.jsonl.partial"

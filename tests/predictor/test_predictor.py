@@ -102,8 +102,8 @@ def test_chat_template_is_applied_unless_none(exported, tmp_path, data_file, mon
     import paddlellm.predictor.main as predictor
 
     seen = []
-    original = predictor.generate_batch
-    monkeypatch.setattr(predictor, "generate_batch", lambda runner, prompts, *a: seen.append(prompts) or original(runner, prompts, *a))
+    original = predictor.check_prompts_fit
+    monkeypatch.setattr(predictor, "check_prompts_fit", lambda prompts, *a: seen.append(prompts) or original(prompts, *a))
     tokenizer = load_tokenizer(exported)
     base = ["--mode", "static", "--data_file", data_file, "--batch_size", 4, *GREEDY]
     predict(exported, tmp_path / "a.jsonl", *base)
@@ -122,12 +122,12 @@ def test_demo_prompts_without_data_file(exported, tmp_path, capsys):
     assert "tok/s" in capsys.readouterr().out
 
 
-def test_says_it_is_loading_and_warming_up_before_generating(exported, tmp_path, capsys):
+def test_says_it_is_loading_and_which_ops_before_generating(exported, tmp_path, capsys):
     predict(exported, tmp_path / "o.jsonl", "--mode", "static", "--max_length", 2)
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == f"[predictor] loading {exported} (static mode)"
-    assert lines[1].startswith("[predictor] ops: fused_add_rms_norm x")  # the dense program's CPU ops, once
-    assert lines[2:4] == ["[predictor] warming up", "[predictor] generating for 4 prompt(s), 1 at a time"]
+    assert lines[0] == f"[predictor] loading {exported} (static mode, block attention)"
+    assert lines[1].startswith("[predictor] ops: fused_add_rms_norm x1, fused_decoder_layer x")  # once
+    assert lines[2] == "[predictor] generating for 4 prompt(s), up to 1 at a time"
 
 
 def test_help_has_text_and_default_for_every_flag(capsys):
@@ -154,14 +154,9 @@ def test_null_num_key_value_heads_means_as_many_as_heads(tiny_llama_mha, tmp_pat
 def test_logits_of_static_match_dynamic(tiny_llama, exported):
     from paddlellm.export.manifest import read_manifest
     from paddlellm.models.llama.loader import load_model
-    from paddlellm.predictor.runners import DynamicRunner, StaticRunner
+    from paddlellm.predictor.runners import DynamicBlockRunner, StaticBlockRunner, prompt_logits
 
-    ids = np.array([[3, 4, 5, 6], [0, 0, 7, 8]], dtype=np.int64)
-    pad = np.array([0, 2], dtype=np.int64)
-    outs = []
-    for runner in (DynamicRunner(load_model(tiny_llama), 2), StaticRunner(exported, read_manifest(exported), "cpu", 2)):
-        logits, caches = runner.step(ids, pad, 0, runner.new_caches(2, 6))
-        step2, _ = runner.step(np.array([[9], [10]]), pad, 4, caches)
-        outs.append((logits, step2))
-    np.testing.assert_allclose(outs[0][0], outs[1][0], atol=1e-5)
-    np.testing.assert_allclose(outs[0][1], outs[1][1], atol=1e-5)
+    prompts = [[3, 4, 5, 6], [7, 8]]
+    dynamic = prompt_logits(DynamicBlockRunner(load_model(tiny_llama), 2), prompts)
+    static = prompt_logits(StaticBlockRunner(exported, read_manifest(exported), "cpu", 2), prompts)
+    np.testing.assert_allclose(dynamic, static, atol=1e-5)

@@ -64,10 +64,9 @@ def trained(tmp_path_factory):
 
 def dynamic_logits(model_dir):
     from paddlellm.models.llama.loader import load_model
-    from paddlellm.predictor.runners import DynamicRunner
+    from paddlellm.predictor.runners import DynamicBlockRunner, prompt_logits
 
-    runner = DynamicRunner(load_model(model_dir), 2)
-    return runner.step(IDS[None], np.zeros(1, np.int64), 0, runner.new_caches(1, len(IDS)))[0]
+    return prompt_logits(DynamicBlockRunner(load_model(model_dir), 2), [IDS.tolist()])
 
 
 def shard_sets(model_dir):
@@ -130,11 +129,10 @@ def test_one_base_shard_in_memory(trained, tmp_path, monkeypatch):
 def test_export_merges_on_the_fly(trained, tmp_path):
     from paddlellm.export.exporter import export_model
     from paddlellm.export.manifest import read_manifest
-    from paddlellm.predictor.runners import StaticRunner
+    from paddlellm.predictor.runners import StaticBlockRunner, prompt_logits
 
-    out = export_model(trained["base"], tmp_path / "inference", lora_path=trained["root"] / "flex", block_attn=False)
-    runner = StaticRunner(out, read_manifest(out), "cpu", 2)
-    got = runner.step(IDS[None], np.zeros(1, np.int64), 0, runner.new_caches(1, len(IDS)))[0]
+    out = export_model(trained["base"], tmp_path / "inference", lora_path=trained["root"] / "flex")
+    got = prompt_logits(StaticBlockRunner(out, read_manifest(out), "cpu", 2), [IDS.tolist()])
     np.testing.assert_allclose(got, trained["want"], atol=1e-5, rtol=0)
 
 

@@ -50,7 +50,7 @@ def test_smollm2_lora_changes_only_the_adapter_and_merges_exactly(smollm2_checkp
     from paddleformers.transformers import AutoConfig, LlamaForCausalLM
 
     from paddlellm.models.llama.loader import load_model
-    from paddlellm.predictor.runners import DynamicRunner
+    from paddlellm.predictor.runners import DynamicBlockRunner, prompt_logits
 
     base_before = digest(smollm2_checkpoint)
     out = tmp_path / "lora"
@@ -72,8 +72,7 @@ def test_smollm2_lora_changes_only_the_adapter_and_merges_exactly(smollm2_checkp
                        str(smollm2_checkpoint), "--lora_path", str(out), "--merge_lora_model_path", str(merged)],
                       capture_output=True, text=True, timeout=600))
     ids = np.array([[1, 504, 3458, 314, 260, 3575, 282, 4649, 47, 2]], dtype=np.int64)
-    runner = DynamicRunner(load_model(merged), 2)
-    ours, _ = runner.step(ids, np.zeros(1, dtype=np.int64), 0, runner.new_caches(1, ids.shape[1]))
+    ours = prompt_logits(DynamicBlockRunner(load_model(merged), 2), ids.tolist())
     config = AutoConfig.from_pretrained(str(smollm2_checkpoint))
     config.fuse_rms_norm = False  # its fused kernel has no CPU build
     config.pad_token_id = None  # else Paddle's Embedding zeroes <|im_end|> (SmolLM2's pad id): see trainer.py
@@ -124,7 +123,7 @@ def test_the_training_model_computes_what_the_inference_model_does(smollm2_check
     from types import SimpleNamespace
 
     from paddlellm.models.llama.loader import load_model as load_inference_model
-    from paddlellm.predictor.runners import DynamicRunner
+    from paddlellm.predictor.runners import DynamicBlockRunner, prompt_logits
     from paddlellm.tokenizer import load_tokenizer
     from paddlellm.training.config import MODEL_DATA_KEYS
     from paddlellm.training.trainer import load_model
@@ -143,6 +142,5 @@ def test_the_training_model_computes_what_the_inference_model_does(smollm2_check
     with paddle.no_grad():
         output = training_model(input_ids=paddle.to_tensor(ids))
     logits = (output[0] if isinstance(output, tuple) else output.logits).numpy()[0, -1]
-    runner = DynamicRunner(load_inference_model(smollm2_checkpoint), 2)
-    ours, _ = runner.step(ids, np.zeros(1, dtype=np.int64), 0, runner.new_caches(1, ids.shape[1]))
+    ours = prompt_logits(DynamicBlockRunner(load_inference_model(smollm2_checkpoint), 2), ids.tolist())
     assert np.abs(ours[0] - logits).max() < 1e-3

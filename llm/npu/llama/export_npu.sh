@@ -16,8 +16,7 @@ if [ -n "${LORA_BASE:-}" ]; then
 else
     model=(--model_name_or_path "$src_path")
 fi
-# Block attention (PaddleNLP's --block_attn) needs the paged-KV ops, which have CPU kernels only in this version.
-block=()
-[ "$DEVICE" = "cpu" ] && block=(--block_attn)
+# Block attention (a paged KV cache), as PaddleNLP's NPU recipe exports it. On the npu the program runs on
+# paddlellm's NPU op library (csrc/npu: python setup.py build bdist_wheel, then pip install dist/*.whl).
 "$PYTHON" "$ROOT/llm/predict/export_model.py" "${model[@]}" --inference_model \
-    --output_path "$dst_path" --dtype "$dtype" --device "$DEVICE" "${block[@]}"
+    --output_path "$dst_path" --dtype "$dtype" --device "$DEVICE" --block_attn

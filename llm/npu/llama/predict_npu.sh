@@ -10,4 +10,5 @@ PYTHON="${PYTHON:-python3}"
 DEVICE="${DEVICE:-$("$PYTHON" -c 'import json,sys; print(json.load(open(sys.argv[1]))["device"])' \
     "$model_path/paddlellm_manifest.json" 2>/dev/null || echo cpu)}"
 source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/env.sh"
-"$PYTHON" "$ROOT/llm/predict/predictor.py" --model_name_or_path "$model_path" --inference_model --mode static "$@"
+"$PYTHON" "$ROOT/llm/predict/predictor.py" --model_name_or_path "$model_path" --inference_model --mode static \
+    --block_attn "$@"

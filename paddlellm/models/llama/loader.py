@@ -2,7 +2,8 @@
 import numpy as np
 import paddle
 
-from paddlellm.device import compute_dtype, uses_cpu_ops
+from paddlellm import ops
+from paddlellm.device import compute_dtype, is_present, uses_cpu_ops
 from paddlellm.models.llama.checkpoint import read_config, read_state_dict
 from paddlellm.models.llama.config import LlamaConfig
 from paddlellm.models.llama.model import LlamaForCausalLM
@@ -14,9 +15,11 @@ def load_config(model_dir):
 
 def load_model(model_dir, dtype="float32", device="cpu", lora_path=None):
     """The inference model in eval mode, weights in `dtype`, math in compute_dtype(dtype, device); a LoRA
-    adapter at `lora_path` is merged into the weights first. On the CPU it runs on the CPU op set
-    (see uses_cpu_ops)."""
+    adapter at `lora_path` is merged into the weights first. It runs on the device's op library (the CPU's
+    where the device is not present: enough to trace its program for the device), on the CPU on its own
+    ops (see uses_cpu_ops)."""
     config = load_config(model_dir)
+    ops.use_device(device, present=is_present(device))
     if lora_path is None:
         state = read_state_dict(model_dir)
     else:

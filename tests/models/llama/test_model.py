@@ -11,29 +11,38 @@ from tiny_models import make_tiny_llama
 from paddlellm.models.llama.config import LlamaConfig
 from paddlellm.models.llama.loader import assign_hf_weights
 from paddlellm.models.llama.model import LlamaForCausalLM, rope_inv_freq
+from paddlellm.predictor.runners import DynamicBlockRunner
+from paddlellm.predictor.scheduler import ScheduledRequest, SchedulerOutput
 
 PROMPTS = [[5, 9, 33, 100, 7, 250, 3], [11, 12], [40, 41, 42, 43]]
 
 
-def build(path, dtype="float32"):
+def build(path, dtype="float32", cpu_ops=False):
+    """HF's model and ours on its weights: on the portable ops (what every device runs) or the CPU's own."""
     hf = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
     config = LlamaConfig.from_dict(json.loads((path / "config.json").read_text()))
     model = LlamaForCausalLM(config, dtype=dtype, compute_dtype="float32")
     assign_hf_weights(model, {k: v.numpy() for k, v in hf.state_dict().items()})
+    if cpu_ops:
+        model.use_cpu_ops()
     return hf, model.eval()
 
 
-def run_steps(model, prompts, next_tokens):
-    """Prefill the left-padded batch, then one decode step feeding next_tokens; both logits."""
-    longest = max(map(len, prompts))
-    ids = np.array([[0] * (longest - len(p)) + p for p in prompts])
-    pad = paddle.to_tensor([longest - len(p) for p in prompts], dtype="int64")
-    caches = [paddle.zeros(model.cache_shape(len(prompts), longest + 3)) for _ in range(2 * model.config.num_hidden_layers)]
-    with paddle.no_grad():
-        first, caches = model(paddle.to_tensor(ids), pad, paddle.to_tensor([0], dtype="int64"), caches)
-        second, _ = model(paddle.to_tensor(np.array(next_tokens)[:, None]), pad,
-                          paddle.to_tensor([longest], dtype="int64"), caches)
-    return first.numpy(), second.numpy()
+def run_steps(model, prompts, next_tokens, block_size=3):
+    """All prompts in one step, then one decode step feeding next_tokens; both steps' logits. Blocks of 3
+    tokens, so prompts and the decode token cross block boundaries."""
+    runner = DynamicBlockRunner(model, 2, block_size=block_size)
+    tables, first = [], 0
+    for prompt in prompts:
+        blocks = -(-(len(prompt) + 1) // block_size)
+        tables.append(list(range(first, first + blocks)))
+        first += blocks
+    runner.allocate(first)
+    prefill = runner.step(SchedulerOutput([ScheduledRequest(i, len(p), 0, p, t, True)
+                                           for i, (p, t) in enumerate(zip(prompts, tables))]))
+    decode = runner.step(SchedulerOutput([ScheduledRequest(i, 1, len(p), [n], t, True)
+                                          for i, (p, n, t) in enumerate(zip(prompts, next_tokens, tables))]))
+    return prefill, decode
 
 
 def hf_last_logits(hf, ids):
@@ -48,11 +57,12 @@ ROPE_SCALING = {
 }
 
 
+@pytest.mark.parametrize("cpu_ops", [False, True], ids=["portable_ops", "cpu_ops"])
 @pytest.mark.parametrize("variant", ["gqa", "mha_tied", "llama3_rope", "linear_rope"])
-def test_prefill_and_decode_match_hf(tmp_path, variant):
+def test_prefill_and_decode_match_hf(tmp_path, variant, cpu_ops):
     path = make_tiny_llama(tmp_path, gqa=variant == "gqa", tie=variant == "mha_tied",
                            rope_scaling=ROPE_SCALING.get(variant))
-    hf, model = build(path)
+    hf, model = build(path, cpu_ops=cpu_ops)
     nxt = [17, 200, 301]
     first, second = run_steps(model, PROMPTS, nxt)
     for b, prompt in enumerate(PROMPTS):
@@ -60,7 +70,7 @@ def test_prefill_and_decode_match_hf(tmp_path, variant):
         np.testing.assert_allclose(second[b], hf_last_logits(hf, prompt + [nxt[b]]), atol=1e-4, rtol=0)
 
 
-def test_padding_does_not_change_results(tiny_llama):
+def test_batching_does_not_change_results(tiny_llama):
     _, model = build(tiny_llama)
     batched, _ = run_steps(model, PROMPTS, [1, 2, 3])
     for b, prompt in enumerate(PROMPTS):
@@ -86,25 +96,27 @@ def test_linear_rope_scaling_changes_the_logits(tmp_path):
     np.testing.assert_allclose(rope_inv_freq(scaled), rope_inv_freq(plain) / 4.0, rtol=1e-6)
 
 
-@pytest.mark.skipif(not paddle.is_compiled_with_cuda() or paddle.device.cuda.device_count() == 0,
-                    reason="CPU Paddle has no float16/bfloat16 matmul: the narrow compute path runs on a GPU only")
+def hip_ops_installed():
+    import importlib.util
+
+    return importlib.util.find_spec("paddlellm_hip_ops") is not None
+
+
+@pytest.mark.skipif(not paddle.is_compiled_with_cuda() or paddle.device.cuda.device_count() == 0
+                    or not hip_ops_installed(),
+                    reason="CPU Paddle has no float16/bfloat16 matmul: the narrow compute path runs on a GPU/DCU only, "
+                           "with csrc/hip's library installed")
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
 def test_narrow_compute_path_stays_close_to_float32(tiny_llama, dtype):
-    """Weights and math in float16/bfloat16 (what --device gpu/npu/dcu runs), against HF in float32."""
+    """Weights, matmuls and cache in float16/bfloat16 (what --device gpu/dcu runs), against HF in float32."""
+    from paddlellm.models.llama.loader import load_model
+
     paddle.set_device("gpu")
     try:
         hf = transformers.AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.float32).eval()
-        config = LlamaConfig.from_dict(json.loads((tiny_llama / "config.json").read_text()))
-        model = LlamaForCausalLM(config, dtype=dtype, compute_dtype=dtype)
-        assign_hf_weights(model, {k: v.numpy() for k, v in hf.state_dict().items()})
-        longest = max(map(len, PROMPTS))
-        ids = np.array([[0] * (longest - len(p)) + p for p in PROMPTS])
-        caches = [paddle.zeros(model.cache_shape(len(PROMPTS), longest), dtype=dtype) for _ in range(4)]
-        with paddle.no_grad():
-            logits, _ = model.eval()(paddle.to_tensor(ids), paddle.to_tensor([longest - len(p) for p in PROMPTS]),
-                                     paddle.to_tensor([0], dtype="int64"), caches)
+        first, _ = run_steps(load_model(tiny_llama, dtype=dtype, device="gpu"), PROMPTS, [1, 2, 3])
         for b, prompt in enumerate(PROMPTS):
             ref = hf_last_logits(hf, prompt)
-            assert np.abs(logits.numpy()[b] - ref).max() < 0.05 * np.abs(ref).max()
+            assert np.abs(first[b] - ref).max() < 0.05 * np.abs(ref).max()
     finally:
         paddle.set_device("cpu")
