@@ -1,4 +1,4 @@
-// CPU custom ops for choosing the next token from the last-position logits (the generation helpers):
+// Host kernels of the generation helpers, which choose the next token from the last-position logits:
 //   paddlellm_token_penalty     repetition / frequency / presence penalties and the min-length eos ban
 //                               (PaddleNLP's set_preids_token_penalty_multi_scores), into new logits
 //   paddlellm_argmax            greedy ids (ties to the lowest id, NaN as numpy.argmax)
@@ -9,6 +9,7 @@
 // when a call is large (S * V > 2^15 and more than one row): at decode time a few rows of a small vocabulary cost
 // less than opening a parallel region. Every row is computed in a fixed order, whatever the thread count or ISA.
 #include "generation_common.h"
+#include "generation_ops.h"
 
 using namespace paddlellm_generation_ops;
 
@@ -88,28 +89,6 @@ std::vector<paddle::Tensor> GenerationTokenPenalty(const paddle::Tensor& logits,
   return {out};
 }
 
-std::vector<std::vector<int64_t>> GenerationTokenPenaltyInferShape(
-    const std::vector<int64_t>& logits, const std::vector<int64_t>& pre_ids, const std::vector<int64_t>& penalty,
-    const std::vector<int64_t>& frequency, const std::vector<int64_t>& presence, const std::vector<int64_t>& min_len,
-    const std::vector<int64_t>& cur_len, const std::vector<int64_t>& eos) {
-  return {logits};
-}
-
-std::vector<paddle::DataType> GenerationTokenPenaltyInferDtype(
-    const paddle::DataType& logits, const paddle::DataType& pre_ids, const paddle::DataType& penalty,
-    const paddle::DataType& frequency, const paddle::DataType& presence, const paddle::DataType& min_len,
-    const paddle::DataType& cur_len, const paddle::DataType& eos) {
-  return {paddle::DataType::FLOAT32};
-}
-
-PD_BUILD_OP(paddlellm_token_penalty)
-    .Inputs({"logits", "pre_ids", "penalty_scores", "frequency_scores", "presence_scores", "min_len", "cur_len",
-             "eos_token_id"})
-    .Outputs({"out"})
-    .SetKernelFn(PD_KERNEL(GenerationTokenPenalty))
-    .SetInferShapeFn(PD_INFER_SHAPE(GenerationTokenPenaltyInferShape))
-    .SetInferDtypeFn(PD_INFER_DTYPE(GenerationTokenPenaltyInferDtype));
-
 // ---------------------------------------------------------------- argmax
 
 namespace paddlellm_generation_ops {
@@ -140,21 +119,6 @@ std::vector<paddle::Tensor> GenerationArgmax(const paddle::Tensor& logits) {
   for (int64_t r = 0; r < S; ++r) o[r] = argmax_row(x + r * V, V);
   return {ids};
 }
-
-std::vector<std::vector<int64_t>> GenerationArgmaxInferShape(const std::vector<int64_t>& logits) {
-  return {{logits.empty() ? -1 : logits[0]}};
-}
-
-std::vector<paddle::DataType> GenerationArgmaxInferDtype(const paddle::DataType& logits) {
-  return {paddle::DataType::INT64};
-}
-
-PD_BUILD_OP(paddlellm_argmax)
-    .Inputs({"logits"})
-    .Outputs({"ids"})
-    .SetKernelFn(PD_KERNEL(GenerationArgmax))
-    .SetInferShapeFn(PD_INFER_SHAPE(GenerationArgmaxInferShape))
-    .SetInferDtypeFn(PD_INFER_DTYPE(GenerationArgmaxInferDtype));
 
 // ---------------------------------------------------------------- stop_flags
 
@@ -187,25 +151,3 @@ std::vector<paddle::Tensor> GenerationStopFlags(const paddle::Tensor& next_token
   return {out};
 }
 
-std::vector<std::vector<int64_t>> GenerationStopFlagsInferShape(const std::vector<int64_t>& next_tokens,
-                                                                const std::vector<int64_t>& eos,
-                                                                const std::vector<int64_t>& cur_len,
-                                                                const std::vector<int64_t>& max_len,
-                                                                const std::vector<int64_t>& stop_flags) {
-  return {next_tokens};
-}
-
-std::vector<paddle::DataType> GenerationStopFlagsInferDtype(const paddle::DataType& next_tokens,
-                                                            const paddle::DataType& eos,
-                                                            const paddle::DataType& cur_len,
-                                                            const paddle::DataType& max_len,
-                                                            const paddle::DataType& stop_flags) {
-  return {paddle::DataType::BOOL};
-}
-
-PD_BUILD_OP(paddlellm_stop_flags)
-    .Inputs({"next_tokens", "eos_token_id", "cur_len", "max_len", "stop_flags"})
-    .Outputs({"stop_flags_out"})
-    .SetKernelFn(PD_KERNEL(GenerationStopFlags))
-    .SetInferShapeFn(PD_INFER_SHAPE(GenerationStopFlagsInferShape))
-    .SetInferDtypeFn(PD_INFER_DTYPE(GenerationStopFlagsInferDtype));

@@ -1,6 +1,8 @@
 #include "isa.h"
 
+#if defined(_OPENMP)
 #include <omp.h>
+#endif
 
 #include <cstdlib>
 #include <string>
@@ -11,8 +13,10 @@ namespace paddlellm_cpu {
 
 static const char* kIsaNames[] = {"scalar", "avx2", "avx512"};
 
-// GCC's __builtin_cpu_supports also checks that the OS enables the AVX / AVX-512 register state (XCR0).
+// GCC's __builtin_cpu_supports also checks that the OS enables the AVX / AVX-512 register state (XCR0). Other
+// CPUs (an Ascend host's aarch64, built into the npu library for the generation helpers) run the scalar code.
 bool isa_supported(int isa) {
+#if defined(__x86_64__) || defined(__i386__)
   __builtin_cpu_init();
   switch (isa) {
     case kScalar:
@@ -24,6 +28,9 @@ bool isa_supported(int isa) {
              __builtin_cpu_supports("fma");
   }
   return false;
+#else
+  return isa == kScalar;
+#endif
 }
 
 int select_isa() {
@@ -53,4 +60,8 @@ int checked_isa() {
 // name, -2 unsupported), whether the CPU runs an ISA, and the OpenMP threads a parallel call would use.
 extern "C" int paddlellm_cpu_isa(void) { return paddlellm_cpu::select_isa(); }
 extern "C" int paddlellm_cpu_isa_supported(int isa) { return paddlellm_cpu::isa_supported(isa) ? 1 : 0; }
+#if defined(_OPENMP)
 extern "C" int paddlellm_cpu_num_threads(void) { return omp_get_max_threads(); }
+#else
+extern "C" int paddlellm_cpu_num_threads(void) { return 1; }
+#endif

@@ -1,6 +1,7 @@
 // paddlellm_top_p_sampling: temperature, top-k, top-p and an inverse-CDF pick with a uniform the caller draws
 // (a generation helper; shared rules in generation_ops.cc and SPEC.md). Its whole-row exp is compiled per ISA.
 #include "generation_common.h"
+#include "generation_ops.h"
 
 using namespace paddlellm_generation_ops;
 
@@ -380,25 +381,3 @@ std::vector<paddle::Tensor> GenerationTopPSampling(const paddle::Tensor& logits,
   return {ids};
 }
 
-std::vector<std::vector<int64_t>> GenerationTopPSamplingInferShape(const std::vector<int64_t>& logits,
-                                                                   const std::vector<int64_t>& temperature,
-                                                                   const std::vector<int64_t>& top_k,
-                                                                   const std::vector<int64_t>& top_p,
-                                                                   const std::vector<int64_t>& uniform) {
-  return {{logits.empty() ? -1 : logits[0]}};
-}
-
-std::vector<paddle::DataType> GenerationTopPSamplingInferDtype(const paddle::DataType& logits,
-                                                               const paddle::DataType& temperature,
-                                                               const paddle::DataType& top_k,
-                                                               const paddle::DataType& top_p,
-                                                               const paddle::DataType& uniform) {
-  return {paddle::DataType::INT64};
-}
-
-PD_BUILD_OP(paddlellm_top_p_sampling)
-    .Inputs({"logits", "temperature", "top_k", "top_p", "uniform"})
-    .Outputs({"ids"})
-    .SetKernelFn(PD_KERNEL(GenerationTopPSampling))
-    .SetInferShapeFn(PD_INFER_SHAPE(GenerationTopPSamplingInferShape))
-    .SetInferDtypeFn(PD_INFER_DTYPE(GenerationTopPSamplingInferDtype));

@@ -44,11 +44,17 @@ def test_kernel_matches_the_plain_ops_it_replaces(op, case):
 
 
 def _built_ops(directory):
-    """Names of the ops registered (PD_BUILD_OP) by the sources under csrc/<directory>."""
+    """Names of the ops registered by the sources under csrc/<directory>: PD_BUILD_OP, and the generation helpers
+    where a source invokes PADDLELLM_BUILD_GENERATION_OPS (csrc/cpu/generation_ops.h names them)."""
+    generation = set(re.findall(r"PADDLELLM_GENERATION_OP_\(paddlellm_(\w+),",
+                                (ROOT / "csrc" / "cpu" / "generation_ops.h").read_text()))
     names = set()
     for path in (ROOT / "csrc" / directory).glob("*"):
         if path.suffix in (".cc", ".cu", ".cpp"):
-            names |= set(re.findall(r"PD_BUILD_OP\(paddlellm_(\w+)\)", path.read_text()))
+            text = path.read_text()
+            names |= set(re.findall(r"PD_BUILD_OP\(paddlellm_(\w+)\)", text))
+            if re.search(r"^PADDLELLM_BUILD_GENERATION_OPS\(", text, re.M):
+                names |= generation
     return names
 
 
