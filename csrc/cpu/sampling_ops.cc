@@ -1,6 +1,7 @@
 // paddlellm_top_p_sampling: temperature, top-k, top-p and an inverse-CDF pick with a uniform the caller draws
 // (a generation helper; shared rules in generation_ops.cc and SPEC.md). Its whole-row exp is compiled per ISA.
-#include "generation_common.h"
+#include "generation_common.h"  // first: its pragmas (no FMA contraction) cover the exp below too
+#include "exp_nonpositive.h"
 #include "generation_ops.h"
 
 using namespace paddlellm_generation_ops;
@@ -8,32 +9,6 @@ using namespace paddlellm_generation_ops;
 // ---------------------------------------------------------------- top_p_sampling
 
 namespace paddlellm_generation_ops {
-
-// e^a for a <= 0 (or -inf) in double, within 3e-10 relative: a = n ln2 + r (Cody-Waite, |r| <= ln2/2), e^r by
-// its Taylor polynomial to degree 8 (error r^9 / 9! <= 2e-10), 2^n built in the exponent bits. Plain arithmetic
-// that GCC vectorizes. Below -708 (e^-708 ~ 3e-308, the smallest normal range) it returns 0.
-static inline double exp_nonpositive(double a) {
-  const double kShift = 6755399441055744.0;  // 1.5 * 2^52: t = x + kShift holds round(x) in its low bits
-  const double c = a < -708.0 ? -708.0 : a;
-  const double t = c * 1.4426950408889634 + kShift;
-  const double n = t - kShift;  // round(c / ln2), in [-1022, 0]
-  const double r = (c - n * 6.93147180369123816490e-01) - n * 1.90821492927058770002e-10;
-  double p = 1.0 / 40320.0;  // 1/8!
-  p = p * r + 1.0 / 5040.0;
-  p = p * r + 1.0 / 720.0;
-  p = p * r + 1.0 / 120.0;
-  p = p * r + 1.0 / 24.0;
-  p = p * r + 1.0 / 6.0;
-  p = p * r + 0.5;
-  p = p * r + 1.0;
-  p = p * r + 1.0;
-  int64_t tb;
-  std::memcpy(&tb, &t, sizeof tb);
-  const int64_t scale_bits = (tb - int64_t{0x4338000000000000} + 1023) << 52;  // (n + 1023) << 52
-  double scale;
-  std::memcpy(&scale, &scale_bits, sizeof scale);
-  return a < -708.0 ? 0.0 : p * scale;
-}
 
 // w[j] = e^((x[j] - m) * inv_t) over a whole row, and their sum in 8 lanes of a fixed order: most of a
 // whole-vocabulary row's time, so compiled three times, for the x86-64 baseline and (target attributes) for AVX2

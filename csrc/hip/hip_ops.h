@@ -72,4 +72,25 @@ int block_attention(const PagedBatch& b, const int32_t* workspace, const float* 
 // Largest head_dim block_attention supports (shared memory bound; ~5.9k).
 int64_t block_attention_max_head_dim();
 
+// ---------------------------------------------------------------- generation helpers (generation.hip)
+// logits [S, V] float32; every other array one value per row [S] unless noted.
+
+// out [S, V] = the penalized logits; pre_ids [S, L] (a row's ids end at its first negative entry), eos [E].
+int token_penalty(const float* logits, const int64_t* pre_ids, int64_t L, const float* penalty_scores,
+                  const float* frequency_scores, const float* presence_scores, const int64_t* min_len,
+                  const int64_t* cur_len, const int64_t* eos, int64_t E, float* out, int64_t S, int64_t V,
+                  void* stream);
+
+// ids [S]: each row's greedy id.
+int argmax(const float* logits, int64_t S, int64_t V, int64_t* ids, void* stream);
+
+// ids [S]: each row's sampled id, -1 for a row holding NaN or +inf or no finite logit. weights: [S, V] doubles
+// of device scratch.
+int top_p_sampling(const float* logits, const float* temperature, const int64_t* top_k, const float* top_p,
+                   const float* uniform, double* weights, int64_t S, int64_t V, int64_t* ids, void* stream);
+
+// out [S]: stop_flags_in, or next_tokens is one of eos [E], or cur_len + 1 >= max_len.
+int stop_flags(const int64_t* next_tokens, const int64_t* eos, int64_t E, const int64_t* cur_len,
+               const int64_t* max_len, const bool* stop_flags_in, bool* out, int64_t S, void* stream);
+
 }  // namespace paddlellm_hip

@@ -31,6 +31,8 @@ inline const char* dtype_str(paddle::DataType t) {
       return "int32";
     case paddle::DataType::INT64:
       return "int64";
+    case paddle::DataType::BOOL:
+      return "bool";
     default:
       return "an unsupported dtype";
   }

@@ -20,7 +20,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 NAME = "paddlellm_hip_ops"
-BINDINGS = ["model_ops.cc", "paged_ops.cc"]
+BINDINGS = ["generation_ops.cc", "model_ops.cc", "paged_ops.cc"]
+# The generation helpers' host kernels (logits on the host go there), shared with the CPU library.
+HOST_SOURCES = ["../cpu/generation_ops.cc", "../cpu/sampling_ops.cc", "../cpu/isa.cc"]
 SHIM_DIR = Path("build") / "hip_shims"
 DEFAULT_ARCHS = "gfx906,gfx926,gfx928"
 
@@ -74,13 +76,14 @@ def main():
     hipcc_flags = ["-O3", "--gpu-max-threads-per-block=1024", "-std=c++17"] + (arch_flags() if rocm else [])
     # PADDLE_NO_PYTHON: paddle/extension.h then skips its pybind/ATen-compat headers, which the ops do not use
     # and which under ROCm pull in phi/backends/dynload/miopen.h and with it glog.
-    cxx_flags = ["-O3", "-std=c++17", "-DPADDLE_NO_PYTHON"]
+    cxx_flags = ["-O3", "-std=c++17", "-fopenmp", "-DPADDLE_NO_PYTHON"]
     setup(
         name=NAME,
         ext_modules=CUDAExtension(
-            sources=BINDINGS + device_shims(),
+            sources=BINDINGS + HOST_SOURCES + device_shims(),
             include_dirs=include_dirs,
             extra_compile_args={"cxx": cxx_flags, "hipcc": hipcc_flags, "nvcc": ["-O3", "-std=c++17"]},
+            extra_link_args=["-fopenmp"],
         ),
     )
 

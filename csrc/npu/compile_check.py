@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import importlib.util
 import os
 import pathlib
 import shutil
@@ -110,6 +111,14 @@ def compile_one(cxx: str, src: pathlib.Path, includes: list[str]) -> tuple[pathl
     return src, proc.returncode, proc.stderr + proc.stdout
 
 
+def host_sources() -> list[pathlib.Path]:
+    """The csrc/cpu sources setup.py builds into the library too (the generation helpers' host kernels)."""
+    spec = importlib.util.spec_from_file_location("npu_setup", HERE / "setup.py")
+    setup = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(setup)
+    return [HERE.parent / "cpu" / name for name in setup.HOST_SOURCES]
+
+
 def rel(p: pathlib.Path) -> str:
     try:
         return str(p.relative_to(ROOT))
@@ -122,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("sources", nargs="*", help="sources to check (default: every csrc/npu/*.cc)")
     ap.add_argument("-j", "--jobs", type=int, default=1, help="compilers to run at once (default 1)")
     args = ap.parse_args(argv)
-    sources = [pathlib.Path(s).resolve() for s in args.sources] or sorted(HERE.glob("*.cc"))
+    sources = [pathlib.Path(s).resolve() for s in args.sources] or sorted(HERE.glob("*.cc")) + host_sources()
     if not sources:
         print("compile_check: no sources in csrc/npu", file=sys.stderr)
         return 2

@@ -19,6 +19,7 @@ import sys
 
 HERE = pathlib.Path(__file__).resolve().parent
 DEFINES = ["-DPADDLE_WITH_CUSTOM_DEVICE", "-DPADDLE_WITH_CUSTOM_KERNEL", "-D_GLIBCXX_USE_CXX11_ABI=1"]
+HOST_SOURCES = ["generation_ops.cc", "sampling_ops.cc", "isa.cc"]  # from csrc/cpu
 
 
 def ascend_toolkit() -> pathlib.Path:
@@ -69,7 +70,8 @@ def main() -> None:
 
     cann = ascend_toolkit()
     os.chdir(HERE)  # Paddle's setup resolves sources and writes build/ relative to the working directory
-    sources = sorted(p.name for p in HERE.glob("*.cc"))
+    # + the generation helpers' host kernels, shared with the CPU library (csrc/npu/generation_ops.cc registers them)
+    sources = sorted(p.name for p in HERE.glob("*.cc")) + [f"../cpu/{name}" for name in HOST_SOURCES]
     setup(
         name="paddlellm_npu_ops",
         version="0.1.0",
@@ -79,8 +81,8 @@ def main() -> None:
             include_dirs=[str(HERE), str(cann / "include")],
             library_dirs=[str(cann / "lib64")],
             libraries=["ascendcl", "dl"],
-            extra_compile_args={"cxx": ["-std=c++17", "-O2", *DEFINES]},
-            extra_link_args=[f"-Wl,-rpath,{cann / 'lib64'}"],
+            extra_compile_args={"cxx": ["-std=c++17", "-O2", "-fopenmp", *DEFINES]},
+            extra_link_args=[f"-Wl,-rpath,{cann / 'lib64'}", "-fopenmp"],
         ),
         cmdclass={"build_ext": build_ext_once()},
     )

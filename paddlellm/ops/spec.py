@@ -293,6 +293,11 @@ def _make_fused_decoder_layer(case, rng):
 
 # ---------------------------------------------------------------- the generation ops (csrc/cpu/generation_ops.cc, sampling_ops.cc)
 
+# Every library has them (the predictor samples on the host in every process): the CPU's host kernels, the HIP
+# library's GPU kernels (csrc/hip/generation.hip) beside those host kernels, the npu library's host kernels
+# (npu tensors are copied over and back).
+GENERATION_BACKENDS = ("cpu", "hip", "npu")
+
 # Rows and vocabularies: one row, odd row counts, a vocabulary of 1, small odd ones and SmolLM2's 49152.
 GEN_SHAPES = ((1, 1), (5, 7), (7, 33), (13, 49152))
 MARGIN = 1e-6  # top_p_sampling cases: no cumulative probability within this of top_p or of the uniform
@@ -518,16 +523,17 @@ OPS = (
            ("logits", "pre_ids", "penalty_scores", "frequency_scores", "presence_scores", "min_len", "cur_len",
             "eos_token_id"), (), ("out",), _make_token_penalty,
            tuple(dict(s=s, v=v, l=l, e=e) for s, v in GEN_SHAPES + ((0, 7),) for l, e in ((0, 1), (9, 3), (64, 1))),
-           plain=_plain_token_penalty, bench_cases=tuple(dict(s=s, v=49152, l=256, e=1) for s in (1, 12, 64))),
+           backends=GENERATION_BACKENDS, plain=_plain_token_penalty,
+           bench_cases=tuple(dict(s=s, v=49152, l=256, e=1) for s in (1, 12, 64))),
     OpSpec("argmax", "exact", "greedy ids: the largest logit per row, the lowest id on ties", ("logits",), (),
-           ("ids",), _make_argmax, ARGMAX_CASES, plain=_plain_argmax,
+           ("ids",), _make_argmax, ARGMAX_CASES, backends=GENERATION_BACKENDS, plain=_plain_argmax,
            bench_cases=tuple(dict(s=s, v=49152, logits="llm") for s in (1, 12, 64))),
     OpSpec("top_p_sampling", "exact", "temperature, top-k, top-p, then the inverse-CDF pick of a given uniform",
            ("logits", "temperature", "top_k", "top_p", "uniform"), (), ("ids",), _make_top_p_sampling, TOP_P_CASES,
-           isa_kernels=True, plain=_plain_top_p_sampling, bench_cases=TOP_P_BENCH),
+           isa_kernels=True, backends=GENERATION_BACKENDS, plain=_plain_top_p_sampling, bench_cases=TOP_P_BENCH),
     OpSpec("stop_flags", "exact", "a row stops at an eos id or at its max length",
            ("next_tokens", "eos_token_id", "cur_len", "max_len", "stop_flags"), (), ("stop_flags_out",),
-           _make_stop_flags, STOP_CASES, plain=_plain_stop_flags,
+           _make_stop_flags, STOP_CASES, backends=GENERATION_BACKENDS, plain=_plain_stop_flags,
            bench_cases=tuple(dict(s=s, e=1) for s in (12, 64))),
 )
 BY_NAME = {op.name: op for op in OPS}

@@ -40,6 +40,21 @@ int emu_plan(BATCH_ARGS, int32_t* ws) { return plan_batch(BATCH, ws, nullptr); }
 int emu_write(BATCH_ARGS, const int32_t* ws, const void* src, int sd, void* cache, int cd) {
   return write_cache_kv(BATCH, ws, src, static_cast<Dtype>(sd), cache, static_cast<Dtype>(cd), nullptr);
 }
+int emu_token_penalty(const float* logits, const int64_t* pre_ids, long L, const float* penalty, const float* frequency,
+                      const float* presence, const int64_t* min_len, const int64_t* cur_len, const int64_t* eos,
+                      long E, float* out, long S, long V) {
+  return token_penalty(logits, pre_ids, L, penalty, frequency, presence, min_len, cur_len, eos, E, out, S, V,
+                       nullptr);
+}
+int emu_argmax(const float* logits, long S, long V, int64_t* ids) { return argmax(logits, S, V, ids, nullptr); }
+int emu_top_p_sampling(const float* logits, const float* temperature, const int64_t* top_k, const float* top_p,
+                       const float* uniform, double* weights, long S, long V, int64_t* ids) {
+  return top_p_sampling(logits, temperature, top_k, top_p, uniform, weights, S, V, ids, nullptr);
+}
+int emu_stop_flags(const int64_t* next, const int64_t* eos, long E, const int64_t* cur_len, const int64_t* max_len,
+                   const bool* before, bool* out, long S) {
+  return stop_flags(next, eos, E, cur_len, max_len, before, out, S, nullptr);
+}
 int emu_attention(BATCH_ARGS, const int32_t* ws, const float* q, long H, const void* kc, const void* vc, int cd,
                   float* out) {
   return block_attention(BATCH, ws, q, H, kc, vc, static_cast<Dtype>(cd), out, nullptr);

@@ -34,7 +34,7 @@ def build(tmp):
     flags = ["g++", "-std=c++20", "-O1", "-fPIC", "-ffp-contract=off", "-Wno-unknown-pragmas", "-I", str(HERE),
              "-I", str(SRC)]
     objs = []
-    for src in sorted(SRC.glob("*.hip")) + [HERE / "driver.cc"]:
+    for src in sorted(SRC.glob("*.hip")) + [HERE / "driver.cc"]:  # (generation.hip includes ../cpu/exp_nonpositive.h)
         obj = Path(tmp) / (src.stem + ".o")
         subprocess.run(flags + ["-x", "c++", "-c", str(src), "-o", str(obj)], check=True)
         objs.append(str(obj))
@@ -47,6 +47,10 @@ def build(tmp):
     lib.emu_plan.argtypes = BATCH + [V]
     lib.emu_write.argtypes = BATCH + [V, V, I, V, I]
     lib.emu_attention.argtypes = BATCH + [V, V, L, V, V, I, V]
+    lib.emu_token_penalty.argtypes = [V, V, L, V, V, V, V, V, V, L, V, L, L]
+    lib.emu_argmax.argtypes = [V, L, L, V]
+    lib.emu_top_p_sampling.argtypes = [V, V, V, V, V, V, L, L, V]
+    lib.emu_stop_flags.argtypes = [V, V, L, V, V, V, V, L]
     return lib
 
 
@@ -193,6 +197,46 @@ def check_paged(lib, tag):
         paged(lib, tag, [2, 3], [1, 4], 1, 2, 4, 8, "float32", "float32", spoil, status)
 
 
+def run_generation_op(lib, name, inputs):
+    """The emulated kernel of generation op `name` on the spec's inputs (numpy arrays): its one output."""
+    a = [np.ascontiguousarray(t.numpy()) for t in inputs]
+    if name == "token_penalty":
+        logits, pre_ids, penalty, frequency, presence, min_len, cur_len, eos = a
+        out = np.empty_like(logits)
+        code = lib.emu_token_penalty(ptr(logits), ptr(pre_ids), pre_ids.shape[1], ptr(penalty), ptr(frequency),
+                                     ptr(presence), ptr(min_len), ptr(cur_len), ptr(eos), len(eos), ptr(out),
+                                     *logits.shape)
+    elif name == "argmax":
+        out = np.empty(a[0].shape[0], np.int64)
+        code = lib.emu_argmax(ptr(a[0]), *a[0].shape, ptr(out))
+    elif name == "top_p_sampling":
+        logits, temperature, top_k, top_p, uniform = a
+        out, weights = np.empty(logits.shape[0], np.int64), np.empty(logits.shape, np.float64)
+        code = lib.emu_top_p_sampling(ptr(logits), ptr(temperature), ptr(top_k), ptr(top_p), ptr(uniform),
+                                      ptr(weights), *logits.shape, ptr(out))
+    else:
+        next_tokens, eos, cur_len, max_len, before = a
+        out = np.empty(len(next_tokens), np.bool_)
+        code = lib.emu_stop_flags(ptr(next_tokens), ptr(eos), len(eos), ptr(cur_len), ptr(max_len), ptr(before),
+                                  ptr(out), len(next_tokens))
+    assert code == 0
+    return out
+
+
+def check_generation(lib, tag):
+    """Every case of the spec's table (exact ops: the reference's ids and logits bit for bit)."""
+    from paddlellm.ops.spec import BY_NAME, case_label
+
+    for name in ("token_penalty", "argmax", "top_p_sampling", "stop_flags"):
+        op = BY_NAME[name]
+        for number, case in enumerate(op.cases):
+            inputs, attrs = op.make(case, np.random.RandomState(number))
+            out = run_generation_op(lib, name, inputs)
+            ref = getattr(R, f"{name}_ref")(*inputs, *attrs).numpy()
+            same = out.shape == ref.shape and np.array_equal(out.view(np.uint8), ref.view(np.uint8))
+            report(f"{tag} {name} {case_label(case)}", same, "bit-exact" if same else f"{out} vs {ref}")
+
+
 def main():
     with tempfile.TemporaryDirectory() as tmp:
         lib = build(tmp)
@@ -203,6 +247,7 @@ def main():
             check_rotary(lib, tag)
             check_swiglu(lib, tag)
             check_paged(lib, tag)
+            check_generation(lib, tag)
     print(f"FAILED {len(failures)}: {', '.join(failures)}" if failures else "all emulated checks passed")
     sys.exit(1 if failures else 0)
 
