@@ -5,22 +5,45 @@ import tempfile
 from contextlib import contextmanager
 
 
+class Held:
+    """What a file descriptor got inside `holding` (bytes, set on exit)."""
+    data = b""
+
+
+@contextmanager
+def holding(fd):
+    """Hold what is written to file descriptor `fd` (C++ output included) in the block; yields a Held whose
+    .data has it once the block ends (also when it raises). Nothing is passed on: see pass_on."""
+    (sys.stderr if fd == 2 else sys.stdout).flush()
+    saved = os.dup(fd)
+    held = Held()
+    with tempfile.TemporaryFile() as buffer:
+        os.dup2(buffer.fileno(), fd)
+        try:
+            yield held
+        finally:
+            (sys.stderr if fd == 2 else sys.stdout).flush()
+            os.dup2(saved, fd)
+            os.close(saved)
+            buffer.seek(0)
+            held.data = buffer.read()
+
+
+def pass_on(data, fd=2, dropped=()):
+    """Write `data` to `fd` without the lines that contain one of `dropped` (strings)."""
+    noise = [line.encode() for line in dropped]
+    kept = [line for line in data.splitlines(keepends=True) if not any(n in line for n in noise)]
+    with os.fdopen(os.dup(fd), "wb") as out:
+        out.write(b"".join(kept))
+
+
 @contextmanager
 def without_stderr_lines(known_lines):
     """Hold what is written to file descriptor 2 (C++ logging included) in the block, then pass it on
     without the lines that contain one of `known_lines`."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as held:
-        os.dup2(held.fileno(), 2)
-        try:
+    held = Held()
+    try:
+        with holding(2) as held:
             yield
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            held.seek(0)
-            noise = [line.encode() for line in known_lines]
-            kept = [line for line in held.read().splitlines(keepends=True) if not any(n in line for n in noise)]
-            with os.fdopen(os.dup(2), "wb") as stderr:
-                stderr.write(b"".join(kept))
+    finally:
+        pass_on(held.data, 2, known_lines)

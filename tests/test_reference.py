@@ -44,8 +44,13 @@ def smollm(smollm2_checkpoint, tmp_path_factory):
 def portable_runner(smollm2_checkpoint, tmp_path_factory):
     """The program exported for the DCU (the portable ops every device library has, plain matmuls), run here on
     the CPU kernels of the same ops."""
+    from paddlellm import ops
+    from paddlellm.ops.passes import BY_NAME, PIPELINES
+
     exported = export_model(smollm2_checkpoint, tmp_path_factory.mktemp("smollm2_dcu") / "inference", device="dcu")
-    return StaticBlockRunner(exported, read_manifest(exported), "cpu", 2)
+    runner = StaticBlockRunner(exported, read_manifest(exported), "cpu", 2)  # the IR passes of the CPU pipeline
+    assert {n: ops.pass_matches(n) for n in PIPELINES["cpu"]} == {n: BY_NAME[n].expected(30) for n in PIPELINES["cpu"]}
+    return runner
 
 
 def prompt_ids(tokenizer, text):

@@ -1,13 +1,14 @@
 """Compiles the device code of every csrc/hip/*.hip file with hipcc, for gfx906 and gfx90a (no GPU, no
 ROCm Paddle needed: the .hip files include only HIP headers and this directory's own headers), and checks the
-Paddle bindings (*.cc) with the host compiler against the installed Paddle's headers: all of their code but
-the one line that asks a tensor for its stream, which only a ROCm Paddle's headers have (PADDLE_WITH_HIP).
+Paddle bindings (*.cc) and the IR passes built into the library (csrc/passes) with the host compiler against the
+installed Paddle's headers: all of their code but the one line that asks a tensor for its stream, which only a
+ROCm Paddle's headers have (PADDLE_WITH_HIP).
 
     python csrc/hip/compile_check.py            # hipcc, HIP_PLATFORM=amd
     python csrc/hip/compile_check.py --nvcc     # also nvcc (the same sources as CUDA, through gpu_compat.h)
 
 Prints one line per file, e.g. `compiled csrc/hip/rms_norm.hip for gfx906, gfx90a`, `compiled
-csrc/hip/model_ops.cc (binding) against Paddle 3.3.1's headers`; exits non-zero with the
+csrc/hip/model_ops.cc (host code) against Paddle 3.3.1's headers`; exits non-zero with the
 compiler's output when one fails. Debian's hipcc: apt-get install -y --no-install-recommends hipcc.
 """
 import argparse
@@ -79,11 +80,11 @@ def check_bindings():
     cxx = os.environ.get("CXX") or shutil.which("g++")
     if cxx is None:
         sys.exit("compile_check: no C++ compiler for the bindings (install g++)")
-    for src in sorted(HERE.glob("*.cc")):
+    for src in sorted(HERE.glob("*.cc")) + sorted((HERE.parent / "passes").glob("*.cc")):
         run([cxx, "-std=c++17", "-fsyntax-only", "-fopenmp", "-DPADDLE_NO_PYTHON", "-I", str(HERE), "-I", str(include),
              "-I", str(include / "third_party"), "-I", sysconfig.get_paths()["include"], str(src)], dict(os.environ),
             src)
-        print(f"compiled {shown(src)} (binding) against Paddle {paddle.__version__}'s headers", flush=True)
+        print(f"compiled {shown(src)} (host code) against Paddle {paddle.__version__}'s headers", flush=True)
 
 
 if __name__ == "__main__":

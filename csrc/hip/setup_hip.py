@@ -21,8 +21,10 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 NAME = "paddlellm_hip_ops"
 BINDINGS = ["generation_ops.cc", "model_ops.cc", "paged_ops.cc"]
-# The generation helpers' host kernels (logits on the host go there), shared with the CPU library.
-HOST_SOURCES = ["../cpu/generation_ops.cc", "../cpu/sampling_ops.cc", "../cpu/isa.cc"]
+# The generation helpers' host kernels (logits on the host go there), shared with the CPU library, and the IR
+# passes, which insert this library's ops.
+HOST_SOURCES = ["../cpu/generation_ops.cc", "../cpu/sampling_ops.cc", "../cpu/isa.cc"] + sorted(
+    f"../passes/{p.name}" for p in (HERE.parent / "passes").glob("*.cc"))
 SHIM_DIR = Path("build") / "hip_shims"
 DEFAULT_ARCHS = "gfx906,gfx926,gfx928"
 

@@ -112,11 +112,12 @@ def compile_one(cxx: str, src: pathlib.Path, includes: list[str]) -> tuple[pathl
 
 
 def host_sources() -> list[pathlib.Path]:
-    """The csrc/cpu sources setup.py builds into the library too (the generation helpers' host kernels)."""
+    """The sources outside csrc/npu that setup.py builds into the library too: the generation helpers' host
+    kernels (csrc/cpu) and the IR passes (csrc/passes)."""
     spec = importlib.util.spec_from_file_location("npu_setup", HERE / "setup.py")
     setup = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(setup)
-    return [HERE.parent / "cpu" / name for name in setup.HOST_SOURCES]
+    return [(HERE / name).resolve() for name in setup.HOST_SOURCES + setup.PASS_SOURCES]
 
 
 def rel(p: pathlib.Path) -> str:

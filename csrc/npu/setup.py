@@ -19,7 +19,8 @@ import sys
 
 HERE = pathlib.Path(__file__).resolve().parent
 DEFINES = ["-DPADDLE_WITH_CUSTOM_DEVICE", "-DPADDLE_WITH_CUSTOM_KERNEL", "-D_GLIBCXX_USE_CXX11_ABI=1"]
-HOST_SOURCES = ["generation_ops.cc", "sampling_ops.cc", "isa.cc"]  # from csrc/cpu
+HOST_SOURCES = ["../cpu/generation_ops.cc", "../cpu/sampling_ops.cc", "../cpu/isa.cc"]
+PASS_SOURCES = sorted(f"../passes/{p.name}" for p in (HERE.parent / "passes").glob("*.cc"))  # the IR passes
 
 
 def ascend_toolkit() -> pathlib.Path:
@@ -70,8 +71,9 @@ def main() -> None:
 
     cann = ascend_toolkit()
     os.chdir(HERE)  # Paddle's setup resolves sources and writes build/ relative to the working directory
-    # + the generation helpers' host kernels, shared with the CPU library (csrc/npu/generation_ops.cc registers them)
-    sources = sorted(p.name for p in HERE.glob("*.cc")) + [f"../cpu/{name}" for name in HOST_SOURCES]
+    # + the generation helpers' host kernels, shared with the CPU library (csrc/npu/generation_ops.cc registers
+    # them), and the IR passes, which insert this library's ops
+    sources = sorted(p.name for p in HERE.glob("*.cc")) + HOST_SOURCES + PASS_SOURCES
     setup(
         name="paddlellm_npu_ops",
         version="0.1.0",

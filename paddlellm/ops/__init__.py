@@ -14,13 +14,13 @@ import paddle
 from paddle import _C_ops, in_dynamic_mode
 from paddle.jit.marker import unified
 
-from paddlellm.ops.build import (cpu_isa, library_device, load_library, num_threads, register_ops, supported_isas,
-                                 use_device)
+from paddlellm.ops.build import (cpu_isa, forget_pass_matches, library_device, library_id, load_library, num_threads,
+                                 pass_matches, register_ops, supported_isas, use_device)
 
 __all__ = ["write_cache_kv", "block_attention", "linear", "pack_linear_weight", "linear_swiglu", "pack_swiglu_weight",
            "packed_embedding", "LINEAR_BLOCK", "rms_norm", "fused_add_rms_norm", "rotary_embedding", "swiglu",
-           "load_library", "register_ops", "use_device", "library_device", "cpu_isa", "supported_isas", "num_threads", "ops_in_program", "describe_ops",
-           "fused_decoder_layer"]
+           "load_library", "register_ops", "use_device", "library_device", "library_id", "cpu_isa", "supported_isas",
+           "num_threads", "ops_in_program", "describe_ops", "fused_decoder_layer", "forget_pass_matches", "pass_matches"]
 
 
 @unified

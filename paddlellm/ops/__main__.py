@@ -1,6 +1,7 @@
-"""python -m paddlellm.ops [--check | --bench] [--ops NAME,...] [--threads N]
+"""python -m paddlellm.ops [--check | --bench | --passes] [--ops NAME,...] [--threads N]
 
 Without a mode: list every op of the set with its kind and the backends that implement it (spec.py).
+--passes: list the IR passes and each device's pipeline (passes.py).
 --check: run every available kernel (each CPU ISA this machine has) against its reference on the spec's
 cases; one line per op and kernel, every failure in full; exit status 1 if any case fails.
 --bench: time each op on its bench shapes against the plain-Paddle ops it replaces (dygraph, median).
@@ -16,6 +17,7 @@ def parse(argv):
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--check", action="store_true", help="check every available kernel against its reference")
     mode.add_argument("--bench", action="store_true", help="time the kernels against plain Paddle")
+    mode.add_argument("--passes", action="store_true", help="list the IR passes and each device's pipeline")
     p.add_argument("--ops", default="", help="comma-separated op names (default: all)")
     p.add_argument("--threads", type=int, default=2, help="CPU threads (Paddle's and the ops' OpenMP pool)")
     return p.parse_args(argv)
@@ -40,6 +42,17 @@ def list_ops(ops_):
         print(f"| paddlellm_{op.name} | {op.kind} | {marks} | {op.summary} |")
     print("hip and npu kernels are compiled by CI (csrc/hip/compile_check.py, csrc/npu/compile_check.py) and "
           "run only on their devices; --check runs the CPU kernels here.")
+
+
+def list_passes():
+    from paddlellm.ops.passes import PASSES, PIPELINES
+
+    print("| pass | what it does | backends | matches on a Llama |")
+    print("|---|---|---|---|")
+    for p in PASSES:
+        print(f"| {p.name} | {p.summary} | {', '.join(p.backends)} | {p.describe_expected()} |")
+    for device, names in PIPELINES.items():
+        print(f"{device}: {', '.join(names) or 'none'}")
 
 
 def run_check(ops_):
@@ -76,6 +89,9 @@ def run_bench(ops_):
 def main(argv):
     args = parse(argv)
     ops_ = selected(args.ops)
+    if args.passes:
+        list_passes()
+        return 0
     if not (args.check or args.bench):
         list_ops(ops_)
         return 0

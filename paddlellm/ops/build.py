@@ -23,6 +23,7 @@ from paddlellm.errors import UserError
 
 NAME = "paddlellm_cpu_ops"
 SOURCE_DIR = Path(__file__).resolve().parents[2] / "csrc" / "cpu"
+PASS_DIR = SOURCE_DIR.parent / "passes"  # the IR passes, built into every op library
 ISAS = ("scalar", "avx2", "avx512")  # index = the library's ISA code
 _BUILD_VERSION = "1"  # bump to force a rebuild when this file's build logic changes
 
@@ -42,11 +43,11 @@ _device_library = None  # the imported package of a device library
 
 
 def sources():
-    """The files the library is built from: .cc compiled, .h/.inc hashed."""
-    if not SOURCE_DIR.is_dir():
-        raise UserError(f"the CPU op sources are missing ({SOURCE_DIR} not found; install paddlellm from its "
-                        f"source tree with pip install -e .)")
-    return sorted(p for p in SOURCE_DIR.iterdir() if p.suffix in (".cc", ".h", ".inc"))
+    """The files the library is built from: .cc compiled, .h/.inc hashed (the CPU ops and the IR passes)."""
+    if not SOURCE_DIR.is_dir() or not PASS_DIR.is_dir():
+        raise UserError(f"the CPU op sources are missing ({SOURCE_DIR} or {PASS_DIR} not found; install paddlellm "
+                        f"from its source tree with pip install -e .)")
+    return sorted(p for d in (SOURCE_DIR, PASS_DIR) for p in d.iterdir() if p.suffix in (".cc", ".h", ".inc"))
 
 
 def _paddle_libs():
@@ -95,7 +96,7 @@ def cache_dir():
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "paddlellm", "ops")
     h = hashlib.sha256()
     for path in sources():
-        h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+        h.update(f"{path.parent.name}/{path.name}".encode() + b"\0" + path.read_bytes() + b"\0")
     cflags, ldflags = _flags()
     key = [_BUILD_VERSION, *cflags, *ldflags, paddle.__version__, getattr(paddle.version, "commit", ""),
            _compiler_id(), sys.version]
@@ -209,6 +210,37 @@ def register_ops():
         load_op_meta_info_and_register_op(so)
         _registered = True
     return so
+
+
+def library_id():
+    """What identifies the op library this process loads (a build of the CPU sources, or an installed device
+    library): part of the optimized-program cache key."""
+    if _device != "cpu":
+        path = Path(_load_device_library())
+        return f"{_device}:{path}:{path.stat().st_size}:{path.stat().st_mtime_ns}"
+    return f"cpu:{cache_dir().name}"
+
+
+def _handle():
+    """ctypes handle of the loaded op library (CPU or device)."""
+    if _device == "cpu":
+        load_library()
+        return _lib
+    _load_device_library()
+    return ctypes.CDLL(getattr(_device_library, "so_path", _device_library.__file__))
+
+
+def forget_pass_matches():
+    """Clear the IR passes' match counts (before a predictor runs them)."""
+    _handle().paddlellm_forget_pass_matches()
+
+
+def pass_matches(name):
+    """How often IR pass `name` matched in its last run in this process (None: it has not run)."""
+    handle = _handle()
+    handle.paddlellm_pass_matches.restype = ctypes.c_int64
+    count = handle.paddlellm_pass_matches(name.encode())
+    return None if count < 0 else count
 
 
 def cpu_isa():

@@ -40,6 +40,9 @@ class PredictorArgs:
     benchmark: bool = False
     benchmark_requests: int = 0  # 0: --batch_size requests
     benchmark_output: Optional[str] = None
+    passes: Optional[str] = None  # None: the device's pipeline (paddlellm/ops/passes.py)
+    disable_passes: Optional[str] = None
+    ir_debug: Optional[str] = None
 
     def sampling(self):
         return SamplingParams(self.decode_strategy, self.top_k, self.top_p, self.temperature,
@@ -100,12 +103,19 @@ def build_parser():
     p.add_argument("--benchmark_requests", type=int, default=0,
                    help="synthetic requests with --benchmark (0: --batch_size)")
     p.add_argument("--benchmark_output", default=None, help="JSON file for --benchmark's results (default: none)")
+    p.add_argument("--passes", default=None,
+                   help="static mode: the IR passes to run on the program, NAME,... or none, in place of the device's "
+                        "pipeline (default: the device's, see python -m paddlellm.ops --passes)")
+    p.add_argument("--disable_passes", default=None, help="static mode: IR passes not to run, NAME,... (default: none)")
+    p.add_argument("--ir_debug", default=None,
+                   help="static mode: write the program before and after each IR pass into this directory "
+                        "(default: none)")
     add_debug(p)
     return p
 
 
 NULLABLE = {"inference_model", "block_attn", "dtype", "device", "block_size", "chat_template", "data_file",
-            "output_file", "benchmark_output"}
+            "output_file", "benchmark_output", "passes", "disable_passes", "ir_debug"}
 
 
 def parse_args(argv) -> PredictorArgs:
@@ -128,6 +138,14 @@ def check_args(a: PredictorArgs):
     if a.device is not None:
         check_device_name(a.device)
     check_block_attn(a.block_attn)
+    for flag in ("passes", "disable_passes", "ir_debug"):
+        require(getattr(a, flag) is None or a.mode == "static",
+                f"--{flag} applies to the exported program (--mode static); dynamic mode runs no IR passes")
+    for flag in ("passes", "disable_passes"):
+        if getattr(a, flag) is not None:
+            from paddlellm.ops.passes import names
+
+            names(getattr(a, flag), f"--{flag}")
     require(a.src_length >= 1, f"--src_length must be at least 1, got {a.src_length}")
     require(a.max_length >= 1, f"--max_length must be at least 1 new token, got {a.max_length}")
     require(a.batch_size >= 1, f"--batch_size must be at least 1, got {a.batch_size}")

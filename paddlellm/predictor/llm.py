@@ -129,6 +129,9 @@ def describe_model(args: PredictorArgs, model_dir: Path):
         if args.block_size is not None and args.block_size != manifest.block_size:
             raise UserError(f"--block_size {args.block_size} contradicts block_size {manifest.block_size} in {source} "
                             f"(drop --block_size, or export again with --block_size {args.block_size})")
+        if (args.passes is not None or args.disable_passes is not None) and manifest.weight_layout == "packed":
+            raise UserError(f"{model_dir} was exported with the CPU's fused ops built in (weight_layout packed): no IR "
+                            "pass applies to it (drop --passes / --disable_passes)")
         device = args.device or manifest.device
         if compute_dtype(manifest.dtype, device) != manifest.compute_dtype:
             raise UserError(f"--device {device} cannot run the program exported for {manifest.device} in {source} "
@@ -172,13 +175,23 @@ def build_runner(args: PredictorArgs, model_dir: Path, model):
     if args.mode == "static":
         device = args.device or model.device
         paddle.set_device(paddle_place(device))
-        return StaticBlockRunner(model_dir, model, device, args.threads())
+        return StaticBlockRunner(model_dir, model, device, args.threads(), passes=chosen_passes(args, model, device),
+                                 ir_debug=args.ir_debug)
     from paddlellm.models.llama.loader import load_model
 
     dtype, device = args.dtype or "float32", args.device or "cpu"
     paddle.set_device(paddle_place(device))
     return DynamicBlockRunner(load_model(model_dir, dtype=dtype, device=device), args.threads(),
                               block_size=args.block_size or 64)
+
+
+def chosen_passes(args: PredictorArgs, manifest, device):
+    """--passes / --disable_passes applied to the device's pipeline; None: the device's pipeline as it is."""
+    from paddlellm.ops.passes import pipeline
+
+    if args.passes is None and args.disable_passes is None:
+        return None
+    return pipeline(device, args.passes, args.disable_passes)
 
 
 def warm_up(runner):

@@ -14,10 +14,11 @@ def set_cpu_threads(threads):
     paddle.base.core.set_num_threads(threads)
 
 
-def create_predictor(model_dir, manifest: Manifest, device, threads):
-    """paddle.inference's predictor for an exported program, set up for speed on the device."""
+def create_predictor(model_dir, manifest: Manifest, device, threads, passes=(), ir_debug=None):
+    """paddle.inference's predictor for an exported program, set up for speed on the device, the IR passes
+    `passes` run on its program (see ir_passes.py)."""
     from paddlellm import ops
-    from paddlellm.quiet import without_stderr_lines
+    from paddlellm.predictor.ir_passes import PassPipeline
 
     # The device's op library is registered for eager calls (the sampler's) before the process's first
     # predictor: registered after it, eager calls fail; before, the predictor logs one harmless "op already
@@ -38,10 +39,12 @@ def create_predictor(model_dir, manifest: Manifest, device, threads):
         config.enable_custom_device(place, 0)
     config.enable_new_ir(True)
     config.enable_new_executor(True)
-    if not os.environ.get("PADDLELLM_IR_LOG"):
+    pipeline = PassPipeline(model_dir, manifest, device, passes, ir_debug)
+    pipeline.apply(config)
+    verbose = bool(os.environ.get("PADDLELLM_IR_LOG"))
+    if not verbose:
         config.disable_glog_info()
-    with without_stderr_lines(("op already registered",)):
-        predictor = paddle.inference.create_predictor(config)
+    predictor = pipeline.create(config, verbose)
     names = predictor.get_input_names()
     if set(names) != set(manifest.inputs):
         raise RuntimeError(f"program inputs {names} differ from the manifest's {manifest.inputs}")
@@ -96,12 +99,19 @@ class DynamicBlockRunner(BlockRunner):
 
 class StaticBlockRunner(BlockRunner):
     """The exported block step run by paddle.inference; the pool's tensors are fed by position each step and
-    written in place by the program (no copy)."""
+    written in place by the program (no copy). `passes`: the IR passes to run on it (None: the device's
+    pipeline, see paddlellm.ops.passes)."""
 
-    def __init__(self, model_dir, manifest: Manifest, device, threads, num_blocks=0):
+    def __init__(self, model_dir, manifest: Manifest, device, threads, num_blocks=0, passes=None, ir_debug=None):
+        from paddlellm.ops.passes import pipeline
+
         m = manifest
         super().__init__(m.num_layers, m.num_kv_heads, m.head_dim, m.block_size, m.compute_dtype, num_blocks)
-        self.predictor = create_predictor(model_dir, manifest, device, threads)
+        if m.weight_layout == "packed":  # the CPU's own ops were fused in at export
+            passes = []
+        elif passes is None:
+            passes = pipeline(device)
+        self.predictor = create_predictor(model_dir, manifest, device, threads, passes, ir_debug)
         order = {name: i for i, name in enumerate(m.inputs)}
         self.feed_order = [order[name] for name in self.predictor.get_input_names()]
 

@@ -2,10 +2,12 @@
 
 One entry point, `forward(input_ids, seq_lens_this_time, seq_lens_decoder, block_tables, caches)`, runs one
 step over a packed batch (PaddleNLP's block-attention inputs): prompt chunks and decode tokens together,
-K/V written into the paged caches in place. It runs on the op set (paddlellm.ops): on the CPU with float32
-or bfloat16 weights as one fused op per layer over packed weights (use_cpu_ops); elsewhere as the portable
-ops (RMSNorm, rotary, SwiGLU, the paged-cache ops) around plain matmuls, whose kernels each device's op
-library has. Activations between ops are float32; the matmuls and the cache run in compute_dtype.
+K/V written into the paged caches in place. On the CPU with float32 or bfloat16 weights it runs on the CPU's own
+ops, one fused op per layer over packed weights (use_cpu_ops). Elsewhere it is the portable program: plain Paddle
+ops (matmuls, RMSNorm, the residual adds, Paddle's swiglu) around the op set's rotary and paged-cache ops, which
+every device's op library has; the device's IR passes (paddlellm.ops.passes) put the op set's fused ops in place
+of the plain subgraphs when the predictor starts. Activations between ops are float32; the matmuls and the cache
+run in compute_dtype.
 """
 import math
 
@@ -49,13 +51,21 @@ def dtype_name(dtype):
     return str(dtype).split(".")[-1]
 
 
-def add_rms_norm(delta, h, weight, eps):
-    """The residual add h + delta (delta None: nothing to add) and the RMSNorm after it: (normed, new h).
-    The ops take float32 or bfloat16 norm weights; a float16 one is widened (a [hidden] vector)."""
-    weight = cast(weight, "float32") if dtype_name(weight.dtype) == "float16" else weight
-    if delta is None:
-        return ops.rms_norm(h, weight, eps), h
-    return ops.fused_add_rms_norm(delta, h, weight, eps)
+def rms_norm(x, weight, eps):
+    """RMSNorm of float32 x in plain Paddle ops, as the portable program holds it (the passes put the op set's
+    RMSNorm in its place, see paddlellm.ops.passes): x * rsqrt(mean(x * x) + eps) * weight."""
+    return x * paddle.rsqrt((x * x).mean(axis=-1, keepdim=True) + eps) * cast(weight, "float32")
+
+
+def add_rms_norm(delta, h, weight, eps, cpu_ops=False):
+    """The residual add h + delta (delta None: nothing to add) and the RMSNorm after it: (normed, new h). With
+    the CPU's own ops as ops (float32 or bfloat16 weights), else in plain Paddle ops."""
+    if cpu_ops:
+        if delta is None:
+            return ops.rms_norm(h, weight, eps), h
+        return ops.fused_add_rms_norm(delta, h, weight, eps)
+    h = h if delta is None else h + delta
+    return rms_norm(h, weight, eps), h
 
 
 def linear(x, weight, out_features, compute_dtype):
@@ -112,7 +122,7 @@ class LlamaLayer(nn.Layer):
         attn = ops.block_attention(q, key_cache, value_cache, block_tables, seq_lens_this_time, seq_lens_decoder)
         x, h = add_rms_norm(self.project(attn.reshape([0, nh * hd]), "o_proj"), h, self.post_attention_layernorm,
                             c.rms_norm_eps)
-        return h, self.project(ops.swiglu(self.project(x, "gate_up_proj")), "down_proj")
+        return h, self.project(F.swiglu(self.project(x, "gate_up_proj")), "down_proj")
 
 
 class LlamaForCausalLM(nn.Layer):
@@ -176,5 +186,5 @@ class LlamaForCausalLM(nn.Layer):
                              seq_lens_this_time, seq_lens_decoder)
         last_rows = ends - 1
         last, _ = add_rms_norm(paddle.gather(delta, last_rows), paddle.gather(h, last_rows), self.norm,
-                               self.config.rms_norm_eps)
+                               self.config.rms_norm_eps, self.cpu_ops)
         return linear(last, self.lm_head, self.config.vocab_size, self.compute_dtype)

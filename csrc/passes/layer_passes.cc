@@ -1,0 +1,179 @@
+// IR passes (PIR, DRR) that put the op set's ops in place of the plain Paddle subgraphs the portable exported step
+// holds (paddlellm/models/llama/model.py). Built into every op library (the CPU's, csrc/hip's, csrc/npu's), whose
+// ops of the same names they insert; which device runs which pass, and how often each should match on a Llama:
+// paddlellm/ops/passes.py. A pattern that does not match does nothing, silently: tests check every match count.
+#include <cmath>
+#include <map>
+#include <mutex>
+#include <string>
+#include <type_traits>
+#include <unordered_set>
+#include <vector>
+
+#include "paddle/extension.h"
+#include "paddle/fluid/pir/utils/general_functions.h"
+#include "paddle/pir/include/core/builtin_type.h"
+
+namespace {
+
+using paddle::drr::MatchContext;
+
+bool is_float32(const pir::Value& v) { return pir::GetDataTypeFromValue(v).isa<pir::Float32Type>(); }
+
+// x * rsqrt(mean(x * x, axis=-1, keepdim) + epsilon) * w, x float32, as model.rms_norm writes it (the "+ epsilon"
+// is a scale op with bias epsilon) -> paddlellm_rms_norm(x, w){epsilon}. A weight kept narrow reaches the last
+// multiply through a cast, which stays: the op then gets the float32 weight.
+class RmsNormPattern : public paddle::drr::DrrPatternBase {
+ public:
+  std::string name() const override { return "PaddlellmRmsNormPattern"; }
+
+  void operator()(paddle::drr::DrrPatternContext* ctx) const override {
+    paddle::drr::SourcePattern pat = ctx->SourcePattern();
+    const auto& square = pat.Op("pd_op.multiply");
+    const auto& mean = pat.Op("pd_op.mean", {{"keepdim", pat.Attr("keepdim")}});
+    const auto& axis = pat.Op("pd_op.full_int_array", {{"value", pat.Attr("axis")}});
+    const auto& one = pat.Op("pd_op.full", {{"value", pat.Attr("scale")}});
+    const auto& add_epsilon =
+        pat.Op("pd_op.scale", {{"bias", pat.Attr("epsilon")}, {"bias_after_scale", pat.Attr("bias_after_scale")}});
+    const auto& rsqrt = pat.Op("pd_op.rsqrt");
+    const auto& normalize = pat.Op("pd_op.multiply");
+    const auto& weigh = pat.Op("pd_op.multiply");
+    pat.Tensor("square") = square(pat.Tensor("x"), pat.Tensor("x"));
+    pat.Tensor("mean") = mean(pat.Tensor("square"), axis());
+    pat.Tensor("shifted") = add_epsilon(pat.Tensor("mean"), one());
+    pat.Tensor("inverse_rms") = rsqrt(pat.Tensor("shifted"));
+    pat.Tensor("normalized") = normalize(pat.Tensor("x"), pat.Tensor("inverse_rms"));
+    pat.Tensor("out") = weigh(pat.Tensor("normalized"), pat.Tensor("w"));
+    pat.AddConstraint([](const MatchContext& m) {
+      const auto axis = m.Attr<std::vector<int64_t>>("axis");
+      const auto x_shape = pir::GetShapeFromValue(m.Tensor("x"));
+      const auto w_shape = pir::GetShapeFromValue(m.Tensor("w"));
+      const int64_t rank = static_cast<int64_t>(x_shape.size());
+      const bool last_axis = axis.size() == 1 && (axis[0] == -1 || axis[0] == rank - 1);
+      return last_axis && m.Attr<bool>("keepdim") && m.Attr<bool>("bias_after_scale") &&
+             std::abs(m.Attr<double>("scale") - 1.0) < 1e-12 && is_float32(m.Tensor("x")) && w_shape.size() == 1 &&
+             w_shape[0] == x_shape.back();
+    });
+    paddle::drr::ResultPattern res = pat.ResultPattern();
+    const auto& rms_norm = res.Op("custom_op.paddlellm_rms_norm", {{"epsilon", pat.Attr("epsilon")}});
+    rms_norm({&res.Tensor("x"), &res.Tensor("w")}, {&res.Tensor("out")});
+  }
+};
+
+// sum = a + b (same shapes, float32); out = paddlellm_rms_norm(sum, w)  ->  (out, sum) =
+// paddlellm_fused_add_rms_norm(a, b, w): the residual add and the norm after it in one pass over the row. sum
+// (the residual stream) is used further on, which DRR's source patterns do not allow, hence a plain pattern.
+// Whether no op of `op`'s block before `op` uses `value` (the ops after it may).
+bool used_only_after(const pir::Value& value, pir::Operation* op) {
+  std::unordered_set<const pir::Operation*> before;
+  for (auto& other : *op->GetParent()) {
+    if (&other == op) break;
+    before.insert(&other);
+  }
+  for (auto use = value.use_begin(); use != value.use_end(); ++use)
+    if (before.count(use->owner())) return false;
+  return true;
+}
+
+class AddRmsNormRewrite : public pir::RewritePattern {
+ public:
+  explicit AddRmsNormRewrite(pir::IrContext* context) : pir::RewritePattern(MatchAnyOpTypeTag(), 1, context) {}
+
+  bool MatchAndRewrite(pir::Operation* norm, pir::PatternRewriter& rewriter) const override {
+    if (norm->name() != "custom_op.paddlellm_rms_norm") return false;
+    pir::Operation* add = norm->operand_source(0).defining_op();
+    if (add == nullptr || add->name() != "pd_op.add") return false;
+    const pir::Value a = add->operand_source(0), b = add->operand_source(1);
+    if (!is_float32(a) || !is_float32(b) || pir::GetShapeFromValue(a) != pir::GetShapeFromValue(b)) return false;
+    // The fused op goes where the norm was, after its weight (a narrow one is cast just before the norm): the
+    // sum must then have no other use before it.
+    if (!used_only_after(add->result(0), norm)) return false;
+    rewriter.set_insertion_point(norm);
+    pir::Operation* fused = pir::CreateOperationByName("custom_op.paddlellm_fused_add_rms_norm",
+                                                       {a, b, norm->operand_source(1)},
+                                                       {{"epsilon", norm->attribute("epsilon")}}, rewriter);
+    rewriter.ReplaceAllUsesWith(norm->result(0), fused->result(0));
+    rewriter.ReplaceAllUsesWith(add->result(0), fused->result(1));
+    rewriter.EraseOp(norm);
+    rewriter.EraseOp(add);
+    return true;
+  }
+};
+
+// Paddle's swiglu with one input (x [..., 2F] float32) -> paddlellm_swiglu(x).
+class SwigluPattern : public paddle::drr::DrrPatternBase {
+ public:
+  std::string name() const override { return "PaddlellmSwigluPattern"; }
+
+  void operator()(paddle::drr::DrrPatternContext* ctx) const override {
+    paddle::drr::SourcePattern pat = ctx->SourcePattern();
+    const auto& swiglu = pat.Op("pd_op.swiglu");
+    swiglu({&pat.Tensor("x"), &pat.InputNoneTensor()}, {&pat.Tensor("out")});
+    pat.AddConstraint([](const MatchContext& m) { return is_float32(m.Tensor("x")); });
+    paddle::drr::ResultPattern res = pat.ResultPattern();
+    const auto& ours = res.Op("custom_op.paddlellm_swiglu");
+    ours({&res.Tensor("x")}, {&res.Tensor("out")});
+  }
+};
+
+// How often each pass matched in its last run, for the predictor's log (paddlellm_pass_matches below): read
+// from the pass itself, so it does not depend on Paddle's logging being on.
+std::mutex matches_mutex;
+std::map<std::string, int64_t> last_matches;
+
+// One pass per pattern: each is listed, logged and counted on its own (paddlellm/ops/passes.py).
+template <class Pattern>
+class OnePatternPass : public pir::PatternRewritePass {
+ public:
+  explicit OnePatternPass(const char* name) : pir::PatternRewritePass(name, 2) {}
+
+ protected:
+  void Run(pir::Operation* op) override {
+    pir::PatternRewritePass::Run(op);  // records its rewrites as the attribute __match_count__
+    const int64_t matches = Has("__match_count__") ? Get<int64_t>("__match_count__") : 0;
+    std::lock_guard<std::mutex> lock(matches_mutex);
+    last_matches[name()] = matches;
+  }
+
+  pir::RewritePatternSet InitializePatterns(pir::IrContext* context) override {
+    pir::RewritePatternSet patterns(context);
+    if constexpr (std::is_base_of_v<paddle::drr::DrrPatternBase, Pattern>)
+      patterns.Add(paddle::drr::Create<Pattern>(context));
+    else
+      patterns.Add(std::make_unique<Pattern>(context));
+    return patterns;
+  }
+};
+
+class RmsNormPass : public OnePatternPass<RmsNormPattern> {
+ public:
+  RmsNormPass() : OnePatternPass("paddlellm_rms_norm_pass") {}
+};
+
+class RemoveResidualInRmsNormPass : public OnePatternPass<AddRmsNormRewrite> {
+ public:
+  RemoveResidualInRmsNormPass() : OnePatternPass("remove_residual_in_rms_norm") {}
+};
+
+class SwigluPass : public OnePatternPass<SwigluPattern> {
+ public:
+  SwigluPass() : OnePatternPass("paddlellm_swiglu_pass") {}
+};
+
+}  // namespace
+
+// Matches of pass `name` in its last run in this process, or -1 if it has not run (ctypes: paddlellm.ops.passes).
+extern "C" int64_t paddlellm_pass_matches(const char* name) {
+  std::lock_guard<std::mutex> lock(matches_mutex);
+  const auto it = last_matches.find(name);
+  return it == last_matches.end() ? -1 : it->second;
+}
+
+extern "C" void paddlellm_forget_pass_matches() {
+  std::lock_guard<std::mutex> lock(matches_mutex);
+  last_matches.clear();
+}
+
+REGISTER_IR_PASS(paddlellm_rms_norm_pass, RmsNormPass);
+REGISTER_IR_PASS(remove_residual_in_rms_norm, RemoveResidualInRmsNormPass);
+REGISTER_IR_PASS(paddlellm_swiglu_pass, SwigluPass);

@@ -1,0 +1,81 @@
+"""The IR passes (csrc/passes, paddlellm/ops/passes.py): the table and its pipelines, and each pass on an exported
+tiny Llama's portable program (exported for the DCU, run here on the CPU kernels of the same ops): its match
+count, and logits within tolerance of the program without it."""
+import numpy as np
+import pytest
+
+from paddlellm import ops
+from paddlellm.errors import UserError
+from paddlellm.export.manifest import read_manifest
+from paddlellm.ops.passes import BY_NAME, PASSES, PIPELINES, pipeline
+from paddlellm.predictor.runners import StaticBlockRunner, prompt_logits
+
+PROMPTS = [[3, 4, 5, 6, 7, 8, 9], [10, 11], [12]]
+
+
+@pytest.fixture(scope="module")
+def portable(tiny_llama, tmp_path_factory):
+    from paddlellm.export.exporter import export_model
+
+    return export_model(tiny_llama, tmp_path_factory.mktemp("portable") / "inference", device="dcu")
+
+
+def logits_with(exported, passes):
+    return prompt_logits(StaticBlockRunner(exported, read_manifest(exported), "cpu", 2, passes=passes), PROMPTS)
+
+
+def test_every_pipeline_lists_known_passes_of_its_backend_in_table_order():
+    order = [p.name for p in PASSES]
+    for device, names in PIPELINES.items():
+        assert list(names) == [n for n in order if n in names]
+    assert PIPELINES["dcu"] == PIPELINES["gpu"]  # one library, csrc/hip
+    assert set(PIPELINES["cpu"]) == set(BY_NAME)  # every pass so far inserts ops the CPU has
+
+
+def test_pipeline_flags():
+    assert pipeline("cpu") == list(PIPELINES["cpu"])
+    assert pipeline("cpu", "none") == []
+    assert pipeline("cpu", disable_passes="paddlellm_swiglu_pass") == [n for n in PIPELINES["cpu"]
+                                                                        if n != "paddlellm_swiglu_pass"]
+    assert pipeline("npu", "paddlellm_swiglu_pass,paddlellm_rms_norm_pass") == ["paddlellm_swiglu_pass",
+                                                                                "paddlellm_rms_norm_pass"]
+    with pytest.raises(UserError, match=r"--passes: unknown pass fuse_everything \(known: paddlellm_rms_norm_pass"):
+        pipeline("cpu", "fuse_everything")
+    with pytest.raises(UserError, match=r"--disable_passes: unknown pass nope"):
+        pipeline("cpu", disable_passes="nope")
+
+
+@pytest.mark.parametrize("spec", PASSES, ids=lambda p: p.name)
+def test_each_pass_matches_as_expected_and_keeps_the_logits(portable, spec):
+    """Run alone after the passes before it (a pass may match what they produce), against the program without
+    it (the match count shows the rewrite happened). Tolerance: an RMSNorm op sums its squares in another order
+    than mean() does (SPEC.md: 2e-6 relative a norm), through 2 layers of unit-scale values; the fused add is the
+    same float add; the swiglu op is within 1 ulp of Paddle's."""
+    names = [p.name for p in PASSES]
+    before = names[: names.index(spec.name)]
+    reference = logits_with(portable, before)
+    got = logits_with(portable, before + [spec.name])
+    assert ops.pass_matches(spec.name) == spec.expected(read_manifest(portable).num_layers)
+    np.testing.assert_allclose(got, reference, rtol=0, atol=2e-5)
+
+
+def test_a_pass_that_finds_nothing_counts_zero(exported, capsys):
+    """The CPU export has its ops fused in already (the runner then runs no pass): nothing to match, a warning."""
+    from paddlellm.predictor.runners import create_predictor
+
+    create_predictor(exported, read_manifest(exported), "cpu", 2, passes=["paddlellm_rms_norm_pass"])
+    assert ops.pass_matches("paddlellm_rms_norm_pass") == 0
+    out = capsys.readouterr().out
+    assert ("[predictor] warning: IR pass paddlellm_rms_norm_pass matched 0 times, fewer than the 5 expected on a "
+            "Llama of 2 layers: part of the program keeps its plain ops") in out
+
+
+def test_the_cli_lists_the_passes_and_pipelines(capsys):
+    from paddlellm.ops.__main__ import main
+
+    assert main(["--passes"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "| pass | what it does | backends | matches on a Llama |"
+    assert "| remove_residual_in_rms_norm | a residual add and the RMSNorm of its sum -> paddlellm_fused_add_rms_norm " \
+           "| cpu, hip, npu | 2 per layer |" in out
+    assert f"npu: {', '.join(PIPELINES['npu'])}" in out
