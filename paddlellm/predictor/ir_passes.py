@@ -38,6 +38,11 @@ class PassPipeline:
             (self.cache / f).is_file() for f in ("passes.json", "_optimized.json", "_optimized.pdiparams"))
         self.staging = None
 
+    def program_path(self):
+        """The program the predictor runs: the exported one, or the passes' result where it is cached."""
+        optimized = self.cache / "_optimized.json" if self.names else None
+        return optimized if optimized is not None and optimized.is_file() else self.model_dir / self.manifest.program
+
     def apply(self, config):
         if not self.names:
             return

@@ -48,7 +48,7 @@ def predict(args: PredictorArgs, model_dir: Path, texts, output):
     check_prompts_fit(prompts, tokenizer, model, args.max_length)
     log(f"loading {model_dir} ({args.mode} mode, block attention)")
     runner = build_runner(args, model_dir, model)
-    log_ops(args, model_dir, model)
+    log_ops(runner)
     llm = LLM.from_parts(args, tokenizer, model, runner)
     log(f"generating for {len(prompts)} prompt(s), up to {args.batch_size} at a time")
     emit = ordered_rows(texts, tokenizer, output, args.quiet)
@@ -70,7 +70,7 @@ def benchmark(args: PredictorArgs, model_dir: Path):
     check_prompts_fit(prompts, tokenizer, model, args.max_length)
     log(f"loading {model_dir} ({args.mode} mode, block attention)")
     llm = LLM.from_parts(args, tokenizer, model, build_runner(args, model_dir, model))
-    log_ops(args, model_dir, model)
+    log_ops(llm.runner)
     log(f"benchmarking {len(prompts)} request(s), up to {args.batch_size} at a time")
     result = run_benchmark(llm, prompts)
     if args.benchmark_output:
@@ -99,12 +99,13 @@ def ordered_rows(texts, tokenizer, output, quiet):
     return emit
 
 
-def log_ops(args, model_dir, model):
-    """Say once which custom ops the exported program runs on (static mode)."""
-    if args.mode == "static":
+def log_ops(runner):
+    """Say once which custom ops the program runs on (static mode; after the IR passes)."""
+    program = getattr(runner, "program_path", None)
+    if program is not None:
         from paddlellm import ops
 
-        log("ops: " + ops.describe_ops(ops.ops_in_program(Path(model_dir) / model.program)))
+        log("ops: " + ops.describe_ops(ops.ops_in_program(program)))
 
 
 def log(message):

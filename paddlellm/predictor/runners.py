@@ -16,7 +16,7 @@ def set_cpu_threads(threads):
 
 def create_predictor(model_dir, manifest: Manifest, device, threads, passes=(), ir_debug=None):
     """paddle.inference's predictor for an exported program, set up for speed on the device, the IR passes
-    `passes` run on its program (see ir_passes.py)."""
+    `passes` run on its program (see ir_passes.py); and the path of the program it runs."""
     from paddlellm import ops
     from paddlellm.predictor.ir_passes import PassPipeline
 
@@ -48,7 +48,7 @@ def create_predictor(model_dir, manifest: Manifest, device, threads, passes=(), 
     names = predictor.get_input_names()
     if set(names) != set(manifest.inputs):
         raise RuntimeError(f"program inputs {names} differ from the manifest's {manifest.inputs}")
-    return predictor
+    return predictor, pipeline.program_path()
 
 
 def block_step_inputs(plan):
@@ -111,7 +111,7 @@ class StaticBlockRunner(BlockRunner):
             passes = []
         elif passes is None:
             passes = pipeline(device)
-        self.predictor = create_predictor(model_dir, manifest, device, threads, passes, ir_debug)
+        self.predictor, self.program_path = create_predictor(model_dir, manifest, device, threads, passes, ir_debug)
         order = {name: i for i, name in enumerate(m.inputs)}
         self.feed_order = [order[name] for name in self.predictor.get_input_names()]
 

@@ -27,14 +27,18 @@ def test_the_cpu_pipeline_runs_once_then_comes_from_the_cache(portable, tmp_path
     import shutil
 
     shutil.rmtree(portable / ".paddlellm_optimized", ignore_errors=True)
+    fused_ops = ("[predictor] ops: block_attention x2, fused_add_rms_norm x4, rms_norm x1, rotary_embedding x2, "
+                 "swiglu x2, write_cache_kv x2 (CPU kernels, ")  # the program after the passes
     first = predict(portable, tmp_path / "a.jsonl", "--mode", "static", "--data_file", data_file, *GREEDY)
-    assert pass_lines(capsys.readouterr().out) == [
+    out = capsys.readouterr().out
+    assert fused_ops in out
+    assert pass_lines(out) == [
         "[predictor] --- Running IR pass [paddlellm_rms_norm_pass]: 5 matches (expected 5: 2 per layer + 1 more)",
         "[predictor] --- Running IR pass [remove_residual_in_rms_norm]: 4 matches (expected 4: 2 per layer)",
         "[predictor] --- Running IR pass [paddlellm_swiglu_pass]: 2 matches (expected 2: 1 per layer)"]
     second = predict(portable, tmp_path / "b.jsonl", "--mode", "static", "--data_file", data_file, *GREEDY)
     out = capsys.readouterr().out
-    assert "IR passes: the optimized program cached in " in out and "Running IR pass" not in out
+    assert "IR passes: the optimized program cached in " in out and "Running IR pass" not in out and fused_ops in out
     assert second == first
     assert len(list((portable / ".paddlellm_optimized").iterdir())) == 1
     unfused = predict(portable, tmp_path / "c.jsonl", "--mode", "static", "--data_file", data_file, *GREEDY,
