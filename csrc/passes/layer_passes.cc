@@ -12,6 +12,7 @@
 
 #include "paddle/extension.h"
 #include "paddle/fluid/pir/utils/general_functions.h"
+#include "paddle/pir/include/core/builtin_attribute.h"
 #include "paddle/pir/include/core/builtin_type.h"
 
 namespace {
@@ -74,6 +75,109 @@ bool used_only_after(const pir::Value& value, pir::Operation* op) {
     if (before.count(use->owner())) return false;
   return true;
 }
+
+// Whether op a comes before op b in their block.
+bool comes_before(pir::Operation* a, pir::Operation* b) {
+  for (auto& op : *a->GetParent()) {
+    if (&op == a) return true;
+    if (&op == b) return false;
+  }
+  return false;
+}
+
+// The defining op of `v` if it is named `name`, else null.
+pir::Operation* defined_by(const pir::Value& v, const char* name) {
+  pir::Operation* op = v ? v.defining_op() : nullptr;
+  return op != nullptr && op->name() == name ? op : nullptr;
+}
+
+double full_value(const pir::Value& v) {
+  pir::Operation* full = defined_by(v, "pd_op.full");
+  return full ? full->attribute<pir::DoubleAttribute>("value").data() : 0.0;
+}
+
+// One rotation of model.rope, rooted at its add: x * cos + concat([-x2, x1], -1) * sin, [x1, x2] = split(x, 2).
+// Fills x, the cos and sin ops and the rotation's own ops (to erase, last first).
+bool match_rotation(pir::Operation* add, pir::Value* x, pir::Operation** cos, pir::Operation** sin,
+                    std::vector<pir::Operation*>* ops) {
+  if (add->name() != "pd_op.add") return false;
+  pir::Operation* times_cos = defined_by(add->operand_source(0), "pd_op.multiply");
+  pir::Operation* times_sin = defined_by(add->operand_source(1), "pd_op.multiply");
+  if (!times_cos || !times_sin) return false;
+  *cos = defined_by(times_cos->operand_source(1), "pd_op.cos");
+  *sin = defined_by(times_sin->operand_source(1), "pd_op.sin");
+  pir::Operation* concat = defined_by(times_sin->operand_source(0), "pd_op.concat");
+  pir::Operation* pair = concat ? defined_by(concat->operand_source(0), "builtin.combine") : nullptr;
+  if (!*cos || !*sin || (*cos)->operand_source(0) != (*sin)->operand_source(0) || !pair || pair->num_operands() != 2)
+    return false;
+  pir::Operation* negate = defined_by(pair->operand_source(0), "pd_op.scale");
+  if (!negate || full_value(negate->operand_source(1)) != -1.0 ||
+      negate->attribute<pir::FloatAttribute>("bias").data() != 0.f)
+    return false;
+  pir::Operation* unpack = defined_by(negate->operand_source(0), "builtin.split");
+  if (!unpack || unpack->num_results() != 2 || pair->operand_source(1) != unpack->result(0) ||
+      negate->operand_source(0) != unpack->result(1))
+    return false;
+  pir::Operation* halves = defined_by(unpack->operand_source(0), "pd_op.split_with_num");
+  if (!halves || halves->attribute<pir::Int32Attribute>("num").data() != 2) return false;
+  *x = halves->operand_source(0);
+  if (times_cos->operand_source(0) != *x || !is_float32(*x) || pir::GetShapeFromValue(*x).size() != 3) return false;
+  *ops = {add, times_sin, times_cos, concat, pair, negate, unpack, halves};
+  return true;
+}
+
+// model.rope on q and k  ->  paddlellm_rotary_embedding_(q, k, positions, inv_freq){interleaved = false}, in place.
+// The angles: unsqueeze(tile(f, [1, 2]), 1), f = unsqueeze(cast(positions, float32), -1) * inv_freq. Both
+// rotations share them; the pattern is rooted at either add and rewrites both. (A plain pattern: a DRR result
+// cannot create an in-place custom op.)
+class RotaryRewrite : public pir::RewritePattern {
+ public:
+  explicit RotaryRewrite(pir::IrContext* context) : pir::RewritePattern(MatchAnyOpTypeTag(), 1, context) {}
+
+  bool MatchAndRewrite(pir::Operation* add, pir::PatternRewriter& rewriter) const override {
+    pir::Value x[2];
+    pir::Operation *cos[2], *sin[2];
+    std::vector<pir::Operation*> ops[2];
+    if (!match_rotation(add, &x[0], &cos[0], &sin[0], &ops[0])) return false;
+    // the other rotation: the other user of cos
+    pir::Operation* other = nullptr;
+    for (auto use = cos[0]->result(0).use_begin(); use != cos[0]->result(0).use_end(); ++use) {
+      pir::Operation* times = use->owner();
+      if (times == ops[0][2] || times->name() != "pd_op.multiply" || !times->result(0).HasOneUse()) continue;
+      other = times->result(0).use_begin()->owner();
+    }
+    if (other == nullptr || !match_rotation(other, &x[1], &cos[1], &sin[1], &ops[1]) || cos[1] != cos[0] ||
+        sin[1] != sin[0] || cos[0]->result(0).use_count() != 2 || sin[0]->result(0).use_count() != 2)
+      return false;
+    pir::Operation* head_unsqueeze = defined_by(cos[0]->operand_source(0), "pd_op.unsqueeze");
+    pir::Operation* tile = head_unsqueeze ? defined_by(head_unsqueeze->operand_source(0), "pd_op.tile") : nullptr;
+    pir::Operation* times = tile ? defined_by(tile->operand_source(0), "pd_op.multiply") : nullptr;
+    pir::Operation* unsqueeze = times ? defined_by(times->operand_source(0), "pd_op.unsqueeze") : nullptr;
+    pir::Operation* cast = unsqueeze ? defined_by(unsqueeze->operand_source(0), "pd_op.cast") : nullptr;
+    if (!cast) return false;
+    const pir::Value positions = cast->operand_source(0), inv_freq = times->operand_source(1);
+    if (!pir::GetDataTypeFromValue(positions).isa<pir::Int32Type>() || !is_float32(inv_freq)) return false;
+    for (pir::Operation* op : {head_unsqueeze, tile, times, unsqueeze, cast})
+      if (op->result(0).use_count() != 1 && op != head_unsqueeze) return false;
+    if (head_unsqueeze->result(0).use_count() != 2) return false;  // cos and sin
+
+    // Insert where the earlier rotation's add was: the rest of both rotations and their inputs come before it.
+    pir::Operation* first = comes_before(ops[0][0], ops[1][0]) ? ops[0][0] : ops[1][0];
+    rewriter.set_insertion_point(first);
+    // Built from the op's registered info: DRR's op factory (CreateOperationByName) knows no in-place custom op.
+    pir::IrContext* context = pir::IrContext::Instance();
+    const pir::OpInfo info = context->GetRegisteredOpInfo("custom_op.paddlellm_rotary_embedding_");
+    if (!info) return false;
+    pir::Operation* rotary = rewriter.Insert(pir::Operation::Create(
+        {x[0], x[1], positions, inv_freq}, {{"interleaved", pir::BoolAttribute::get(context, false)}},
+        {x[0].type(), x[1].type()}, info));
+    for (int i = 0; i < 2; ++i) rewriter.ReplaceAllUsesWith(ops[i][0]->result(0), rotary->result(i));
+    for (int i = 0; i < 2; ++i)
+      for (pir::Operation* op : ops[i]) rewriter.EraseOp(op);
+    for (pir::Operation* op : {cos[0], sin[0], head_unsqueeze, tile, times, unsqueeze, cast}) rewriter.EraseOp(op);
+    return true;
+  }
+};
 
 class AddRmsNormRewrite : public pir::RewritePattern {
  public:
@@ -155,6 +259,11 @@ class RemoveResidualInRmsNormPass : public OnePatternPass<AddRmsNormRewrite> {
   RemoveResidualInRmsNormPass() : OnePatternPass("remove_residual_in_rms_norm") {}
 };
 
+class RotaryPass : public OnePatternPass<RotaryRewrite> {
+ public:
+  RotaryPass() : OnePatternPass("paddlellm_rotary_pass") {}
+};
+
 class SwigluPass : public OnePatternPass<SwigluPattern> {
  public:
   SwigluPass() : OnePatternPass("paddlellm_swiglu_pass") {}
@@ -176,4 +285,5 @@ extern "C" void paddlellm_forget_pass_matches() {
 
 REGISTER_IR_PASS(paddlellm_rms_norm_pass, RmsNormPass);
 REGISTER_IR_PASS(remove_residual_in_rms_norm, RemoveResidualInRmsNormPass);
+REGISTER_IR_PASS(paddlellm_rotary_pass, RotaryPass);
 REGISTER_IR_PASS(paddlellm_swiglu_pass, SwigluPass);

@@ -33,6 +33,8 @@ PASSES = (
              ("cpu", "hip", "npu"), per_layer=2, once=1),
     PassSpec("remove_residual_in_rms_norm", "a residual add and the RMSNorm of its sum -> paddlellm_fused_add_rms_norm",
              ("cpu", "hip", "npu"), per_layer=2),  # every norm but the first layer's input norm has an add before it
+    PassSpec("paddlellm_rotary_pass", "the rotate-half RoPE subgraph of q and k -> paddlellm_rotary_embedding, in place",
+             ("cpu", "hip", "npu"), per_layer=1),
     PassSpec("paddlellm_swiglu_pass", "Paddle's swiglu -> paddlellm_swiglu", ("cpu", "hip", "npu"), per_layer=1),
 )
 BY_NAME = {p.name: p for p in PASSES}

@@ -180,14 +180,13 @@ def test_the_exported_step_runs_on_the_cpu_op_set(tiny):
 
 
 def test_the_step_exported_for_a_device_is_the_portable_program(tiny):
-    """Plain Paddle ops (norms, adds, swiglu: the device's IR passes fuse them at predict time, see
-    tests/ops/test_passes.py) around the op set's rotary, cache write and attention, once per layer; weights
-    [in, out] as the checkpoint has them."""
+    """Plain Paddle ops (norms, adds, rotary, swiglu: the device's IR passes fuse them at predict time, see
+    tests/ops/test_passes.py) around the op set's cache write and attention, once per layer; weights [in, out]
+    as the checkpoint has them."""
     from paddlellm import ops
 
     exported = tiny[0]["dcu"]
     manifest = read_manifest(exported)
     layers = manifest.num_layers
-    assert ops.ops_in_program(exported / "model.json") == {
-        "block_attention": layers, "rotary_embedding": layers, "write_cache_kv": layers}
+    assert ops.ops_in_program(exported / "model.json") == {"block_attention": layers, "write_cache_kv": layers}
     assert (manifest.device, manifest.weight_layout, manifest.block_attn) == ("dcu", "plain", True)

@@ -35,6 +35,7 @@ def test_the_cpu_pipeline_runs_once_then_comes_from_the_cache(portable, tmp_path
     assert pass_lines(out) == [
         "[predictor] --- Running IR pass [paddlellm_rms_norm_pass]: 5 matches (expected 5: 2 per layer + 1 more)",
         "[predictor] --- Running IR pass [remove_residual_in_rms_norm]: 4 matches (expected 4: 2 per layer)",
+        "[predictor] --- Running IR pass [paddlellm_rotary_pass]: 2 matches (expected 2: 1 per layer)",
         "[predictor] --- Running IR pass [paddlellm_swiglu_pass]: 2 matches (expected 2: 1 per layer)"]
     second = predict(portable, tmp_path / "b.jsonl", "--mode", "static", "--data_file", data_file, *GREEDY)
     out = capsys.readouterr().out

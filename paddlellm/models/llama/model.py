@@ -4,8 +4,8 @@ One entry point, `forward(input_ids, seq_lens_this_time, seq_lens_decoder, block
 step over a packed batch (PaddleNLP's block-attention inputs): prompt chunks and decode tokens together,
 K/V written into the paged caches in place. On the CPU with float32 or bfloat16 weights it runs on the CPU's own
 ops, one fused op per layer over packed weights (use_cpu_ops). Elsewhere it is the portable program: plain Paddle
-ops (matmuls, RMSNorm, the residual adds, Paddle's swiglu) around the op set's rotary and paged-cache ops, which
-every device's op library has; the device's IR passes (paddlellm.ops.passes) put the op set's fused ops in place
+ops (matmuls, RMSNorm, the residual adds, RoPE, Paddle's swiglu) around the op set's paged-cache ops, which every
+device's op library has; the device's IR passes (paddlellm.ops.passes) put the op set's fused ops in place
 of the plain subgraphs when the predictor starts. Activations between ops are float32; the matmuls and the cache
 run in compute_dtype.
 """
@@ -68,6 +68,21 @@ def add_rms_norm(delta, h, weight, eps, cpu_ops=False):
     return rms_norm(h, weight, eps), h
 
 
+def rope(q, k, positions, inv_freq):
+    """Rotate-half RoPE of q [T, Hq, D] and k [T, Hk, D] float32 in plain Paddle ops, as the portable program holds
+    it (the rotary pass puts paddlellm_rotary_embedding in its place): token t's angles positions[t] * inv_freq
+    in float32, x * cos + rotate_half(x) * sin with rotate_half(x) = [-x2, x1]."""
+    freqs = positions.astype("float32").unsqueeze(-1) * inv_freq
+    angles = paddle.tile(freqs, [1, 2]).unsqueeze(1)  # [freqs, freqs]
+    cos, sin = paddle.cos(angles), paddle.sin(angles)
+
+    def rotate(x):
+        x1, x2 = paddle.split(x, 2, axis=-1)
+        return x * cos + paddle.concat([-x2, x1], axis=-1) * sin
+
+    return rotate(q), rotate(k)
+
+
 def linear(x, weight, out_features, compute_dtype):
     """x @ weight -> float32. A weight packed by use_cpu_ops ([out / 32, in, 32]) runs as the CPU op
     paddlellm_linear; one stored [in, out] as a matmul in compute_dtype."""
@@ -116,7 +131,7 @@ class LlamaLayer(nn.Layer):
         x, h = add_rms_norm(delta, h, self.input_layernorm, c.rms_norm_eps)
         qkv = self.project(x, "qkv_proj").reshape([0, nh + 2 * nkv, hd])
         q, k, v = paddle.split(qkv, [nh, nkv, nkv], axis=1)
-        q, k = ops.rotary_embedding(q, k, positions, inv_freq)
+        q, k = rope(q, k, positions, inv_freq)
         key_cache, value_cache = ops.write_cache_kv(k, v, key_cache, value_cache, block_tables, seq_lens_this_time,
                                                     seq_lens_decoder)
         attn = ops.block_attention(q, key_cache, value_cache, block_tables, seq_lens_this_time, seq_lens_decoder)
