@@ -34,8 +34,8 @@ def write_tokenizer(path: Path, vocab_size: int):
     return tok
 
 
-def make_tiny_llama(path: Path, gqa=True, tie=False, seed=0, rope_scaling=None):
-    """Save a tiny random HF Llama (2 layers, hidden 64) plus tokenizer into `path`; return path."""
+def make_tiny_llama(path: Path, gqa=True, tie=False, seed=0, rope_scaling=None, layers=2):
+    """Save a tiny random HF Llama (`layers` layers, hidden 64) plus tokenizer into `path`; return path."""
     import torch
     import transformers
 
@@ -43,7 +43,7 @@ def make_tiny_llama(path: Path, gqa=True, tie=False, seed=0, rope_scaling=None):
     tok = write_tokenizer(path, vocab_size=320)
     torch.manual_seed(seed)
     config = transformers.LlamaConfig(
-        vocab_size=320, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        vocab_size=320, hidden_size=64, intermediate_size=128, num_hidden_layers=layers,
         num_attention_heads=4, num_key_value_heads=2 if gqa else 4, max_position_embeddings=512,
         rope_theta=10000.0, rms_norm_eps=1e-5, tie_word_embeddings=tie, initializer_range=0.2,
         bos_token_id=None, eos_token_id=tok.token_to_id("<|im_end|>"), pad_token_id=tok.token_to_id("<|endoftext|>"),

@@ -6,20 +6,26 @@
 #include <map>
 #include <mutex>
 #include <string>
-#include <type_traits>
-#include <unordered_set>
 #include <vector>
 
-#include "paddle/extension.h"
-#include "paddle/fluid/pir/utils/general_functions.h"
-#include "paddle/pir/include/core/builtin_attribute.h"
-#include "paddle/pir/include/core/builtin_type.h"
+#include "pass_util.h"
+
+namespace paddlellm_passes {
+
+std::mutex matches_mutex;
+std::map<std::string, int64_t> last_matches;
+
+void record_matches(const std::string& pass, int64_t matches) {
+  std::lock_guard<std::mutex> lock(matches_mutex);
+  last_matches[pass] = matches;
+}
+
+}  // namespace paddlellm_passes
 
 namespace {
 
+using namespace paddlellm_passes;  // NOLINT
 using paddle::drr::MatchContext;
-
-bool is_float32(const pir::Value& v) { return pir::GetDataTypeFromValue(v).isa<pir::Float32Type>(); }
 
 // x * rsqrt(mean(x * x, axis=-1, keepdim) + epsilon) * w, x float32, as model.rms_norm writes it (the "+ epsilon"
 // is a scale op with bias epsilon) -> paddlellm_rms_norm(x, w){epsilon}. A weight kept narrow reaches the last
@@ -60,41 +66,6 @@ class RmsNormPattern : public paddle::drr::DrrPatternBase {
     rms_norm({&res.Tensor("x"), &res.Tensor("w")}, {&res.Tensor("out")});
   }
 };
-
-// sum = a + b (same shapes, float32); out = paddlellm_rms_norm(sum, w)  ->  (out, sum) =
-// paddlellm_fused_add_rms_norm(a, b, w): the residual add and the norm after it in one pass over the row. sum
-// (the residual stream) is used further on, which DRR's source patterns do not allow, hence a plain pattern.
-// Whether no op of `op`'s block before `op` uses `value` (the ops after it may).
-bool used_only_after(const pir::Value& value, pir::Operation* op) {
-  std::unordered_set<const pir::Operation*> before;
-  for (auto& other : *op->GetParent()) {
-    if (&other == op) break;
-    before.insert(&other);
-  }
-  for (auto use = value.use_begin(); use != value.use_end(); ++use)
-    if (before.count(use->owner())) return false;
-  return true;
-}
-
-// Whether op a comes before op b in their block.
-bool comes_before(pir::Operation* a, pir::Operation* b) {
-  for (auto& op : *a->GetParent()) {
-    if (&op == a) return true;
-    if (&op == b) return false;
-  }
-  return false;
-}
-
-// The defining op of `v` if it is named `name`, else null.
-pir::Operation* defined_by(const pir::Value& v, const char* name) {
-  pir::Operation* op = v ? v.defining_op() : nullptr;
-  return op != nullptr && op->name() == name ? op : nullptr;
-}
-
-double full_value(const pir::Value& v) {
-  pir::Operation* full = defined_by(v, "pd_op.full");
-  return full ? full->attribute<pir::DoubleAttribute>("value").data() : 0.0;
-}
 
 // One rotation of model.rope, rooted at its add: x * cos + concat([-x2, x1], -1) * sin, [x1, x2] = split(x, 2).
 // Fills x, the cos and sin ops and the rotation's own ops (to erase, last first).
@@ -179,6 +150,9 @@ class RotaryRewrite : public pir::RewritePattern {
   }
 };
 
+// sum = a + b (same shapes, float32); out = paddlellm_rms_norm(sum, w)  ->  (out, sum) =
+// paddlellm_fused_add_rms_norm(a, b, w): the residual add and the norm after it in one pass over the row. sum
+// (the residual stream) is used further on, which DRR's source patterns do not allow, hence a plain pattern.
 class AddRmsNormRewrite : public pir::RewritePattern {
  public:
   explicit AddRmsNormRewrite(pir::IrContext* context) : pir::RewritePattern(MatchAnyOpTypeTag(), 1, context) {}
@@ -220,35 +194,6 @@ class SwigluPattern : public paddle::drr::DrrPatternBase {
   }
 };
 
-// How often each pass matched in its last run, for the predictor's log (paddlellm_pass_matches below): read
-// from the pass itself, so it does not depend on Paddle's logging being on.
-std::mutex matches_mutex;
-std::map<std::string, int64_t> last_matches;
-
-// One pass per pattern: each is listed, logged and counted on its own (paddlellm/ops/passes.py).
-template <class Pattern>
-class OnePatternPass : public pir::PatternRewritePass {
- public:
-  explicit OnePatternPass(const char* name) : pir::PatternRewritePass(name, 2) {}
-
- protected:
-  void Run(pir::Operation* op) override {
-    pir::PatternRewritePass::Run(op);  // records its rewrites as the attribute __match_count__
-    const int64_t matches = Has("__match_count__") ? Get<int64_t>("__match_count__") : 0;
-    std::lock_guard<std::mutex> lock(matches_mutex);
-    last_matches[name()] = matches;
-  }
-
-  pir::RewritePatternSet InitializePatterns(pir::IrContext* context) override {
-    pir::RewritePatternSet patterns(context);
-    if constexpr (std::is_base_of_v<paddle::drr::DrrPatternBase, Pattern>)
-      patterns.Add(paddle::drr::Create<Pattern>(context));
-    else
-      patterns.Add(std::make_unique<Pattern>(context));
-    return patterns;
-  }
-};
-
 class RmsNormPass : public OnePatternPass<RmsNormPattern> {
  public:
   RmsNormPass() : OnePatternPass("paddlellm_rms_norm_pass") {}
@@ -273,12 +218,14 @@ class SwigluPass : public OnePatternPass<SwigluPattern> {
 
 // Matches of pass `name` in its last run in this process, or -1 if it has not run (ctypes: paddlellm.ops.passes).
 extern "C" int64_t paddlellm_pass_matches(const char* name) {
+  using namespace paddlellm_passes;  // NOLINT
   std::lock_guard<std::mutex> lock(matches_mutex);
   const auto it = last_matches.find(name);
   return it == last_matches.end() ? -1 : it->second;
 }
 
 extern "C" void paddlellm_forget_pass_matches() {
+  using namespace paddlellm_passes;  // NOLINT
   std::lock_guard<std::mutex> lock(matches_mutex);
   last_matches.clear();
 }

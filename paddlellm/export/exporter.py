@@ -54,7 +54,7 @@ def export_model(model_dir, output_path, dtype="float32", device="cpu", lora_pat
     paddle.set_device("cpu")
     started = time.perf_counter()
     _log(f"loading {model_dir} as {dtype}" + (f" with the LoRA adapter {lora_path}" if lora_path else ""))
-    model = load_model(model_dir, dtype=dtype, device=device, lora_path=lora_path)
+    model = load_model(model_dir, dtype=dtype, device=device, lora_path=lora_path, portable=True)
     config, cache_dtype = model.config, compute_dtype(dtype, device)
     if ops.library_device() != device:
         _log(f"the {device} is not present here: tracing with the CPU op library (same op signatures)")
@@ -73,7 +73,7 @@ def export_model(model_dir, output_path, dtype="float32", device="cpu", lora_pat
             num_layers=config.num_hidden_layers, num_kv_heads=config.num_key_value_heads,
             head_dim=config.head_dim, max_position_embeddings=config.max_position_embeddings,
             vocab_size=config.vocab_size, block_size=block_size, inputs=plain + cache_names,
-            weight_layout="packed" if model.cpu_ops else "plain", outputs=["logits"],
+            outputs=["logits"],
             versions={"paddle": paddle.__version__, "paddlellm": paddlellm.__version__},
         ).write(staging)
     _log(f"exported to {output_path} in {time.perf_counter() - started:.1f}s")

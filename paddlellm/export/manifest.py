@@ -8,7 +8,8 @@ from paddlellm.errors import UserError
 from paddlellm.files import read_json
 
 MANIFEST_NAME = "paddlellm_manifest.json"
-FORMAT_VERSION = 2  # 2: the block step only (1 also had a dense-cache step)
+FORMAT_VERSION = 3  # 3: the portable program, fused by the device's IR passes at predict time (2: the CPU's fused
+# ops built in at export; 1: also a dense-cache step)
 
 
 @dataclass
@@ -28,10 +29,8 @@ class Manifest:
     inference_model: bool = True
     block_attn: bool = True  # PaddleNLP's name for what every export is now: a paged KV cache
     cache_layout: str = "blocks"  # [num_blocks, kv_heads, block_size, head_dim] per layer, k then v
-    weight_layout: str = "plain"  # plain: projections [in, out]; packed: [out / 32, in, 32] for the CPU op paddlellm_linear
     quant_type: Optional[str] = None
     cachekv_int8_type: Optional[str] = None
-    passes: List[str] = field(default_factory=list)
     program: str = "model.json"
     params: str = "model.pdiparams"
     versions: dict = field(default_factory=dict)

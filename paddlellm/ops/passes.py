@@ -4,10 +4,12 @@ PaddleNLP names its passes where the meaning carries over). Per pass: what it do
 library it inserts ops of, and how often it matches on a Llama of L layers. PIPELINES: each device's passes, in
 order (the predictor's --passes / --disable_passes change them).
 
-A program exported with the CPU's own ops already fused in (manifest weight_layout "packed") runs no passes.
+The CPU's passes also repack the projection weights (in the predictor's parameter scope, see csrc/passes/cpu_passes.cc):
+the rewritten program is cached with them. A program exported with the CPU's own ops already fused in (manifest
+weight_layout "packed", exports before the passes) runs no passes.
 """
 from dataclasses import dataclass
-from typing import Tuple
+from typing import Callable, Tuple
 
 from paddlellm.errors import UserError
 
@@ -17,25 +19,39 @@ class PassSpec:
     name: str
     summary: str
     backends: Tuple[str, ...]
-    per_layer: int  # expected matches on a Llama: per_layer * layers + once
-    once: int = 0
+    count: Callable[[int], int]  # expected matches on a Llama of L layers
+    count_text: str
 
     def expected(self, num_layers):
-        return self.per_layer * num_layers + self.once
+        return self.count(num_layers)
 
     def describe_expected(self):
-        parts = ([f"{self.per_layer} per layer"] if self.per_layer else []) + ([f"{self.once} more"] if self.once else [])
-        return " + ".join(parts)
+        return self.count_text
 
 
 PASSES = (
     PassSpec("paddlellm_rms_norm_pass", "the RMSNorm subgraph (x * rsqrt(mean(x * x) + eps) * w) -> paddlellm_rms_norm",
-             ("cpu", "hip", "npu"), per_layer=2, once=1),
+             ("cpu", "hip", "npu"), lambda layers: 2 * layers + 1, "2 per layer + 1 more"),
+    # every norm but the first layer's input norm has an add before it
     PassSpec("remove_residual_in_rms_norm", "a residual add and the RMSNorm of its sum -> paddlellm_fused_add_rms_norm",
-             ("cpu", "hip", "npu"), per_layer=2),  # every norm but the first layer's input norm has an add before it
+             ("cpu", "hip", "npu"), lambda layers: 2 * layers, "2 per layer"),
     PassSpec("paddlellm_rotary_pass", "the rotate-half RoPE subgraph of q and k -> paddlellm_rotary_embedding, in place",
-             ("cpu", "hip", "npu"), per_layer=1),
-    PassSpec("paddlellm_swiglu_pass", "Paddle's swiglu -> paddlellm_swiglu", ("cpu", "hip", "npu"), per_layer=1),
+             ("cpu", "hip", "npu"), lambda layers: layers, "1 per layer"),
+    PassSpec("paddlellm_swiglu_pass", "Paddle's swiglu -> paddlellm_swiglu", ("cpu", "hip", "npu"),
+             lambda layers: layers, "1 per layer"),
+    PassSpec("paddlellm_linear_swiglu_pass", "swiglu(x @ W_gate_up) -> paddlellm_linear_swiglu, W packed gate/up "
+             "interleaved (in the predictor's weights)", ("cpu",), lambda layers: layers, "1 per layer"),
+    PassSpec("paddlellm_linear_pass", "a layer's projection x @ W -> paddlellm_linear, W packed in 32-column blocks",
+             ("cpu",), lambda layers: 3 * layers, "3 per layer: qkv, o, down"),
+    PassSpec("llama_fuse_lm_head", "the lm_head x @ W -> paddlellm_linear, W packed; a tied embedding is looked up in "
+             "it (paddlellm_packed_embedding) and its copy dropped", ("cpu",), lambda layers: 1, "1"),
+    PassSpec("llama_fuse_attention_layer_begin", "the first decoder layer (its input the embedding, no residual add) "
+             "-> paddlellm_fused_decoder_layer", ("cpu",), lambda layers: 1, "1"),
+    PassSpec("llama_fuse_attention_layer", "a decoder layer between the first and the last -> "
+             "paddlellm_fused_decoder_layer", ("cpu",), lambda layers: max(layers - 2, 0),
+             "1 per layer but the first and last"),
+    PassSpec("llama_fuse_attention_layer_end", "the last decoder layer (the final norm reads its output) -> "
+             "paddlellm_fused_decoder_layer", ("cpu",), lambda layers: min(layers - 1, 1), "1 (0 with one layer)"),
 )
 BY_NAME = {p.name: p for p in PASSES}
 BACKEND_OF_DEVICE = {"cpu": "cpu", "npu": "npu", "dcu": "hip", "gpu": "hip"}

@@ -129,9 +129,6 @@ def describe_model(args: PredictorArgs, model_dir: Path):
         if args.block_size is not None and args.block_size != manifest.block_size:
             raise UserError(f"--block_size {args.block_size} contradicts block_size {manifest.block_size} in {source} "
                             f"(drop --block_size, or export again with --block_size {args.block_size})")
-        if (args.passes is not None or args.disable_passes is not None) and manifest.weight_layout == "packed":
-            raise UserError(f"{model_dir} was exported with the CPU's fused ops built in (weight_layout packed): no IR "
-                            "pass applies to it (drop --passes / --disable_passes)")
         device = args.device or manifest.device
         if compute_dtype(manifest.dtype, device) != manifest.compute_dtype:
             raise UserError(f"--device {device} cannot run the program exported for {manifest.device} in {source} "

@@ -107,9 +107,7 @@ class StaticBlockRunner(BlockRunner):
 
         m = manifest
         super().__init__(m.num_layers, m.num_kv_heads, m.head_dim, m.block_size, m.compute_dtype, num_blocks)
-        if m.weight_layout == "packed":  # the CPU's own ops were fused in at export
-            passes = []
-        elif passes is None:
+        if passes is None:
             passes = pipeline(device)
         self.predictor, self.program_path = create_predictor(model_dir, manifest, device, threads, passes, ir_debug)
         order = {name: i for i, name in enumerate(m.inputs)}

@@ -13,11 +13,12 @@ def load_config(model_dir):
     return LlamaConfig.from_dict(read_config(model_dir), source=f"{model_dir}/config.json")
 
 
-def load_model(model_dir, dtype="float32", device="cpu", lora_path=None):
+def load_model(model_dir, dtype="float32", device="cpu", lora_path=None, portable=False):
     """The inference model in eval mode, weights in `dtype`, math in compute_dtype(dtype, device); a LoRA
     adapter at `lora_path` is merged into the weights first. It runs on the device's op library (the CPU's
     where the device is not present: enough to trace its program for the device), on the CPU on its own
-    ops (see uses_cpu_ops)."""
+    ops (see uses_cpu_ops) unless `portable`: the program export traces, which the device's IR passes fuse
+    when the predictor starts."""
     config = load_config(model_dir)
     ops.use_device(device, present=is_present(device))
     if lora_path is None:
@@ -28,7 +29,7 @@ def load_model(model_dir, dtype="float32", device="cpu", lora_path=None):
         state = merged_state_dict(model_dir, lora_path)
     model = LlamaForCausalLM(config, dtype=dtype, compute_dtype=compute_dtype(dtype, device))
     assign_hf_weights(model, state)
-    if uses_cpu_ops(device, dtype):
+    if uses_cpu_ops(device, dtype) and not portable:
         model.use_cpu_ops()
     model.eval()
     return model

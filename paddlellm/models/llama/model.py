@@ -2,12 +2,12 @@
 
 One entry point, `forward(input_ids, seq_lens_this_time, seq_lens_decoder, block_tables, caches)`, runs one
 step over a packed batch (PaddleNLP's block-attention inputs): prompt chunks and decode tokens together,
-K/V written into the paged caches in place. On the CPU with float32 or bfloat16 weights it runs on the CPU's own
-ops, one fused op per layer over packed weights (use_cpu_ops). Elsewhere it is the portable program: plain Paddle
-ops (matmuls, RMSNorm, the residual adds, RoPE, Paddle's swiglu) around the op set's paged-cache ops, which every
-device's op library has; the device's IR passes (paddlellm.ops.passes) put the op set's fused ops in place
-of the plain subgraphs when the predictor starts. Activations between ops are float32; the matmuls and the cache
-run in compute_dtype.
+K/V written into the paged caches in place. What export traces is the portable program: plain Paddle ops (matmuls,
+RMSNorm, the residual adds, RoPE, Paddle's swiglu) around the op set's paged-cache ops, which every device's op
+library has; the device's IR passes (paddlellm.ops.passes) put the op set's fused ops in place of the plain
+subgraphs when the predictor starts (on the CPU: one fused op per layer over packed weights). In dynamic mode on
+the CPU with float32 or bfloat16 weights the model runs on those CPU ops directly (use_cpu_ops). Activations
+between ops are float32; the matmuls and the cache run in compute_dtype.
 """
 import math
 

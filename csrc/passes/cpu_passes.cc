@@ -1,0 +1,433 @@
+// IR passes that make the portable program the CPU's own (paddlellm/ops/passes.py lists them): projections and
+// the lm_head over weights packed for paddlellm_linear / paddlellm_linear_swiglu, a tied embedding looked up in
+// the packed lm_head, and each decoder layer as one paddlellm_fused_decoder_layer. The weights are repacked here,
+// once, in the predictor's parameter scope; Paddle's optimized-model cache (paddlellm/predictor/ir_passes.py)
+// then keeps them packed.
+#include <algorithm>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "pass_util.h"
+#include "paddle/fluid/pir/dialect/operator/ir/op_attribute.h"
+#include "paddle/phi/core/dense_tensor.h"
+#include "paddle/pir/include/core/builtin_op.h"
+
+namespace {
+
+using namespace paddlellm_passes;  // NOLINT
+
+constexpr int64_t kBlock = 32;  // the packed layout's column block (csrc/cpu/linear_kernel.h, kLinearBlock)
+
+// The weight tensor of parameter `param` in the predictor's scope (on the CPU), or null.
+phi::DenseTensor* scope_tensor(pir::Pass* pass, const pir::Value& param) {
+  auto* scope = pir::GetScopeImpl(pass);
+  if (scope == nullptr) return nullptr;
+  auto* var = pir::ScopeFindVar(scope, pir::GetParameterNameFromValue(param));
+  if (var == nullptr) return nullptr;
+  auto* tensor = pir::VarGetMutable<phi::DenseTensor>(var);
+  return tensor->initialized() && tensor->place().GetType() == phi::AllocationType::CPU ? tensor : nullptr;
+}
+
+void set_type(pir::Value value, const std::vector<int64_t>& shape, pir::Type dtype) {
+  const auto old = value.type().dyn_cast<pir::DenseTensorType>();
+  value.set_type(pir::DenseTensorType::get(pir::IrContext::Instance(), dtype, common::make_ddim(shape),
+                                           old.data_layout(), old.lod(), old.offset()));
+}
+
+// Repacks the [K, N] weight of `param` in place into the layout paddlellm_linear reads (ops.pack_linear_weight):
+// [ceil(N / 32), K, 32], block b holding columns 32b.. row after row, zero past N. With `swiglu`, the first half
+// of the columns (gate) and the second (up) are packed apart and their blocks interleaved (ops.pack_swiglu_weight).
+// float32 and bfloat16 stay as they are; float16, which the CPU kernels do not read, becomes float32 (exactly).
+bool pack_weight(pir::Pass* pass, pir::Value param, bool swiglu) {
+  phi::DenseTensor* weight = scope_tensor(pass, param);
+  if (weight == nullptr || weight->dims().size() != 2) return false;
+  const int64_t K = weight->dims()[0], N = weight->dims()[1], halves = swiglu ? 2 : 1;
+  if (N % halves != 0) return false;
+  const bool widen = weight->dtype() == phi::DataType::FLOAT16;
+  const phi::DataType dtype = widen ? phi::DataType::FLOAT32 : weight->dtype();
+  std::shared_ptr<phi::DenseTensor> wide;
+  if (widen) {
+    wide = std::static_pointer_cast<phi::DenseTensor>(paddle::empty({K, N}, dtype, paddle::CPUPlace()).impl());
+    const auto* narrow = weight->data<phi::dtype::float16>();
+    float* out = wide->data<float>();
+    for (int64_t i = 0; i < K * N; ++i) out[i] = static_cast<float>(narrow[i]);
+  }
+  const int64_t n = N / halves, blocks = (n + kBlock - 1) / kBlock;
+  const size_t size = phi::SizeOf(dtype);
+  auto packed = std::static_pointer_cast<phi::DenseTensor>(
+      paddle::empty({blocks * halves, K, kBlock}, dtype, paddle::CPUPlace()).impl());
+  const char* src = static_cast<const char*>(widen ? wide->data() : weight->data());
+  char* dst = static_cast<char*>(packed->data());
+  std::memset(dst, 0, packed->numel() * size);
+  for (int64_t half = 0; half < halves; ++half)
+    for (int64_t b = 0; b < blocks; ++b) {
+      const int64_t columns = std::min(kBlock, n - b * kBlock);
+      for (int64_t k = 0; k < K; ++k)
+        std::memcpy(dst + ((b * halves + half) * K + k) * kBlock * size, src + (k * N + half * n + b * kBlock) * size,
+                    columns * size);
+    }
+  *weight = *packed;
+  const pir::Type element = pir::GetDataTypeFromValue(param);
+  set_type(param, {blocks * halves, K, kBlock}, widen ? pir::Float32Type::get(pir::IrContext::Instance()) : element);
+  return true;
+}
+
+// The parameter behind a matmul's weight operand `w`, [K, N]: `w` itself (float32), or a bfloat16 or float16 one
+// cast to float32 (`cast` is then that op, else null). Only if nothing else reads it: it is repacked in place.
+bool weight_parameter(const pir::Value& w, pir::Value* param, pir::Operation** cast) {
+  *cast = defined_by(w, "pd_op.cast");
+  const pir::Value p = *cast ? (*cast)->operand_source(0) : w;
+  pir::Operation* op = p ? p.defining_op() : nullptr;
+  if (op == nullptr || !op->isa<pir::ParameterOp>() || !p.HasOneUse() || !w.HasOneUse() || !is_float32(w))
+    return false;
+  const auto dtype = pir::GetDataTypeFromValue(p);
+  if (!(dtype.isa<pir::Float32Type>() || dtype.isa<pir::BFloat16Type>() || dtype.isa<pir::Float16Type>()) ||
+      pir::GetShapeFromValue(p).size() != 2)
+    return false;
+  *param = p;
+  return true;
+}
+
+bool fetched(const pir::Value& v) {
+  for (auto use = v.use_begin(); use != v.use_end(); ++use)
+    if (use->owner()->name() == "pd_op.fetch" || use->owner()->name() == "builtin.shadow_output") return true;
+  return false;
+}
+
+// x @ W, x float32 [..., K], W a parameter [K, N]: the matmul and, for the weight, its cast.
+struct Projection {
+  pir::Value x, param;
+  pir::Operation* cast = nullptr;
+  int64_t n = 0;
+};
+
+bool match_projection(pir::Operation* matmul, Projection* p) {
+  if (matmul->name() != "pd_op.matmul" || matmul->attribute<pir::BoolAttribute>("transpose_x").data() ||
+      matmul->attribute<pir::BoolAttribute>("transpose_y").data())
+    return false;
+  p->x = matmul->operand_source(0);
+  if (!is_float32(p->x) || !weight_parameter(matmul->operand_source(1), &p->param, &p->cast)) return false;
+  const auto shape = pir::GetShapeFromValue(p->param);
+  p->n = shape[1];
+  return pir::GetShapeFromValue(p->x).back() == shape[0];
+}
+
+pir::AttributeMap n_attribute(int64_t n) { return {{"n", pir::Int64Attribute::get(pir::IrContext::Instance(), n)}}; }
+
+// Replaces `op` (one result) by `replacement`, and erases the weight's cast.
+void replace_projection(pir::Operation* op, pir::Operation* replacement, const Projection& p,
+                        pir::PatternRewriter& rewriter) {
+  rewriter.ReplaceAllUsesWith(op->result(0), replacement->result(0));
+  rewriter.EraseOp(op);
+  if (p.cast) rewriter.EraseOp(p.cast);
+}
+
+// A projection inside the layers, x @ W -> paddlellm_linear(x, W packed). The lm_head (its product is fetched) is
+// llama_fuse_lm_head's.
+class LinearRewrite : public pir::RewritePattern {
+ public:
+  LinearRewrite(pir::IrContext* context, pir::Pass* pass)
+      : pir::RewritePattern(MatchAnyOpTypeTag(), 1, context), pass_(pass) {}
+
+  bool MatchAndRewrite(pir::Operation* matmul, pir::PatternRewriter& rewriter) const override {
+    Projection p;
+    if (!match_projection(matmul, &p) || fetched(matmul->result(0)) || !pack_weight(pass_, p.param, false))
+      return false;
+    rewriter.set_insertion_point(matmul);
+    replace_projection(matmul,
+                       pir::CreateOperationByName("custom_op.paddlellm_linear", {p.x, p.param}, n_attribute(p.n),
+                                                  rewriter),
+                       p, rewriter);
+    return true;
+  }
+
+ private:
+  pir::Pass* pass_;
+};
+
+// swiglu(x @ W), W [K, 2F] gate then up columns -> paddlellm_linear_swiglu(x, W packed gate/up interleaved): the
+// gate and up products never leave the cache.
+class LinearSwigluRewrite : public pir::RewritePattern {
+ public:
+  LinearSwigluRewrite(pir::IrContext* context, pir::Pass* pass)
+      : pir::RewritePattern(MatchAnyOpTypeTag(), 1, context), pass_(pass) {}
+
+  bool MatchAndRewrite(pir::Operation* swiglu, pir::PatternRewriter& rewriter) const override {
+    const bool ours = swiglu->name() == "custom_op.paddlellm_swiglu";
+    if (!ours && !(swiglu->name() == "pd_op.swiglu" && !swiglu->operand_source(1))) return false;
+    pir::Operation* matmul = defined_by(swiglu->operand_source(0), "pd_op.matmul");
+    Projection p;
+    if (matmul == nullptr || !matmul->result(0).HasOneUse() || !match_projection(matmul, &p) || p.n % 2 != 0 ||
+        !pack_weight(pass_, p.param, true))
+      return false;
+    rewriter.set_insertion_point(swiglu);
+    pir::Operation* fused = pir::CreateOperationByName("custom_op.paddlellm_linear_swiglu", {p.x, p.param},
+                                                       n_attribute(p.n / 2), rewriter);
+    rewriter.ReplaceAllUsesWith(swiglu->result(0), fused->result(0));
+    rewriter.EraseOp(swiglu);
+    replace_projection(matmul, fused, p, rewriter);
+    return true;
+  }
+
+ private:
+  pir::Pass* pass_;
+};
+
+// Whether the embedding table `embedding` [V, H] is the transpose of the lm_head `lm_head` [H, V], value for value
+// (a tied model's export keeps both).
+bool tied(pir::Pass* pass, const pir::Value& embedding, const pir::Value& lm_head) {
+  const phi::DenseTensor* e = scope_tensor(pass, embedding);
+  const phi::DenseTensor* w = scope_tensor(pass, lm_head);
+  if (e == nullptr || w == nullptr || e->dtype() != w->dtype() || e->dims().size() != 2 || w->dims().size() != 2 ||
+      e->dims()[0] != w->dims()[1] || e->dims()[1] != w->dims()[0])
+    return false;
+  const int64_t V = e->dims()[0], H = e->dims()[1];
+  const size_t size = phi::SizeOf(e->dtype());
+  const char* ev = static_cast<const char*>(e->data());
+  const char* wv = static_cast<const char*>(w->data());
+  for (int64_t v = 0; v < V; ++v)
+    for (int64_t h = 0; h < H; ++h)
+      if (std::memcmp(ev + (v * H + h) * size, wv + (h * V + v) * size, size) != 0) return false;
+  return true;
+}
+
+// The lm_head, last_hidden @ W whose product is fetched -> paddlellm_linear(x, W packed); a tied embedding
+// (embedding(ids, E), E == W^T in value) is then looked up in the packed lm_head (paddlellm_packed_embedding) and
+// its own copy dropped: one copy of the table, not two.
+class LmHeadRewrite : public pir::RewritePattern {
+ public:
+  LmHeadRewrite(pir::IrContext* context, pir::Pass* pass)
+      : pir::RewritePattern(MatchAnyOpTypeTag(), 1, context), pass_(pass) {}
+
+  bool MatchAndRewrite(pir::Operation* matmul, pir::PatternRewriter& rewriter) const override {
+    Projection p;
+    if (!match_projection(matmul, &p) || !fetched(matmul->result(0))) return false;
+    pir::Operation* lookup = tied_embedding(matmul->GetParent(), p.param);
+    if (!pack_weight(pass_, p.param, false)) return false;
+    rewriter.set_insertion_point(matmul);
+    replace_projection(matmul,
+                       pir::CreateOperationByName("custom_op.paddlellm_linear", {p.x, p.param}, n_attribute(p.n),
+                                                  rewriter),
+                       p, rewriter);
+    if (lookup != nullptr) {
+      // embedding(ids, E), then a cast to float32 where E is narrow
+      pir::Value looked_up = lookup->result(0);
+      pir::Operation* cast = looked_up.HasOneUse() && looked_up.use_begin()->owner()->name() == "pd_op.cast"
+                                 ? looked_up.use_begin()->owner()
+                                 : nullptr;
+      pir::Operation* table = lookup->operand_source(1).defining_op();
+      rewriter.set_insertion_point(lookup);
+      pir::Operation* packed = pir::CreateOperationByName(
+          "custom_op.paddlellm_packed_embedding", {lookup->operand_source(0), p.param}, n_attribute(p.n), rewriter);
+      rewriter.ReplaceAllUsesWith((cast ? cast : lookup)->result(0), packed->result(0));
+      if (cast) rewriter.EraseOp(cast);
+      rewriter.EraseOp(lookup);
+      rewriter.EraseOp(table);
+    }
+    return true;
+  }
+
+ private:
+  // The embedding lookup whose table is the lm_head's tied twin, if there is one (before the lm_head is packed).
+  pir::Operation* tied_embedding(pir::Block* block, const pir::Value& lm_head) const {
+    for (auto& op : *block) {
+      if (op.name() != "pd_op.embedding") continue;
+      const pir::Value table = op.operand_source(1);
+      pir::Operation* table_op = table.defining_op();
+      const pir::Value looked_up = op.result(0);
+      const bool float32_out = is_float32(looked_up) ||
+                               (looked_up.HasOneUse() && looked_up.use_begin()->owner()->name() == "pd_op.cast" &&
+                                is_float32(looked_up.use_begin()->owner()->result(0)));
+      if (table_op != nullptr && table_op->isa<pir::ParameterOp>() && table.HasOneUse() && float32_out &&
+          comes_before(lm_head.defining_op(), &op) && tied(pass_, table, lm_head))
+        return &op;
+    }
+    return nullptr;
+  }
+
+  pir::Pass* pass_;
+};
+
+// zeros_like(x) for float32 x, as Paddle writes it: full_like(x, full([1], 0)) (built from the ops' registered
+// info: DRR's op factory knows neither).
+pir::Value zeros_like(const pir::Value& x, pir::PatternRewriter& rewriter) {
+  pir::IrContext* context = pir::IrContext::Instance();
+  const pir::OpInfo full = context->GetRegisteredOpInfo("pd_op.full");
+  const pir::OpInfo full_like = context->GetRegisteredOpInfo("pd_op.full_like");
+  if (!full || !full_like) return pir::Value();
+  const auto float32 = paddle::dialect::DataTypeAttribute::get(context, phi::DataType::FLOAT32);
+  const auto place = paddle::dialect::PlaceAttribute::get(context, phi::Place());
+  const auto old = x.type().dyn_cast<pir::DenseTensorType>();
+  const auto scalar = pir::DenseTensorType::get(context, old.dtype(), common::make_ddim({1}), old.data_layout(),
+                                                old.lod(), old.offset());
+  pir::Operation* zero = rewriter.Insert(pir::Operation::Create(
+      {},
+      {{"shape", paddle::dialect::IntArrayAttribute::get(context, phi::IntArray(std::vector<int64_t>{1}))},
+       {"value", pir::DoubleAttribute::get(context, 0.0)}, {"dtype", float32}, {"place", place}},
+      {scalar}, full));
+  return rewriter
+      .Insert(pir::Operation::Create({x, zero->result(0)}, {{"dtype", float32}, {"place", place}}, {x.type()},
+                                     full_like))
+      ->result(0);
+}
+
+// Where a decoder layer sits: the first (its input is the embedding: no residual add before its norm), the last
+// (the final norm's row gathers read its output), or one between.
+enum class LayerKind { kBegin, kMiddle, kEnd };
+
+// The single user of `v`, if it is named `name`.
+pir::Operation* only_user(const pir::Value& v, const char* name) {
+  if (!v || !v.HasOneUse()) return nullptr;
+  pir::Operation* user = v.use_begin()->owner();
+  return user->name() == name ? user : nullptr;
+}
+
+bool read_by(const pir::Value& v, const char* name) {
+  for (auto use = v.use_begin(); use != v.use_end(); ++use)
+    if (use->owner()->name() == name) return true;
+  return false;
+}
+
+// A decoder layer of the CPU pipeline's program (after the norm, rotary, SwiGLU and projection passes), rooted at
+// its paged-cache write:
+//   x, h1 = fused_add_rms_norm(h, delta, input_norm)     (the first layer: x = rms_norm(h, input_norm), h1 = h)
+//   q, k, v = split(reshape(linear(x, qkv_proj)));  q, k = rotary_embedding_(q, k, positions, inv_freq)
+//   caches = write_cache_kv_(k, v, caches, ...);  attn = block_attention(q, caches, ...)
+//   x2, h2 = fused_add_rms_norm(h1, linear(reshape(attn), o_proj), post_attention_norm)
+//   delta2 = linear(linear_swiglu(x2, gate_up_proj), down_proj)
+// -> h2, delta2, caches = paddlellm_fused_decoder_layer_(h, delta (zeros for the first), ...), in place.
+class DecoderLayerRewrite : public pir::RewritePattern {
+ public:
+  DecoderLayerRewrite(pir::IrContext* context, LayerKind kind)
+      : pir::RewritePattern(MatchAnyOpTypeTag(), 1, context), kind_(kind) {}
+
+  bool MatchAndRewrite(pir::Operation* write, pir::PatternRewriter& rewriter) const override {
+    if (write->name() != "custom_op.paddlellm_write_cache_kv_") return false;
+    pir::Operation* rotary = defined_by(write->operand_source(0), "custom_op.paddlellm_rotary_embedding_");
+    if (!rotary || write->operand_source(0) != rotary->result(1) ||
+        rotary->attribute<pir::BoolAttribute>("interleaved").data())
+      return false;
+    pir::Operation* heads = defined_by(rotary->operand_source(0), "builtin.split");
+    if (!heads || heads->num_results() != 3 || rotary->operand_source(0) != heads->result(0) ||
+        rotary->operand_source(1) != heads->result(1) || write->operand_source(1) != heads->result(2))
+      return false;
+    pir::Operation* split = defined_by(heads->operand_source(0), "pd_op.split");
+    pir::Operation* reshape = split ? defined_by(split->operand_source(0), "pd_op.reshape") : nullptr;
+    pir::Operation* qkv = reshape ? defined_by(reshape->operand_source(0), "custom_op.paddlellm_linear") : nullptr;
+    if (!qkv) return false;
+    pir::Operation* input_norm = qkv->operand_source(0).defining_op();
+    const bool first = input_norm && input_norm->name() == "custom_op.paddlellm_rms_norm";
+    if (!input_norm || (!first && input_norm->name() != "custom_op.paddlellm_fused_add_rms_norm") ||
+        qkv->operand_source(0) != input_norm->result(0) || first != (kind_ == LayerKind::kBegin))
+      return false;
+    const pir::Value h = input_norm->operand_source(0), delta = first ? pir::Value() : input_norm->operand_source(1);
+    const pir::Value h1 = first ? h : input_norm->result(1);
+
+    pir::Operation* attention = only_user(rotary->result(0), "custom_op.paddlellm_block_attention");
+    if (!attention || attention->operand_source(1) != write->result(0) ||
+        attention->operand_source(2) != write->result(1) || !write->result(0).HasOneUse() ||
+        !write->result(1).HasOneUse())
+      return false;
+    for (int i = 3; i < 6; ++i)
+      if (attention->operand_source(i) != write->operand_source(i + 1)) return false;
+    pir::Operation* merge = only_user(attention->result(0), "pd_op.reshape");
+    pir::Operation* o_proj = merge ? only_user(merge->result(0), "custom_op.paddlellm_linear") : nullptr;
+    pir::Operation* post_norm = o_proj ? only_user(o_proj->result(0), "custom_op.paddlellm_fused_add_rms_norm") : nullptr;
+    if (!post_norm) return false;
+    const bool h1_first = post_norm->operand_source(0) == h1;
+    if (post_norm->operand_source(h1_first ? 0 : 1) != h1) return false;
+    pir::Operation* gate_up = only_user(post_norm->result(0), "custom_op.paddlellm_linear_swiglu");
+    pir::Operation* down = gate_up ? only_user(gate_up->result(0), "custom_op.paddlellm_linear") : nullptr;
+    if (!down) return false;
+    const pir::Value h2 = post_norm->result(1), delta2 = down->result(0);
+    if ((kind_ == LayerKind::kEnd) != (!first && read_by(h2, "pd_op.gather"))) return false;
+    // The layer's inner values stay inside it; the fused op updates h and delta in place, so nothing else reads them.
+    const bool contained = qkv->result(0).HasOneUse() && reshape->result(0).HasOneUse() &&
+                           split->result(0).HasOneUse() && heads->result(2).HasOneUse() &&
+                           input_norm->result(0).HasOneUse() && (first ? h.use_count() == 2 : h1.HasOneUse()) &&
+                           (first || (h.HasOneUse() && delta.HasOneUse()));
+    if (!contained || !is_float32(h) || (delta && !is_float32(delta))) return false;
+
+    pir::IrContext* context = pir::IrContext::Instance();
+    const pir::OpInfo info = context->GetRegisteredOpInfo("custom_op.paddlellm_fused_decoder_layer_");
+    if (!info) return false;
+    rewriter.set_insertion_point(down);
+    const pir::Value residual = first ? zeros_like(h, rewriter) : delta;
+    if (!residual) return false;
+    const int64_t num_heads = pir::GetShapeFromValue(rotary->operand_source(0))[1];
+    pir::AttributeMap attributes = {
+        {"epsilon", input_norm->attribute("epsilon")},
+        {"num_heads", pir::Int64Attribute::get(context, num_heads)},
+        {"intermediate_size", gate_up->attribute("n")}};
+    pir::Operation* layer = rewriter.Insert(pir::Operation::Create(
+        {h, residual, rotary->operand_source(2), rotary->operand_source(3), write->operand_source(2),
+         write->operand_source(3), write->operand_source(4), write->operand_source(5), write->operand_source(6),
+         input_norm->operand_source(first ? 1 : 2), qkv->operand_source(1), o_proj->operand_source(1),
+         post_norm->operand_source(2), gate_up->operand_source(1), down->operand_source(1)},
+        attributes, {h.type(), residual.type(), write->result(0).type(), write->result(1).type()}, info));
+    rewriter.ReplaceAllUsesWith(h2, layer->result(0));
+    rewriter.ReplaceAllUsesWith(delta2, layer->result(1));
+    for (pir::Operation* op : {down, gate_up, post_norm, o_proj, merge, attention, write, rotary, heads, split, reshape,
+                               qkv, input_norm})
+      rewriter.EraseOp(op);
+    return true;
+  }
+
+ private:
+  LayerKind kind_;
+};
+
+class LayerBeginRewrite : public DecoderLayerRewrite {
+ public:
+  explicit LayerBeginRewrite(pir::IrContext* context) : DecoderLayerRewrite(context, LayerKind::kBegin) {}
+};
+
+class LayerMiddleRewrite : public DecoderLayerRewrite {
+ public:
+  explicit LayerMiddleRewrite(pir::IrContext* context) : DecoderLayerRewrite(context, LayerKind::kMiddle) {}
+};
+
+class LayerEndRewrite : public DecoderLayerRewrite {
+ public:
+  explicit LayerEndRewrite(pir::IrContext* context) : DecoderLayerRewrite(context, LayerKind::kEnd) {}
+};
+
+class LinearPass : public OnePatternPass<LinearRewrite> {
+ public:
+  LinearPass() : OnePatternPass("paddlellm_linear_pass") {}
+};
+
+class LinearSwigluPass : public OnePatternPass<LinearSwigluRewrite> {
+ public:
+  LinearSwigluPass() : OnePatternPass("paddlellm_linear_swiglu_pass") {}
+};
+
+class LmHeadPass : public OnePatternPass<LmHeadRewrite> {
+ public:
+  LmHeadPass() : OnePatternPass("llama_fuse_lm_head") {}
+};
+
+class LayerBeginPass : public OnePatternPass<LayerBeginRewrite> {
+ public:
+  LayerBeginPass() : OnePatternPass("llama_fuse_attention_layer_begin") {}
+};
+
+class LayerPass : public OnePatternPass<LayerMiddleRewrite> {
+ public:
+  LayerPass() : OnePatternPass("llama_fuse_attention_layer") {}
+};
+
+class LayerEndPass : public OnePatternPass<LayerEndRewrite> {
+ public:
+  LayerEndPass() : OnePatternPass("llama_fuse_attention_layer_end") {}
+};
+
+}  // namespace
+
+REGISTER_IR_PASS(paddlellm_linear_swiglu_pass, LinearSwigluPass);
+REGISTER_IR_PASS(paddlellm_linear_pass, LinearPass);
+REGISTER_IR_PASS(llama_fuse_lm_head, LmHeadPass);
+REGISTER_IR_PASS(llama_fuse_attention_layer_begin, LayerBeginPass);
+REGISTER_IR_PASS(llama_fuse_attention_layer, LayerPass);
+REGISTER_IR_PASS(llama_fuse_attention_layer_end, LayerEndPass);
