@@ -144,4 +144,4 @@ def test_export_for_an_absent_device_traces_with_the_cpu_library(tiny_llama, tmp
     out = export(tiny_llama, tmp_path / "inference", "--device", "dcu")
     assert "the dcu is not present here: tracing with the CPU op library" in capsys.readouterr().out
     manifest = read_manifest(out)
-    assert (manifest.device, manifest.weight_layout, manifest.compute_dtype) == ("dcu", "plain", "float32")
+    assert (manifest.device, manifest.compute_dtype) == ("dcu", "float32")

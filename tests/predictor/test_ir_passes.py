@@ -1,5 +1,5 @@
-"""The predictor's IR pass pipeline on a portable program (a float16 CPU export: the CPU runs it on plain ops
-unless its passes fuse them): the log, the optimized-program cache, --passes / --disable_passes, --ir_debug."""
+"""The predictor's IR pass pipeline on the exported portable program (the CPU runs it on plain ops unless its
+passes fuse them): the log, the optimized-program cache, --passes / --disable_passes, --ir_debug."""
 import pytest
 
 from cli_helpers import GREEDY, PROMPTS, fails, predict, write_jsonl
@@ -11,7 +11,7 @@ from paddlellm.ops.passes import PIPELINES
 def portable(tiny_llama, tmp_path_factory):
     from paddlellm.export.exporter import export_model
 
-    return export_model(tiny_llama, tmp_path_factory.mktemp("portable") / "inference", dtype="float16")
+    return export_model(tiny_llama, tmp_path_factory.mktemp("portable") / "inference")
 
 
 @pytest.fixture
@@ -27,8 +27,7 @@ def test_the_cpu_pipeline_runs_once_then_comes_from_the_cache(portable, tmp_path
     import shutil
 
     shutil.rmtree(portable / ".paddlellm_optimized", ignore_errors=True)
-    fused_ops = ("[predictor] ops: block_attention x2, fused_add_rms_norm x4, rms_norm x1, rotary_embedding x2, "
-                 "swiglu x2, write_cache_kv x2 (CPU kernels, ")  # the program after the passes
+    fused_ops = "[predictor] ops: fused_add_rms_norm x1, fused_decoder_layer x2, linear x1 (CPU kernels, "  # after
     first = predict(portable, tmp_path / "a.jsonl", "--mode", "static", "--data_file", data_file, *GREEDY)
     out = capsys.readouterr().out
     assert fused_ops in out
@@ -36,7 +35,15 @@ def test_the_cpu_pipeline_runs_once_then_comes_from_the_cache(portable, tmp_path
         "[predictor] --- Running IR pass [paddlellm_rms_norm_pass]: 5 matches (expected 5: 2 per layer + 1 more)",
         "[predictor] --- Running IR pass [remove_residual_in_rms_norm]: 4 matches (expected 4: 2 per layer)",
         "[predictor] --- Running IR pass [paddlellm_rotary_pass]: 2 matches (expected 2: 1 per layer)",
-        "[predictor] --- Running IR pass [paddlellm_swiglu_pass]: 2 matches (expected 2: 1 per layer)"]
+        "[predictor] --- Running IR pass [paddlellm_swiglu_pass]: 2 matches (expected 2: 1 per layer)",
+        "[predictor] --- Running IR pass [paddlellm_linear_swiglu_pass]: 2 matches (expected 2: 1 per layer)",
+        "[predictor] --- Running IR pass [paddlellm_linear_pass]: 6 matches (expected 6: 3 per layer: qkv, o, down)",
+        "[predictor] --- Running IR pass [llama_fuse_lm_head]: 1 matches (expected 1: 1)",
+        "[predictor] --- Running IR pass [llama_fuse_attention_layer_begin]: 1 matches (expected 1: 1)",
+        "[predictor] --- Running IR pass [llama_fuse_attention_layer]: 0 matches (expected 0: 1 per layer but the "
+        "first and last)",
+        "[predictor] --- Running IR pass [llama_fuse_attention_layer_end]: 1 matches (expected 1: 1 (0 with one "
+        "layer))"]
     second = predict(portable, tmp_path / "b.jsonl", "--mode", "static", "--data_file", data_file, *GREEDY)
     out = capsys.readouterr().out
     assert "IR passes: the optimized program cached in " in out and "Running IR pass" not in out and fused_ops in out
@@ -63,7 +70,8 @@ def test_ir_debug_writes_the_program_around_each_pass(portable, tmp_path, capsys
     names = sorted(p.name for p in debug.iterdir())
     assert names == sorted(f"{i:02d}_{n}.{w}.txt" for i, n in enumerate(PIPELINES["cpu"], 1)
                            for w in ("before", "after"))
-    after_swiglu = (debug / f"{len(PIPELINES['cpu']):02d}_paddlellm_swiglu_pass.after.txt").read_text()
+    swiglu_step = PIPELINES["cpu"].index("paddlellm_swiglu_pass") + 1
+    after_swiglu = (debug / f"{swiglu_step:02d}_paddlellm_swiglu_pass.after.txt").read_text()
     assert "custom_op.paddlellm_swiglu" in after_swiglu and '"pd_op.swiglu"' not in after_swiglu
     assert "Running IR pass [paddlellm_swiglu_pass]: 2 matches" in capsys.readouterr().out  # run, not cached
 
@@ -75,8 +83,3 @@ def test_ir_debug_writes_the_program_around_each_pass(portable, tmp_path, capsys
 def test_bad_pass_flags(portable, capsys, flags, words):
     argv = ["--model_name_or_path", portable, "--mode", "static", *flags]
     assert words in fails(capsys, main, argv)
-
-
-def test_passes_on_an_export_with_the_cpu_ops_fused_in(exported, capsys):
-    message = fails(capsys, main, ["--model_name_or_path", exported, "--mode", "static", "--passes", "none"])
-    assert "exported with the CPU's fused ops built in (weight_layout packed): no IR pass applies" in message
