@@ -4,6 +4,7 @@
     python benchmarks/vs_llamacpp.py [--batch_sizes 1 4 8 12] [--prompt_tokens 128] [--new_tokens 64]
         [--threads 2] [--runs 2] [--stat best|median] [--output FILE.json]
         [--skip_ours | --skip_llamacpp | --skip_hf | --only_ours] [--ours_export_flags '--block_attn']
+        [--passes_off_batches 1 8]
 
 Same weights (the reference model SmolLM2-135M-Instruct, de-quantized to F32), same prompt length, new
 tokens, threads and batch sizes; each measurement is its own process. Steps:
@@ -18,7 +19,8 @@ tokens, threads and batch sizes; each measurement is its own process. Steps:
    package comes from the vendored gguf-py). Kept in --work_dir; the export is redone every time.
 3. For each run and batch size B: ours (B requests of P tokens, N new tokens each, EOS ignored, one
    wave, greedy: its step time includes choosing the token), llama-batched-bench (-npp P -ntg N -npl B, prompts not shared) and benchmarks/hf_bench.py
-   (greedy generate, min_new_tokens=N). Prompt tok/s and decode tok/s are each tool's own numbers;
+   (greedy generate, min_new_tokens=N); at the --passes_off_batches sizes also ours with no IR pass
+   (--passes none: the portable program as exported). Prompt tok/s and decode tok/s are each tool's own numbers;
    peak RSS is each process's maximum resident set (wait4).
 Prints one Markdown table with the ratios and writes every raw number, the machine (CPU, avx2/avx512/amx),
 the commit and the date to --output (default WORK_DIR/results.json). The table shows, per tool, batch size
@@ -186,17 +188,18 @@ def prepare_models(work, llamacpp_src, export_flags, need_ours, need_gguf):
 
 
 # ---------------------------------------------------------------- the three measurements
-def run_ours(inference, P, N, B, T, work, tag):
-    out = work / "logs" / f"ours_b{B}_{tag}.json"
+def run_ours(inference, P, N, B, T, work, tag, passes=None):
+    name = "ours" if passes is None else f"ours_passes_{passes}"
+    out = work / "logs" / f"{name}_b{B}_{tag}.json"
     cmd = [sys.executable, ROOT / "llm/predict/predictor.py", "--model_name_or_path", inference,
            "--inference_model", "--mode", "static", "--benchmark", "--src_length", P, "--max_length", N,
            "--batch_size", B, "--benchmark_requests", B, "--cpu_threads", T, "--benchmark_output", out,
            "--decode_strategy", "greedy_search",  # as HF's generate here; llama-batched-bench picks no tokens
            # every prompt in one step, then every request decoding together: llama-batched-bench's schedule
            # (the predictor's default budget, 256 tokens, would stagger the requests' prompts)
-           "--max_num_batched_tokens", B * P]
+           "--max_num_batched_tokens", B * P] + ([] if passes is None else ["--passes", passes])
     out.unlink(missing_ok=True)
-    log = work / "logs" / f"ours_b{B}_{tag}"
+    log = work / "logs" / f"{name}_b{B}_{tag}"
     _, seconds, rss = run_child(cmd, log, child_env())
     if not out.is_file():
         raise Failure("our predictor wrote no --benchmark_output JSON", f"see {log}.out; --skip_ours to go without")
@@ -277,18 +280,22 @@ def ratio(a, b):
 
 
 def make_table(rows):
-    """Markdown table; rows: {"batch", "ours"|"llamacpp"|"hf": {"prompt_tps", "decode_tps", "peak_rss_mb"} or None}."""
+    """Markdown table; rows: {"batch", "ours"|"llamacpp"|"hf"|"ours_passes_off": {"prompt_tps", "decode_tps",
+    "peak_rss_mb"} or None}."""
     lines = ["| batch | prompt tok/s ours / llama.cpp / HF | decode tok/s ours / llama.cpp / HF "
-             "| decode ours/llama.cpp | prompt ours/llama.cpp | decode ours/HF | peak RSS MB ours / llama.cpp / HF |",
-             "|---:|---|---|---:|---:|---:|---|"]
+             "| decode ours/llama.cpp | prompt ours/llama.cpp | decode ours/HF | peak RSS MB ours / llama.cpp / HF "
+             "| decode ours passes on/off |",
+             "|---:|---|---|---:|---:|---:|---|---:|"]
     for r in rows:
         tools = [r.get(t) or {} for t in ("ours", "llamacpp", "hf")]
         prompt = [t.get("prompt_tps") for t in tools]
         decode = [t.get("decode_tps") for t in tools]
         rss = [t.get("peak_rss_mb") for t in tools]
+        passes_off = (r.get("ours_passes_off") or {}).get("decode_tps")
         lines.append(f"| {r['batch']} | {' / '.join(fmt(x) for x in prompt)} | {' / '.join(fmt(x) for x in decode)} "
                      f"| {fmt(ratio(decode[0], decode[1]), 2)} | {fmt(ratio(prompt[0], prompt[1]), 2)} "
-                     f"| {fmt(ratio(decode[0], decode[2]), 2)} | {' / '.join(fmt(x, 0) for x in rss)} |")
+                     f"| {fmt(ratio(decode[0], decode[2]), 2)} | {' / '.join(fmt(x, 0) for x in rss)} "
+                     f"| {fmt(ratio(decode[0], passes_off), 2)} |")
     return "\n".join(lines)
 
 
@@ -325,6 +332,8 @@ def main():
                    help="where the llama-cpp-python sdist and the llama.cpp build are kept")
     p.add_argument("--ours_export_flags", default="--block_attn",
                    help="extra flags for our export_model.py (e.g. '--block_attn --block_size 32')")
+    p.add_argument("--passes_off_batches", type=int, nargs="*", default=[1, 8],
+                   help="batch sizes at which ours also runs with no IR pass (--passes none), for the on/off ratio")
     p.add_argument("--output", default=None, help="JSON file for every raw number (default: WORK_DIR/results.json)")
     p.add_argument("--skip_ours", action="store_true")
     p.add_argument("--skip_llamacpp", action="store_true")
@@ -354,19 +363,25 @@ def main():
                                                  not args.skip_ours, need_gguf)
 
     variant = None if args.skip_llamacpp else llamacpp_cpu_variant(bin_dir, gguf, work)
-    tools = [t for t, skip in (("ours", args.skip_ours), ("llamacpp", args.skip_llamacpp), ("hf", args.skip_hf))
-             if not skip]
+    tools = [t for t, skip in (("ours", args.skip_ours), ("llamacpp", args.skip_llamacpp), ("hf", args.skip_hf),
+                               ("ours_passes_off", args.skip_ours or not args.passes_off_batches)) if not skip]
     samples = {t: {B: [] for B in args.batch_sizes} for t in tools}
+
+    def measured(tool, B):
+        return tool != "ours_passes_off" or B in args.passes_off_batches
     from tqdm import tqdm
 
-    with tqdm(total=args.runs * len(args.batch_sizes) * len(tools), desc="benchmark", unit="process") as bar:
+    processes = sum(measured(t, B) for t in tools for B in args.batch_sizes)
+    with tqdm(total=args.runs * processes, desc="benchmark", unit="process") as bar:
         for run in range(args.runs):
             for B in args.batch_sizes:
-                for tool in tools:
+                for tool in [t for t in tools if measured(t, B)]:
                     bar.set_postfix_str(f"{tool} batch {B}")
                     load = round(os.getloadavg()[0], 2)
                     if tool == "ours":
                         s = run_ours(inference, P, N, B, T, work, run)
+                    elif tool == "ours_passes_off":
+                        s = run_ours(inference, P, N, B, T, work, run, passes="none")
                     elif tool == "llamacpp":
                         s = run_llamacpp(bin_dir, gguf, P, N, B, T, work, run)
                     else:
@@ -392,7 +407,8 @@ def main():
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"), "commit": git_commit(),
         "machine": machine,
         "settings": {"prompt_tokens": P, "new_tokens": N, "threads": T, "runs": args.runs, "stat": args.stat,
-                     "batch_sizes": args.batch_sizes, "ours_export_flags": args.ours_export_flags},
+                     "batch_sizes": args.batch_sizes, "ours_export_flags": args.ours_export_flags,
+                     "passes_off_batches": args.passes_off_batches},
         "llamacpp": {"llama_cpp_python": LLAMA_CPP_PYTHON, "build": build_record, "cpu_variant": variant},
         "table": table, "medians": rows, "samples": {t: {str(B): v for B, v in s.items()} for t, s in samples.items()},
     }

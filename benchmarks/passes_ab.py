@@ -1,0 +1,95 @@
+#!/usr/bin/env python
+"""Does each IR pass pay for itself? Step times of an exported model with the device's whole pipeline, with
+no pass, and with the pipeline less one pass, for every pass in it.
+
+    python benchmarks/passes_ab.py [--model DIR] [--device cpu] [--batch_sizes 1 8] [--prompt_tokens 128]
+        [--steps 16] [--rounds 5] [--threads 2]
+
+DIR: an export (default: output/vs_llamacpp/inference, what benchmarks/vs_llamacpp.py exports). Per batch size
+B: one prompt step of B prompts of P tokens (timed), then --steps decode steps of B tokens (each timed); the
+configurations take turns, --rounds times, so that a slow spell on a shared machine hits them alike. Prints
+the median step times and, per pass, the pipeline's speed over the pipeline without it (> 1: the pass pays).
+A pass that others build on (the layer fusion needs the norm, rotary and projection passes before it) takes
+what they enable with it. Not part of .ci/run.
+"""
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def step_times(runner, batch, prompt_tokens, steps):
+    """(prompt step seconds, [decode step seconds]) for `batch` sequences from position 0."""
+    from paddlellm.predictor.scheduler import ScheduledRequest, SchedulerOutput
+
+    blocks = -(-(prompt_tokens + steps) // runner.block_size)
+    tables = [list(range(s * blocks, (s + 1) * blocks)) for s in range(batch)]
+    prompt = list(range(5, 5 + prompt_tokens))
+    plan = SchedulerOutput([ScheduledRequest(s, prompt_tokens, 0, prompt, tables[s], True) for s in range(batch)])
+    started = time.perf_counter()
+    runner.step(plan)
+    prompt_s = time.perf_counter() - started
+    decode = []
+    for i in range(steps):
+        plan = SchedulerOutput([ScheduledRequest(s, 1, prompt_tokens + i, [7], tables[s], True) for s in range(batch)])
+        started = time.perf_counter()
+        runner.step(plan)
+        decode.append(time.perf_counter() - started)
+    return prompt_s, decode
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default=str(ROOT / "output" / "vs_llamacpp" / "inference"))
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--batch_sizes", type=int, nargs="+", default=[1, 8])
+    p.add_argument("--prompt_tokens", type=int, default=128)
+    p.add_argument("--steps", type=int, default=16)
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args()
+
+    from paddlellm.export.manifest import read_manifest
+    from paddlellm.ops.passes import PIPELINES
+    from paddlellm.predictor.runners import StaticBlockRunner
+
+    manifest = read_manifest(args.model)
+    pipeline = list(PIPELINES[args.device])
+    configs = {"pipeline": pipeline, "none": []}
+    configs.update({f"-{name}": [n for n in pipeline if n != name] for name in pipeline})
+    blocks = max(args.batch_sizes) * -(-(args.prompt_tokens + args.steps) // manifest.block_size)
+    runners = {}
+    for name, passes in configs.items():
+        print(f"creating the predictor: {name}", file=sys.stderr, flush=True)
+        runners[name] = StaticBlockRunner(args.model, manifest, args.device, args.threads, num_blocks=blocks,
+                                          passes=passes)
+    prompt = {(c, b): [] for c in configs for b in args.batch_sizes}
+    decode = {(c, b): [] for c in configs for b in args.batch_sizes}
+    for _ in range(args.rounds):
+        for batch in args.batch_sizes:
+            for name, runner in runners.items():
+                prompt_s, decode_s = step_times(runner, batch, args.prompt_tokens, args.steps)
+                prompt[name, batch].append(prompt_s)
+                decode[name, batch] += decode_s
+
+    def ms(samples):
+        return statistics.median(samples) * 1e3
+
+    header = " | ".join(f"decode b{b} ms | prompt b{b} ms" for b in args.batch_sizes)
+    print(f"{manifest.num_layers} layers, {args.threads} threads, prompt {args.prompt_tokens} tokens, median of "
+          f"{args.rounds} rounds ({args.steps} decode steps each)\n")
+    print(f"| passes | {header} | decode speed-up vs this | prompt speed-up vs this |")
+    print("|---|" + "---:|" * (2 * len(args.batch_sizes) + 2))
+    for name in configs:
+        cells = " | ".join(f"{ms(decode[name, b]):.2f} | {ms(prompt[name, b]):.1f}" for b in args.batch_sizes)
+        speedup = [" / ".join(f"{ms(kind[name, b]) / ms(kind['pipeline', b]):.3f}" for b in args.batch_sizes)
+                   for kind in (decode, prompt)]
+        print(f"| {name} | {cells} | {speedup[0]} | {speedup[1]} |")
+
+
+if __name__ == "__main__":
+    main()
