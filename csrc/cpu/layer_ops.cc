@@ -3,6 +3,7 @@
 // output projection, residual add + RMSNorm, gate/up + SwiGLU, down projection. The residual stream is
 // h + delta (delta: the previous layer's output, not yet added); the op updates h and delta in place, and the
 // caches. Its intermediates live only during the call: the program keeps no activations of its own for them.
+// paddlellm_final_logits: the step's end, each sequence's last row through the final norm and the lm_head.
 #include <cstring>
 #include <vector>
 
@@ -101,3 +102,55 @@ PD_BUILD_OP(paddlellm_fused_decoder_layer)
     .SetKernelFn(PD_KERNEL(FusedDecoderLayer))
     .SetInferShapeFn(PD_INFER_SHAPE(FusedDecoderLayerInferShape))
     .SetInferDtypeFn(PD_INFER_DTYPE(FusedDecoderLayerInferDtype));
+
+// paddlellm_final_logits: the step's end in one op: each sequence's last row of the residual stream h + delta,
+// the final RMSNorm, the lm_head (packed). What gather, gather, fused_add_rms_norm and paddlellm_linear compute.
+std::vector<paddle::Tensor> FinalLogits(const paddle::Tensor& h, const paddle::Tensor& delta, const paddle::Tensor& last_rows,
+                                        const paddle::Tensor& norm_weight, const paddle::Tensor& lm_head,
+                                        float epsilon, int64_t n) {
+  const char* op = "paddlellm_final_logits";
+  const auto hs = h.shape();
+  PD_CHECK(hs.size() == 2 && delta.shape() == hs, op, ": h and delta must both be [tokens, hidden]");
+  PD_CHECK(h.dtype() == paddle::DataType::FLOAT32 && delta.dtype() == paddle::DataType::FLOAT32, op,
+           ": h and delta must be float32");
+  PD_CHECK(last_rows.shape().size() == 1 && last_rows.dtype() == paddle::DataType::INT32, op,
+           ": last_rows must be [sequences] int32");
+  const int64_t T = hs[0], H = hs[1], S = last_rows.shape()[0];
+  check_packed(op, "lm_head", lm_head, H, n, 1);
+  auto picked_h = paddle::empty({S, H}, paddle::DataType::FLOAT32, h.place());
+  auto picked_delta = paddle::empty({S, H}, paddle::DataType::FLOAT32, h.place());
+  const int32_t* rows = last_rows.data<int32_t>();
+  for (int64_t s = 0; s < S; ++s) {
+    PD_CHECK(rows[s] >= 0 && rows[s] < T, op, ": last_rows[", s, "] = ", rows[s], " is not a row of the ", T,
+             " tokens");
+    std::memcpy(picked_h.data<float>() + s * H, h.data<float>() + rows[s] * H, H * sizeof(float));
+    std::memcpy(picked_delta.data<float>() + s * H, delta.data<float>() + rows[s] * H, H * sizeof(float));
+  }
+  auto logits = paddle::empty({S, n}, paddle::DataType::FLOAT32, h.place());
+  if (S == 0) return {logits};
+  auto normed = FusedAddRmsNorm(picked_delta, picked_h, norm_weight, epsilon);
+  linear_compute(normed[0].data<float>(), S, lm_head, n, false, logits.data<float>());
+  return {logits};
+}
+
+std::vector<std::vector<int64_t>> FinalLogitsInferShape(const std::vector<int64_t>& h, const std::vector<int64_t>& delta,
+                                                        const std::vector<int64_t>& last_rows,
+                                                        const std::vector<int64_t>& norm_weight,
+                                                        const std::vector<int64_t>& lm_head, float epsilon, int64_t n) {
+  return {{last_rows[0], n}};
+}
+
+std::vector<paddle::DataType> FinalLogitsInferDtype(const paddle::DataType& h, const paddle::DataType& delta,
+                                                    const paddle::DataType& last_rows,
+                                                    const paddle::DataType& norm_weight,
+                                                    const paddle::DataType& lm_head) {
+  return {paddle::DataType::FLOAT32};
+}
+
+PD_BUILD_OP(paddlellm_final_logits)
+    .Inputs({"h", "delta", "last_rows", "norm_weight", "lm_head"})
+    .Outputs({"logits"})
+    .Attrs({"epsilon: float", "n: int64_t"})
+    .SetKernelFn(PD_KERNEL(FinalLogits))
+    .SetInferShapeFn(PD_INFER_SHAPE(FinalLogitsInferShape))
+    .SetInferDtypeFn(PD_INFER_DTYPE(FinalLogitsInferDtype));

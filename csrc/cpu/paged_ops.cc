@@ -1,6 +1,7 @@
 // CPU custom ops for paged (block) KV caches:
 //   paddlellm_write_cache_kv  write this step's K/V rows into their cache blocks, in place
 //   paddlellm_block_attention attention of a packed batch over the block tables (causal, GQA)
+//   paddlellm_packed_positions each row's position in its sequence, each sequence's last row
 // Semantics: paddlellm/ops/SPEC.md. The attention kernel is compiled per ISA (kernels_<isa>.cc, see isa.h).
 #include <omp.h>
 
@@ -238,3 +239,55 @@ PD_BUILD_OP(paddlellm_block_attention)
     .SetKernelFn(PD_KERNEL(BlockAttention))
     .SetInferShapeFn(PD_INFER_SHAPE(BlockAttentionInferShape))
     .SetInferDtypeFn(PD_INFER_DTYPE(BlockAttentionInferDtype));
+
+// Where each row of the packed batch sits (SPEC.md): positions [T] (seq_lens_decoder[s] + the row's index
+// within sequence s) and last_rows [S] (each sequence's last row, inclusive prefix sum - 1). What the step
+// otherwise computes from a dozen small ops (cumsum, arange, repeat_interleave, ...).
+std::vector<paddle::Tensor> PackedPositions(const paddle::Tensor& input_ids, const paddle::Tensor& seq_lens_this_time,
+                                            const paddle::Tensor& seq_lens_decoder) {
+  const char* op = "paddlellm_packed_positions";
+  PD_CHECK(input_ids.shape().size() == 1 && seq_lens_this_time.shape().size() == 1 &&
+               seq_lens_decoder.shape() == seq_lens_this_time.shape(),
+           op, ": input_ids must be [T], seq_lens_this_time and seq_lens_decoder both [S]");
+  PD_CHECK(seq_lens_this_time.dtype() == paddle::DataType::INT32 && seq_lens_decoder.dtype() == paddle::DataType::INT32,
+           op, ": seq_lens_this_time and seq_lens_decoder must be int32");
+  const int64_t T = input_ids.shape()[0], S = seq_lens_this_time.shape()[0];
+  const int32_t* lengths = seq_lens_this_time.data<int32_t>();
+  const int32_t* cached = seq_lens_decoder.data<int32_t>();
+  int64_t total = 0;
+  for (int64_t s = 0; s < S; ++s) {
+    PD_CHECK(lengths[s] >= 0 && cached[s] >= 0, op, ": sequence ", s, " has a negative length");
+    total += lengths[s];
+  }
+  PD_CHECK(total == T, op, ": seq_lens_this_time sums to ", total, " but input_ids has ", T, " tokens");
+  auto positions = paddle::empty({T}, paddle::DataType::INT32, paddle::CPUPlace());
+  auto last_rows = paddle::empty({S}, paddle::DataType::INT32, paddle::CPUPlace());
+  int32_t* position = positions.data<int32_t>();
+  int32_t* last = last_rows.data<int32_t>();
+  int32_t row = 0;
+  for (int64_t s = 0; s < S; ++s) {
+    for (int32_t i = 0; i < lengths[s]; ++i) position[row + i] = cached[s] + i;
+    row += lengths[s];
+    last[s] = row - 1;
+  }
+  return {positions, last_rows};
+}
+
+std::vector<std::vector<int64_t>> PackedPositionsInferShape(const std::vector<int64_t>& input_ids,
+                                                            const std::vector<int64_t>& seq_lens_this_time,
+                                                            const std::vector<int64_t>& seq_lens_decoder) {
+  return {input_ids, seq_lens_this_time};
+}
+
+std::vector<paddle::DataType> PackedPositionsInferDtype(const paddle::DataType& input_ids,
+                                                        const paddle::DataType& seq_lens_this_time,
+                                                        const paddle::DataType& seq_lens_decoder) {
+  return {paddle::DataType::INT32, paddle::DataType::INT32};
+}
+
+PD_BUILD_OP(paddlellm_packed_positions)
+    .Inputs({"input_ids", "seq_lens_this_time", "seq_lens_decoder"})
+    .Outputs({"positions", "last_rows"})
+    .SetKernelFn(PD_KERNEL(PackedPositions))
+    .SetInferShapeFn(PD_INFER_SHAPE(PackedPositionsInferShape))
+    .SetInferDtypeFn(PD_INFER_DTYPE(PackedPositionsInferDtype));

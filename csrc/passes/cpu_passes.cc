@@ -1,6 +1,7 @@
 // IR passes that make the portable program the CPU's own (paddlellm/ops/passes.py lists them): projections and
 // the lm_head over weights packed for paddlellm_linear / paddlellm_linear_swiglu, a tied embedding looked up in
-// the packed lm_head, and each decoder layer as one paddlellm_fused_decoder_layer. The weights are repacked here,
+// the packed lm_head, the step's end (last rows, final norm, lm_head) and the packed batch's positions each in one
+// op, and each decoder layer as one paddlellm_fused_decoder_layer. The weights are repacked here,
 // once, in the predictor's parameter scope; Paddle's optimized-model cache (paddlellm/predictor/ir_passes.py)
 // then keeps them packed.
 #include <algorithm>
@@ -249,6 +250,98 @@ class LmHeadRewrite : public pir::RewritePattern {
   pir::Pass* pass_;
 };
 
+// The step's end after llama_fuse_lm_head: gather(a, rows), gather(b, rows) (each sequence's last row of the
+// residual stream a + b), x = fused_add_rms_norm(...), logits = paddlellm_linear(x, lm_head), fetched
+// -> paddlellm_final_logits(a, b, rows, norm_weight, lm_head): one op, no [S, H] copies between ops.
+class FinalLogitsRewrite : public pir::RewritePattern {
+ public:
+  explicit FinalLogitsRewrite(pir::IrContext* context) : pir::RewritePattern(MatchAnyOpTypeTag(), 1, context) {}
+
+  bool MatchAndRewrite(pir::Operation* lm_head, pir::PatternRewriter& rewriter) const override {
+    if (lm_head->name() != "custom_op.paddlellm_linear" || !fetched(lm_head->result(0))) return false;
+    pir::Operation* norm = defined_by(lm_head->operand_source(0), "custom_op.paddlellm_fused_add_rms_norm");
+    if (!norm || !norm->result(0).HasOneUse() || !norm->result(1).use_empty()) return false;
+    pir::Operation* gathers[2];
+    for (int i = 0; i < 2; ++i) {
+      gathers[i] = defined_by(norm->operand_source(i), "pd_op.gather");
+      if (!gathers[i] || !gathers[i]->result(0).HasOneUse() || full_value(gathers[i]->operand_source(2)) != 0.0)
+        return false;
+    }
+    const pir::Value rows = gathers[0]->operand_source(1);
+    if (gathers[1]->operand_source(1) != rows || !pir::GetDataTypeFromValue(rows).isa<pir::Int32Type>()) return false;
+    rewriter.set_insertion_point(lm_head);
+    pir::Operation* logits = pir::CreateOperationByName(
+        "custom_op.paddlellm_final_logits",
+        {gathers[1]->operand_source(0), gathers[0]->operand_source(0), rows, norm->operand_source(2),
+         lm_head->operand_source(1)},
+        {{"epsilon", norm->attribute("epsilon")}, {"n", lm_head->attribute("n")}}, rewriter);
+    rewriter.ReplaceAllUsesWith(lm_head->result(0), logits->result(0));
+    for (pir::Operation* op : {lm_head, norm, gathers[0], gathers[1]}) rewriter.EraseOp(op);
+    return true;
+  }
+};
+
+bool erase_if_unused(pir::Operation* op, pir::PatternRewriter& rewriter) {
+  for (uint32_t i = 0; i < op->num_results(); ++i)
+    if (!op->result(i).use_empty()) return false;
+  rewriter.EraseOp(op);
+  return true;
+}
+
+// model.packed_positions, the step's plain computation of where each packed row sits:
+//   ends = cumsum(lengths) (1-D: any axis); positions = arange(0, len(ids), 1) + repeat_interleave(cached - (ends - lengths),
+//   lengths); last_rows = ends - 1 (a scale with bias -1)
+// -> positions, last_rows = paddlellm_packed_positions(ids, lengths, cached). Rooted at the repeat_interleave.
+class PackedPositionsRewrite : public pir::RewritePattern {
+ public:
+  explicit PackedPositionsRewrite(pir::IrContext* context) : pir::RewritePattern(MatchAnyOpTypeTag(), 1, context) {}
+
+  bool MatchAndRewrite(pir::Operation* repeat, pir::PatternRewriter& rewriter) const override {
+    if (repeat->name() != "pd_op.repeat_interleave_with_tensor_index") return false;
+    const pir::Value lengths = repeat->operand_source(1);
+    pir::Operation* first = defined_by(repeat->operand_source(0), "pd_op.subtract");
+    pir::Operation* starts = first ? defined_by(first->operand_source(1), "pd_op.subtract") : nullptr;
+    pir::Operation* ends = starts ? defined_by(starts->operand_source(0), "pd_op.cumsum") : nullptr;
+    if (!ends || starts->operand_source(1) != lengths || ends->operand_source(0) != lengths ||
+        pir::GetShapeFromValue(lengths).size() != 1 || ends->attribute<pir::BoolAttribute>("exclusive").data() ||
+        ends->attribute<pir::BoolAttribute>("reverse").data())
+      return false;
+    const pir::Value cached = first->operand_source(0);
+    pir::Operation* add = repeat->result(0).HasOneUse() ? repeat->result(0).use_begin()->owner() : nullptr;
+    pir::Operation* arange = add && add->name() == "pd_op.add" ? defined_by(add->operand_source(0), "pd_op.arange")
+                                                                : nullptr;
+    if (!arange || add->operand_source(1) != repeat->result(0) || full_value(arange->operand_source(0)) != 0.0 ||
+        full_value(arange->operand_source(2)) != 1.0)
+      return false;
+    pir::Operation* count = defined_by(arange->operand_source(1), "pd_op.cast");
+    pir::Operation* slice = count ? defined_by(count->operand_source(0), "pd_op.slice") : nullptr;
+    pir::Operation* shape = slice ? defined_by(slice->operand_source(0), "pd_op.shape64") : nullptr;
+    if (!shape) return false;
+    pir::Operation* last = nullptr;  // ends - 1; the cumsum has no other use
+    for (auto use = ends->result(0).use_begin(); use != ends->result(0).use_end(); ++use) {
+      pir::Operation* user = use->owner();
+      if (user == starts) continue;
+      if (last || user->name() != "pd_op.scale" || full_value(user->operand_source(1)) != 1.0 ||
+          user->attribute<pir::FloatAttribute>("bias").data() != -1.f ||
+          !user->attribute<pir::BoolAttribute>("bias_after_scale").data())
+        return false;
+      last = user;
+    }
+    const pir::Value ids = shape->operand_source(0);
+    if (!last || pir::GetShapeFromValue(ids).size() != 1 || !pir::GetDataTypeFromValue(lengths).isa<pir::Int32Type>() ||
+        !pir::GetDataTypeFromValue(cached).isa<pir::Int32Type>())
+      return false;
+    rewriter.set_insertion_point(add);
+    pir::Operation* positions =
+        pir::CreateOperationByName("custom_op.paddlellm_packed_positions", {ids, lengths, cached}, {}, rewriter);
+    rewriter.ReplaceAllUsesWith(add->result(0), positions->result(0));
+    rewriter.ReplaceAllUsesWith(last->result(0), positions->result(1));
+    for (pir::Operation* op : {add, arange, repeat, first, last, starts, ends, count, slice, shape})
+      erase_if_unused(op, rewriter);
+    return true;
+  }
+};
+
 // zeros_like(x) for float32 x, as Paddle writes it: full_like(x, full([1], 0)) (built from the ops' registered
 // info: DRR's op factory knows neither).
 pir::Value zeros_like(const pir::Value& x, pir::PatternRewriter& rewriter) {
@@ -273,7 +366,7 @@ pir::Value zeros_like(const pir::Value& x, pir::PatternRewriter& rewriter) {
 }
 
 // Where a decoder layer sits: the first (its input is the embedding: no residual add before its norm), the last
-// (the final norm's row gathers read its output), or one between.
+// (the final norm's row gathers, or paddlellm_final_logits, read its output), or one between.
 enum class LayerKind { kBegin, kMiddle, kEnd };
 
 // The single user of `v`, if it is named `name`.
@@ -341,7 +434,8 @@ class DecoderLayerRewrite : public pir::RewritePattern {
     pir::Operation* down = gate_up ? only_user(gate_up->result(0), "custom_op.paddlellm_linear") : nullptr;
     if (!down) return false;
     const pir::Value h2 = post_norm->result(1), delta2 = down->result(0);
-    if ((kind_ == LayerKind::kEnd) != (!first && read_by(h2, "pd_op.gather"))) return false;
+    const bool last = read_by(h2, "pd_op.gather") || read_by(h2, "custom_op.paddlellm_final_logits");
+    if ((kind_ == LayerKind::kEnd) != (!first && last)) return false;
     // The layer's inner values stay inside it; the fused op updates h and delta in place, so nothing else reads them.
     const bool contained = qkv->result(0).HasOneUse() && reshape->result(0).HasOneUse() &&
                            split->result(0).HasOneUse() && heads->result(2).HasOneUse() &&
@@ -408,6 +502,16 @@ class LmHeadPass : public OnePatternPass<LmHeadRewrite> {
   LmHeadPass() : OnePatternPass("llama_fuse_lm_head") {}
 };
 
+class FinalLogitsPass : public OnePatternPass<FinalLogitsRewrite> {
+ public:
+  FinalLogitsPass() : OnePatternPass("llama_fuse_lm_head_with_slice") {}
+};
+
+class PackedPositionsPass : public OnePatternPass<PackedPositionsRewrite> {
+ public:
+  PackedPositionsPass() : OnePatternPass("llama_fuse_get_padding_offset") {}
+};
+
 class LayerBeginPass : public OnePatternPass<LayerBeginRewrite> {
  public:
   LayerBeginPass() : OnePatternPass("llama_fuse_attention_layer_begin") {}
@@ -428,6 +532,8 @@ class LayerEndPass : public OnePatternPass<LayerEndRewrite> {
 REGISTER_IR_PASS(paddlellm_linear_swiglu_pass, LinearSwigluPass);
 REGISTER_IR_PASS(paddlellm_linear_pass, LinearPass);
 REGISTER_IR_PASS(llama_fuse_lm_head, LmHeadPass);
+REGISTER_IR_PASS(llama_fuse_lm_head_with_slice, FinalLogitsPass);
+REGISTER_IR_PASS(llama_fuse_get_padding_offset, PackedPositionsPass);
 REGISTER_IR_PASS(llama_fuse_attention_layer_begin, LayerBeginPass);
 REGISTER_IR_PASS(llama_fuse_attention_layer, LayerPass);
 REGISTER_IR_PASS(llama_fuse_attention_layer_end, LayerEndPass);

@@ -19,6 +19,7 @@ from paddlellm.ops.build import (cpu_isa, forget_pass_matches, library_device, l
 
 __all__ = ["write_cache_kv", "block_attention", "linear", "pack_linear_weight", "linear_swiglu", "pack_swiglu_weight",
            "packed_embedding", "LINEAR_BLOCK", "rms_norm", "fused_add_rms_norm", "rotary_embedding", "swiglu",
+           "packed_positions", "final_logits",
            "load_library", "register_ops", "use_device", "library_device", "library_id", "cpu_isa", "supported_isas",
            "num_threads", "ops_in_program", "describe_ops", "fused_decoder_layer", "forget_pass_matches", "pass_matches"]
 
@@ -155,6 +156,26 @@ def rotary_embedding(q, k, positions, inv_freq, interleaved=False):
                 raise ValueError(f"paddlellm_rotary_embedding: {name} {list(t.shape)} is a non-contiguous view, which "
                                  f"the op cannot rotate in place (pass {name}.contiguous())")
     outs = _C_ops._run_custom_op("paddlellm_rotary_embedding", q, k, positions, inv_freq, bool(interleaved))
+    return outs[0], outs[1]
+
+
+@unified
+def final_logits(h, delta, last_rows, norm_weight, lm_head, epsilon, n):
+    """The step's end (op paddlellm_final_logits, CPU): each sequence's last row of the residual stream
+    h + delta [T, H] float32 (rows last_rows [S] int32), RMSNorm with norm_weight, times the lm_head [H, n]
+    packed by pack_linear_weight -> logits [S, n] float32."""
+    register_ops()
+    return _C_ops._run_custom_op("paddlellm_final_logits", h, delta, last_rows, norm_weight, lm_head, float(epsilon),
+                                 int(n))[0]
+
+
+@unified
+def packed_positions(input_ids, seq_lens_this_time, seq_lens_decoder):
+    """(positions [T], last_rows [S]) int32 of a packed batch (op paddlellm_packed_positions, CPU): row r of
+    sequence s is at position seq_lens_decoder[s] + (r - s's first row); last_rows[s] is s's last row
+    (the inclusive prefix sum of seq_lens_this_time minus 1). input_ids [T] gives T."""
+    register_ops()
+    outs = _C_ops._run_custom_op("paddlellm_packed_positions", input_ids, seq_lens_this_time, seq_lens_decoder)
     return outs[0], outs[1]
 
 

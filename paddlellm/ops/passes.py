@@ -45,6 +45,10 @@ PASSES = (
              ("cpu",), lambda layers: 3 * layers, "3 per layer: qkv, o, down"),
     PassSpec("llama_fuse_lm_head", "the lm_head x @ W -> paddlellm_linear, W packed; a tied embedding is looked up in "
              "it (paddlellm_packed_embedding) and its copy dropped", ("cpu",), lambda layers: 1, "1"),
+    PassSpec("llama_fuse_lm_head_with_slice", "each sequence's last row (the gathers), the final norm and the packed "
+             "lm_head -> paddlellm_final_logits", ("cpu",), lambda layers: 1, "1"),
+    PassSpec("llama_fuse_get_padding_offset", "the packed batch's positions and last rows (cumsum, arange, "
+             "repeat_interleave, ...) -> paddlellm_packed_positions", ("cpu",), lambda layers: 1, "1"),
     PassSpec("llama_fuse_attention_layer_begin", "the first decoder layer (its input the embedding, no residual add) "
              "-> paddlellm_fused_decoder_layer", ("cpu",), lambda layers: 1, "1"),
     PassSpec("llama_fuse_attention_layer", "a decoder layer between the first and the last -> "

@@ -137,6 +137,24 @@ def rotary_embedding_ref(q, k, positions, inv_freq, interleaved=False):
     return rotate(q), rotate(k)
 
 
+def final_logits_ref(h, delta, last_rows, norm_weight, lm_head, epsilon, n):
+    """gather, gather, fused_add_rms_norm_ref, linear_ref: [S, n] float32."""
+    normed, _ = fused_add_rms_norm_ref(paddle.gather(delta, last_rows), paddle.gather(h, last_rows), norm_weight,
+                                       epsilon)
+    return linear_ref(normed, lm_head, n)
+
+
+def packed_positions_ref(input_ids, seq_lens_this_time, seq_lens_decoder):
+    """Row by row: (positions [T], last_rows [S]) int32."""
+    positions, last_rows, row = [], [], 0
+    for n, cached in zip(seq_lens_this_time.numpy().tolist(), seq_lens_decoder.numpy().tolist()):
+        positions += [cached + i for i in range(n)]
+        row += n
+        last_rows.append(row - 1)
+    return (paddle.to_tensor(np.array(positions, np.int32).reshape([len(positions)])),
+            paddle.to_tensor(np.array(last_rows, np.int32).reshape([len(last_rows)])))
+
+
 def swiglu_ref(x):
     """silu(x[..., :F]) * x[..., F:] for x [..., 2F]; float32 out."""
     gate, up = paddle.chunk(x.astype("float64"), 2, axis=-1)

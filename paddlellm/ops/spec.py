@@ -253,6 +253,26 @@ def _plain_swiglu(x):
     return lambda: paddle.nn.functional.swiglu(x)
 
 
+# ---------------------------------------------------------------- the packed batch's positions
+
+POSITION_CASES = tuple(dict(seqs=name) for name in ("one_token_empty_cache", "block_boundaries", "long_prefix_chunk",
+                                                    "mixed_decode_chunks_idle", "all_idle", "decode_batch_12"))
+
+
+def _make_packed_positions(case, rng):
+    seqs = SEQUENCES[case["seqs"]]
+    tokens = sum(n for _, n in seqs)
+    return [paddle.to_tensor(rng.randint(0, 100, tokens).astype(np.int64)),
+            paddle.to_tensor(np.array([n for _, n in seqs], np.int32)),
+            paddle.to_tensor(np.array([past for past, _ in seqs], np.int32))], []
+
+
+def _plain_packed_positions(input_ids, seq_lens_this_time, seq_lens_decoder):
+    from paddlellm.models.llama.model import packed_positions
+
+    return lambda: packed_positions(input_ids, seq_lens_this_time, seq_lens_decoder)
+
+
 # ---------------------------------------------------------------- the fused decoder layer
 
 LAYER_CASES = (
@@ -289,6 +309,30 @@ def _make_fused_decoder_layer(case, rng):
               weight(hidden, (heads + 2 * kv) * d), weight(heads * d, hidden), _randn(rng, hidden, dtype=case["w"]),
               weight(hidden, 2 * f, ops.pack_swiglu_weight), weight(f, hidden)]
     return inputs, [1e-5, heads, f]
+
+
+FINAL_LOGITS_CASES = (dict(t=1, s=1, hidden=64, n=70, w="float32"), dict(t=40, s=3, hidden=64, n=33, w="bfloat16"),
+                      dict(t=12, s=12, hidden=96, n=320, w="float32"), dict(t=0, s=0, hidden=64, n=70, w="float32"))
+
+
+def _make_final_logits(case, rng):
+    from paddlellm import ops
+
+    t, s, hidden = case["t"], case["s"], case["hidden"]
+    rows = np.sort(rng.choice(t, s, replace=False)).astype(np.int32) if s else np.zeros(0, np.int32)
+    weight = ops.pack_linear_weight(_randn(rng, hidden, case["n"], scale=hidden ** -0.5, dtype=case["w"]))
+    return ([_randn(rng, t, hidden), _randn(rng, t, hidden), paddle.to_tensor(rows),
+             _randn(rng, hidden, dtype=case["w"]), weight], [1e-5, case["n"]])
+
+
+def _plain_final_logits(h, delta, last_rows, norm_weight, lm_head, epsilon, n):
+    from paddlellm import ops
+
+    def run():
+        normed = _rms_norm_in_paddle(paddle.gather(delta, last_rows) + paddle.gather(h, last_rows), norm_weight,
+                                     epsilon)
+        return ops.linear(normed, lm_head, n)
+    return run
 
 
 # ---------------------------------------------------------------- the generation ops (csrc/cpu/generation_ops.cc, sampling_ops.cc)
@@ -517,6 +561,14 @@ OPS = (
            ("epsilon", "num_heads", "intermediate_size"), ("h_out", "delta_out", "key_cache_out", "value_cache_out"),
            _make_fused_decoder_layer, LAYER_CASES, inplace=("h", "delta", "key_cache", "value_cache"), isa_kernels=True,
            bench_cases=LAYER_BENCH),
+    OpSpec("packed_positions", "exact", "each packed row's position in its sequence, each sequence's last row",
+           ("input_ids", "seq_lens_this_time", "seq_lens_decoder"), (), ("positions", "last_rows"),
+           _make_packed_positions, POSITION_CASES, plain=_plain_packed_positions,
+           bench_cases=(dict(seqs="decode_batch_12"),)),
+    OpSpec("final_logits", "layer", "each sequence's last row of h + delta, RMSNorm, the packed lm_head",
+           ("h", "delta", "last_rows", "norm_weight", "lm_head"), ("epsilon", "n"), ("logits",), _make_final_logits,
+           FINAL_LOGITS_CASES, isa_kernels=True, plain=_plain_final_logits,
+           bench_cases=(dict(t=12, s=12, hidden=576, n=49152, w="float32"),)),
     OpSpec("swiglu", "elementwise", "silu(first half) * second half", ("x",), (), ("out",), _make_swiglu,
            SWIGLU_CASES, backends=("cpu", "hip", "npu"), plain=_plain_swiglu, bench_cases=SWIGLU_BENCH),
     OpSpec("token_penalty", "exact", "repetition / frequency / presence penalties, eos banned below min length",

@@ -68,6 +68,17 @@ def add_rms_norm(delta, h, weight, eps, cpu_ops=False):
     return rms_norm(h, weight, eps), h
 
 
+def packed_positions(input_ids, seq_lens_this_time, seq_lens_decoder):
+    """(positions [T], last_rows [S]) of a packed batch in plain Paddle ops, as the portable program holds them
+    (llama_fuse_get_padding_offset puts paddlellm_packed_positions in their place): row r of sequence s is at
+    position seq_lens_decoder[s] + (r - the sequence's first row); s's last row is the prefix sum of the
+    lengths minus 1."""
+    ends = paddle.cumsum(seq_lens_this_time, dtype="int32")
+    first_position = seq_lens_decoder - (ends - seq_lens_this_time)  # a sequence's position minus its row
+    rows = paddle.arange(paddle.shape(input_ids)[0], dtype="int32")
+    return rows + paddle.repeat_interleave(first_position, seq_lens_this_time), ends - 1
+
+
 def rope(q, k, positions, inv_freq):
     """Rotate-half RoPE of q [T, Hq, D] and k [T, Hk, D] float32 in plain Paddle ops, as the portable program holds
     it (the rotary pass puts paddlellm_rotary_embedding in its place): token t's angles positions[t] * inv_freq
@@ -191,15 +202,11 @@ class LlamaForCausalLM(nn.Layer):
         (a prompt chunk or one decode token; rows in sequence order in input_ids [tokens]) at positions
         seq_lens_decoder[s] onwards, its K/V blocks listed in block_tables[s]. Writes the new K/V into the
         paged caches in place and returns the logits of each sequence's last token [sequences, vocab]."""
-        ends = paddle.cumsum(seq_lens_this_time, dtype="int32")
-        first_position = seq_lens_decoder - (ends - seq_lens_this_time)  # a sequence's position minus its row
-        rows = paddle.arange(paddle.shape(input_ids)[0], dtype="int32")
-        positions = rows + paddle.repeat_interleave(first_position, seq_lens_this_time)
+        positions, last_rows = packed_positions(input_ids, seq_lens_this_time, seq_lens_decoder)
         h, delta = self.embed(input_ids), None
         for i, layer in enumerate(self.layers):
             h, delta = layer(h, delta, positions, self.inv_freq, caches[2 * i], caches[2 * i + 1], block_tables,
                              seq_lens_this_time, seq_lens_decoder)
-        last_rows = ends - 1
         last, _ = add_rms_norm(paddle.gather(delta, last_rows), paddle.gather(h, last_rows), self.norm,
                                self.config.rms_norm_eps, self.cpu_ops)
         return linear(last, self.lm_head, self.config.vocab_size, self.compute_dtype)
