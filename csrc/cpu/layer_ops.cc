@@ -105,9 +105,9 @@ PD_BUILD_OP(paddlellm_fused_decoder_layer)
 
 // paddlellm_final_logits: the step's end in one op: each sequence's last row of the residual stream h + delta,
 // the final RMSNorm, the lm_head (packed). What gather, gather, fused_add_rms_norm and paddlellm_linear compute.
-std::vector<paddle::Tensor> FinalLogits(const paddle::Tensor& h, const paddle::Tensor& delta, const paddle::Tensor& last_rows,
-                                        const paddle::Tensor& norm_weight, const paddle::Tensor& lm_head,
-                                        float epsilon, int64_t n) {
+std::vector<paddle::Tensor> FinalLogits(const paddle::Tensor& h, const paddle::Tensor& delta,
+                                        const paddle::Tensor& last_rows, const paddle::Tensor& norm_weight,
+                                        const paddle::Tensor& lm_head, float epsilon, int64_t n) {
   const char* op = "paddlellm_final_logits";
   const auto hs = h.shape();
   PD_CHECK(hs.size() == 2 && delta.shape() == hs, op, ": h and delta must both be [tokens, hidden]");
@@ -133,7 +133,8 @@ std::vector<paddle::Tensor> FinalLogits(const paddle::Tensor& h, const paddle::T
   return {logits};
 }
 
-std::vector<std::vector<int64_t>> FinalLogitsInferShape(const std::vector<int64_t>& h, const std::vector<int64_t>& delta,
+std::vector<std::vector<int64_t>> FinalLogitsInferShape(const std::vector<int64_t>& h,
+                                                        const std::vector<int64_t>& delta,
                                                         const std::vector<int64_t>& last_rows,
                                                         const std::vector<int64_t>& norm_weight,
                                                         const std::vector<int64_t>& lm_head, float epsilon, int64_t n) {

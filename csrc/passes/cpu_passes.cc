@@ -120,7 +120,7 @@ pir::AttributeMap n_attribute(int64_t n) { return {{"n", pir::Int64Attribute::ge
 void replace_projection(pir::Operation* op, pir::Operation* replacement, const Projection& p,
                         pir::PatternRewriter& rewriter) {
   rewriter.ReplaceAllUsesWith(op->result(0), replacement->result(0));
-  rewriter.EraseOp(op);
+  erase_with_constants(op, rewriter);
   if (p.cast) rewriter.EraseOp(p.cast);
 }
 
@@ -166,7 +166,7 @@ class LinearSwigluRewrite : public pir::RewritePattern {
     pir::Operation* fused = pir::CreateOperationByName("custom_op.paddlellm_linear_swiglu", {p.x, p.param},
                                                        n_attribute(p.n / 2), rewriter);
     rewriter.ReplaceAllUsesWith(swiglu->result(0), fused->result(0));
-    rewriter.EraseOp(swiglu);
+    erase_with_constants(swiglu, rewriter);
     replace_projection(matmul, fused, p, rewriter);
     return true;
   }
@@ -222,9 +222,9 @@ class LmHeadRewrite : public pir::RewritePattern {
       pir::Operation* packed = pir::CreateOperationByName(
           "custom_op.paddlellm_packed_embedding", {lookup->operand_source(0), p.param}, n_attribute(p.n), rewriter);
       rewriter.ReplaceAllUsesWith((cast ? cast : lookup)->result(0), packed->result(0));
-      if (cast) rewriter.EraseOp(cast);
-      rewriter.EraseOp(lookup);
-      rewriter.EraseOp(table);
+      if (cast) erase_with_constants(cast, rewriter);
+      erase_with_constants(lookup, rewriter);
+      erase_with_constants(table, rewriter);
     }
     return true;
   }
@@ -276,7 +276,7 @@ class FinalLogitsRewrite : public pir::RewritePattern {
          lm_head->operand_source(1)},
         {{"epsilon", norm->attribute("epsilon")}, {"n", lm_head->attribute("n")}}, rewriter);
     rewriter.ReplaceAllUsesWith(lm_head->result(0), logits->result(0));
-    for (pir::Operation* op : {lm_head, norm, gathers[0], gathers[1]}) rewriter.EraseOp(op);
+    for (pir::Operation* op : {lm_head, norm, gathers[0], gathers[1]}) erase_with_constants(op, rewriter);
     return true;
   }
 };
@@ -284,13 +284,13 @@ class FinalLogitsRewrite : public pir::RewritePattern {
 bool erase_if_unused(pir::Operation* op, pir::PatternRewriter& rewriter) {
   for (uint32_t i = 0; i < op->num_results(); ++i)
     if (!op->result(i).use_empty()) return false;
-  rewriter.EraseOp(op);
+  erase_with_constants(op, rewriter);
   return true;
 }
 
 // model.packed_positions, the step's plain computation of where each packed row sits:
-//   ends = cumsum(lengths) (1-D: any axis); positions = arange(0, len(ids), 1) + repeat_interleave(cached - (ends - lengths),
-//   lengths); last_rows = ends - 1 (a scale with bias -1)
+//   ends = cumsum(lengths) (1-D: any axis); last_rows = ends - 1 (a scale with bias -1);
+//   positions = arange(0, len(ids), 1) + repeat_interleave(cached - (ends - lengths), lengths)
 // -> positions, last_rows = paddlellm_packed_positions(ids, lengths, cached). Rooted at the repeat_interleave.
 class PackedPositionsRewrite : public pir::RewritePattern {
  public:
@@ -426,7 +426,8 @@ class DecoderLayerRewrite : public pir::RewritePattern {
       if (attention->operand_source(i) != write->operand_source(i + 1)) return false;
     pir::Operation* merge = only_user(attention->result(0), "pd_op.reshape");
     pir::Operation* o_proj = merge ? only_user(merge->result(0), "custom_op.paddlellm_linear") : nullptr;
-    pir::Operation* post_norm = o_proj ? only_user(o_proj->result(0), "custom_op.paddlellm_fused_add_rms_norm") : nullptr;
+    pir::Operation* post_norm =
+        o_proj ? only_user(o_proj->result(0), "custom_op.paddlellm_fused_add_rms_norm") : nullptr;
     if (!post_norm) return false;
     const bool h1_first = post_norm->operand_source(0) == h1;
     if (post_norm->operand_source(h1_first ? 0 : 1) != h1) return false;
@@ -464,7 +465,7 @@ class DecoderLayerRewrite : public pir::RewritePattern {
     rewriter.ReplaceAllUsesWith(delta2, layer->result(1));
     for (pir::Operation* op : {down, gate_up, post_norm, o_proj, merge, attention, write, rotary, heads, split, reshape,
                                qkv, input_norm})
-      rewriter.EraseOp(op);
+      erase_with_constants(op, rewriter);
     return true;
   }
 

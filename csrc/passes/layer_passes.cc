@@ -144,8 +144,9 @@ class RotaryRewrite : public pir::RewritePattern {
         {x[0].type(), x[1].type()}, info));
     for (int i = 0; i < 2; ++i) rewriter.ReplaceAllUsesWith(ops[i][0]->result(0), rotary->result(i));
     for (int i = 0; i < 2; ++i)
-      for (pir::Operation* op : ops[i]) rewriter.EraseOp(op);
-    for (pir::Operation* op : {cos[0], sin[0], head_unsqueeze, tile, times, unsqueeze, cast}) rewriter.EraseOp(op);
+      for (pir::Operation* op : ops[i]) erase_with_constants(op, rewriter);
+    for (pir::Operation* op : {cos[0], sin[0], head_unsqueeze, tile, times, unsqueeze, cast})
+      erase_with_constants(op, rewriter);
     return true;
   }
 };
@@ -172,8 +173,8 @@ class AddRmsNormRewrite : public pir::RewritePattern {
                                                        {{"epsilon", norm->attribute("epsilon")}}, rewriter);
     rewriter.ReplaceAllUsesWith(norm->result(0), fused->result(0));
     rewriter.ReplaceAllUsesWith(add->result(0), fused->result(1));
-    rewriter.EraseOp(norm);
-    rewriter.EraseOp(add);
+    erase_with_constants(norm, rewriter);
+    erase_with_constants(add, rewriter);
     return true;
   }
 };

@@ -2,6 +2,7 @@
 // how often it matched.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -48,6 +49,21 @@ inline pir::Operation* defined_by(const pir::Value& v, const char* name) {
 inline double full_value(const pir::Value& v) {
   pir::Operation* full = defined_by(v, "pd_op.full");
   return full ? full->attribute<pir::DoubleAttribute>("value").data() : 0.0;
+}
+
+// Erases `op`, then the constants (pd_op.full, pd_op.full_int_array: axes, shapes, scales) only it read, which
+// would otherwise stay in the rewritten (and cached) program.
+inline void erase_with_constants(pir::Operation* op, pir::PatternRewriter& rewriter) {
+  std::vector<pir::Operation*> constants;
+  for (uint32_t i = 0; i < op->num_operands(); ++i) {
+    pir::Operation* source = op->operand_source(i) ? op->operand_source(i).defining_op() : nullptr;
+    if (source && (source->name() == "pd_op.full" || source->name() == "pd_op.full_int_array") &&
+        std::find(constants.begin(), constants.end(), source) == constants.end())
+      constants.push_back(source);
+  }
+  rewriter.EraseOp(op);
+  for (pir::Operation* constant : constants)
+    if (constant->result(0).use_empty()) rewriter.EraseOp(constant);
 }
 
 // Records a pass's matches for paddlellm_pass_matches (layer_passes.cc): read from the pass itself, so the
