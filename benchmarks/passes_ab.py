@@ -6,13 +6,16 @@ no pass, and with the pipeline less one pass, for every pass in it.
         [--steps 16] [--rounds 5] [--threads 2]
 
 DIR: an export (default: output/vs_llamacpp/inference, what benchmarks/vs_llamacpp.py exports). Per batch size
-B: one prompt step of B prompts of P tokens (timed), then --steps decode steps of B tokens (each timed); the
-configurations take turns, --rounds times, so that a slow spell on a shared machine hits them alike. Prints
-the median step times and, per pass, the pipeline's speed over the pipeline without it (> 1: the pass pays).
+B: one prompt step of B prompts of P tokens, then --steps decode steps of B tokens, each step timed; the
+configurations take turns step by step (in a shuffled order each round), --rounds times, so that a slow spell on
+a shared machine hits them alike. A second predictor with the whole pipeline ("pipeline again") shows the noise
+floor. Prints the median step times and, per pass, the pipeline's speed over the pipeline without it (> 1: the
+pass pays).
 A pass that others build on (the layer fusion needs the norm, rotary and projection passes before it) takes
 what they enable with it. Not part of .ci/run.
 """
 import argparse
+import random
 import statistics
 import sys
 import time
@@ -22,24 +25,16 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def step_times(runner, batch, prompt_tokens, steps):
-    """(prompt step seconds, [decode step seconds]) for `batch` sequences from position 0."""
+def plans(batch, prompt_tokens, steps, block_size):
+    """The prompt step of `batch` sequences of `prompt_tokens` tokens from position 0, then `steps` decode steps."""
     from paddlellm.predictor.scheduler import ScheduledRequest, SchedulerOutput
 
-    blocks = -(-(prompt_tokens + steps) // runner.block_size)
+    blocks = -(-(prompt_tokens + steps) // block_size)
     tables = [list(range(s * blocks, (s + 1) * blocks)) for s in range(batch)]
     prompt = list(range(5, 5 + prompt_tokens))
-    plan = SchedulerOutput([ScheduledRequest(s, prompt_tokens, 0, prompt, tables[s], True) for s in range(batch)])
-    started = time.perf_counter()
-    runner.step(plan)
-    prompt_s = time.perf_counter() - started
-    decode = []
+    yield SchedulerOutput([ScheduledRequest(s, prompt_tokens, 0, prompt, tables[s], True) for s in range(batch)])
     for i in range(steps):
-        plan = SchedulerOutput([ScheduledRequest(s, 1, prompt_tokens + i, [7], tables[s], True) for s in range(batch)])
-        started = time.perf_counter()
-        runner.step(plan)
-        decode.append(time.perf_counter() - started)
-    return prompt_s, decode
+        yield SchedulerOutput([ScheduledRequest(s, 1, prompt_tokens + i, [7], tables[s], True) for s in range(batch)])
 
 
 def main():
@@ -59,7 +54,7 @@ def main():
 
     manifest = read_manifest(args.model)
     pipeline = list(PIPELINES[args.device])
-    configs = {"pipeline": pipeline, "none": []}
+    configs = {"pipeline": pipeline, "pipeline again": pipeline, "none": []}  # again: the noise floor
     configs.update({f"-{name}": [n for n in pipeline if n != name] for name in pipeline})
     blocks = max(args.batch_sizes) * -(-(args.prompt_tokens + args.steps) // manifest.block_size)
     runners = {}
@@ -69,12 +64,16 @@ def main():
                                           passes=passes)
     prompt = {(c, b): [] for c in configs for b in args.batch_sizes}
     decode = {(c, b): [] for c in configs for b in args.batch_sizes}
-    for _ in range(args.rounds):
+    order = list(configs)
+    for round_ in range(args.rounds):
         for batch in args.batch_sizes:
-            for name, runner in runners.items():
-                prompt_s, decode_s = step_times(runner, batch, args.prompt_tokens, args.steps)
-                prompt[name, batch].append(prompt_s)
-                decode[name, batch] += decode_s
+            random.Random(round_).shuffle(order)
+            # step by step, each configuration in turn: a slow spell hits them alike
+            for i, plan in enumerate(plans(batch, args.prompt_tokens, args.steps, manifest.block_size)):
+                for name in order:
+                    started = time.perf_counter()
+                    runners[name].step(plan)
+                    (decode if i else prompt)[name, batch].append(time.perf_counter() - started)
 
     def ms(samples):
         return statistics.median(samples) * 1e3

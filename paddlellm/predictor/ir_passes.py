@@ -33,7 +33,9 @@ class PassPipeline:
     def __init__(self, model_dir, manifest, device, names, ir_debug=None):
         self.model_dir, self.manifest, self.names = Path(model_dir), manifest, list(names)
         self.ir_debug = Path(ir_debug) if ir_debug else None
-        self.cache = cache_location(self.model_dir, cache_key(self.model_dir, manifest, device, self.names))
+        self.key = cache_key_fields(self.model_dir, manifest, device, self.names)
+        self.cache = cache_location(self.model_dir, hashlib.sha256(json.dumps(self.key, sort_keys=True).encode())
+                                    .hexdigest()[:16])
         self.cached = bool(self.names) and not self.ir_debug and all(
             (self.cache / f).is_file() for f in ("passes.json", "_optimized.json", "_optimized.pdiparams"))
         self.staging = None
@@ -106,11 +108,26 @@ class PassPipeline:
         if not (self.staging / "_optimized.json").is_file():
             self._discard()
             return
-        (self.staging / "passes.json").write_text(json.dumps({"passes": self.names, "matches": matches}) + "\n")
+        (self.staging / "passes.json").write_text(json.dumps({"passes": self.names, "matches": matches,
+                                                               "key": self.key}) + "\n")
         try:
             os.replace(self.staging, self.cache)
         except OSError:  # another process cached it first
             self._discard()
+        self._prune()
+
+    def _prune(self):
+        """Remove the cached programs no run can load any more: made from other exported files, or by another
+        op library or Paddle (each holds a copy of the weights)."""
+        for entry in self.cache.parent.iterdir():
+            if entry == self.cache or ".tmp-" in entry.name or not (entry / "passes.json").is_file():
+                continue
+            try:
+                key = json.loads((entry / "passes.json").read_text()).get("key", {})
+            except (OSError, ValueError):
+                continue
+            if any(key.get(field) != self.key[field] for field in ("op_library", "paddle", "files")):
+                shutil.rmtree(entry, ignore_errors=True)
 
     def _discard(self):
         if self.staging is not None:
@@ -129,14 +146,14 @@ def write_ir_dumps(printed, directory):
         (directory / f"{count:02d}_{name}.{when}.txt").write_text(body)
 
 
-def cache_key(model_dir, manifest, device, names):
+def cache_key_fields(model_dir, manifest, device, names):
+    """What the cached program depends on: the passes, the device, the op library, Paddle and the exported files."""
     from paddlellm import ops
 
     files = [model_dir / manifest.program, model_dir / manifest.params]
-    key = {"passes": names, "device": device, "op_library": ops.library_id(),
-           "paddle": [paddle.__version__, getattr(paddle.version, "commit", "")],
-           "files": [[f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in files]}
-    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    return {"passes": names, "device": device, "op_library": ops.library_id(),
+            "paddle": [paddle.__version__, getattr(paddle.version, "commit", "")],
+            "files": [[f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in files]}
 
 
 def cache_location(model_dir, key):

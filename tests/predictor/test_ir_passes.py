@@ -85,3 +85,24 @@ def test_ir_debug_writes_the_program_around_each_pass(portable, tmp_path, capsys
 def test_bad_pass_flags(portable, capsys, flags, words):
     argv = ["--model_name_or_path", portable, "--mode", "static", *flags]
     assert words in fails(capsys, main, argv)
+
+
+def test_a_new_cache_entry_removes_those_no_run_can_load(portable, tmp_path, data_file):
+    """An entry made by another op library (or Paddle, or from other exported files) holds a copy of the weights
+    and can never be loaded again: writing a new entry removes it; other pass lists' entries stay."""
+    import json
+    import shutil
+
+    cache = portable / ".paddlellm_optimized"
+    predict(portable, tmp_path / "a.jsonl", "--mode", "static", "--data_file", data_file, *GREEDY,
+            "--passes", "paddlellm_swiglu_pass")
+    kept = [entry for entry in cache.iterdir()]
+    stale = cache / "made_by_an_older_build"
+    shutil.copytree(kept[0], stale)
+    record = json.loads((stale / "passes.json").read_text())
+    record["key"]["op_library"] = "an older build"
+    (stale / "passes.json").write_text(json.dumps(record))
+    predict(portable, tmp_path / "b.jsonl", "--mode", "static", "--data_file", data_file, *GREEDY,
+            "--passes", "paddlellm_rms_norm_pass")  # not cached yet: a new entry
+    assert not stale.exists() and all(entry.exists() for entry in kept)
+    assert len(list(cache.iterdir())) == len(kept) + 1
