@@ -6,6 +6,7 @@
 #include <cstring>
 #include <vector>
 
+#include "huge_pages.h"
 #include "isa.h"
 #include "linear_kernel.h"
 #include "op_kernels.h"
@@ -43,6 +44,7 @@ static std::vector<paddle::Tensor> run_linear(const char* op, const paddle::Tens
 
 void linear_compute(const float* x, int64_t M, const paddle::Tensor& weight, int64_t n, bool swiglu, float* y) {
   if (M == 0) return;
+  prefer_huge_pages(weight.data(), weight.numel() * (weight.dtype() == paddle::DataType::BFLOAT16 ? 2 : 4));
   const int64_t K = weight.shape()[1], blocks = swiglu ? weight.shape()[0] / 2 : weight.shape()[0];
   LinearParams p{x, weight.data(), weight.dtype() == paddle::DataType::BFLOAT16, y, M, K, n};
   const int isa = checked_isa();

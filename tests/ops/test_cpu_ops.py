@@ -156,6 +156,36 @@ def test_linear_equals_matmul_for_any_leading_shape():
         np.testing.assert_allclose(out.numpy(), paddle.matmul(x, w).numpy(), rtol=1e-5, atol=1e-5)
 
 
+def _thp_mode():
+    try:
+        text = open("/sys/kernel/mm/transparent_hugepage/enabled").read()
+    except OSError:
+        return None
+    return text[text.index("[") + 1: text.index("]")]
+
+
+def _smaps_fields(address):
+    """The /proc/self/smaps fields of the mapping that holds `address`."""
+    fields, inside = {}, False
+    for line in open("/proc/self/smaps"):
+        head = line.split()[0]
+        if "-" in head and ":" not in head:
+            low, high = (int(x, 16) for x in head.split("-"))
+            inside = low <= address < high
+        elif inside:
+            fields[head.rstrip(":")] = line.split()[1]
+    return fields
+
+
+@pytest.mark.skipif(_thp_mode() not in ("always", "madvise"), reason="transparent huge pages are off here")
+def test_linear_asks_for_huge_pages_for_its_weight():
+    """A decode step streams every weight once: the first read advises its memory into 2 MB pages (huge_pages.h).
+    THPeligible is the advice itself; whether the kernel collapsed the pages (AnonHugePages) depends on free memory."""
+    weight = ops.pack_linear_weight(paddle.randn([1024, 2048]))  # 8 MB
+    ops.linear(paddle.randn([1, 1024]), weight, 2048)
+    assert _smaps_fields(weight.data_ptr()).get("THPeligible") == "1"
+
+
 def test_linear_padding_columns_are_zero():
     packed = ops.pack_linear_weight(paddle.ones([3, 33]))
     assert packed.shape == [2, 3, 32]
