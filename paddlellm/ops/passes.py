@@ -2,11 +2,11 @@
 place of the plain Paddle subgraphs of the portable exported step when the predictor is created (named as
 PaddleNLP names its passes where the meaning carries over). Per pass: what it does, the backends whose op
 library it inserts ops of, and how often it matches on a Llama of L layers. PIPELINES: each device's passes, in
-order (the predictor's --passes / --disable_passes change them).
+order (the predictor's --passes / --disable_passes change them); a pass that did not pay for itself in
+benchmarks/passes_ab.py stays out of them (in_pipeline=False) but can be asked for.
 
 The CPU's passes also repack the projection weights (in the predictor's parameter scope, see csrc/passes/cpu_passes.cc):
-the rewritten program is cached with them. A program exported with the CPU's own ops already fused in (manifest
-weight_layout "packed", exports before the passes) runs no passes.
+the rewritten program is cached with them.
 """
 from dataclasses import dataclass
 from typing import Callable, Tuple
@@ -21,7 +21,7 @@ class PassSpec:
     backends: Tuple[str, ...]
     count: Callable[[int], int]  # expected matches on a Llama of L layers
     count_text: str
-
+    in_pipeline: bool = True  # False: only on request (--passes), measured not to pay for itself
     def expected(self, num_layers):
         return self.count(num_layers)
 
@@ -46,7 +46,8 @@ PASSES = (
     PassSpec("llama_fuse_lm_head", "the lm_head x @ W -> paddlellm_linear, W packed; a tied embedding is looked up in "
              "it (paddlellm_packed_embedding) and its copy dropped", ("cpu",), lambda layers: 1, "1"),
     PassSpec("llama_fuse_lm_head_with_slice", "each sequence's last row (the gathers), the final norm and the packed "
-             "lm_head -> paddlellm_final_logits", ("cpu",), lambda layers: 1, "1"),
+             "lm_head -> paddlellm_final_logits (not in the pipeline: no faster, benchmarks/passes_ab.py)", ("cpu",),
+             lambda layers: 1, "1", in_pipeline=False),
     PassSpec("llama_fuse_get_padding_offset", "the packed batch's positions and last rows (cumsum, arange, "
              "repeat_interleave, ...) -> paddlellm_packed_positions", ("cpu",), lambda layers: 1, "1"),
     PassSpec("llama_fuse_attention_layer_begin", "the first decoder layer (its input the embedding, no residual add) "
@@ -59,7 +60,7 @@ PASSES = (
 )
 BY_NAME = {p.name: p for p in PASSES}
 BACKEND_OF_DEVICE = {"cpu": "cpu", "npu": "npu", "dcu": "hip", "gpu": "hip"}
-PIPELINES = {device: tuple(p.name for p in PASSES if backend in p.backends)
+PIPELINES = {device: tuple(p.name for p in PASSES if backend in p.backends and p.in_pipeline)
              for device, backend in BACKEND_OF_DEVICE.items()}
 
 

@@ -164,8 +164,8 @@ def test_python_api_generates_and_streams(tiny_llama, tmp_path):
 def test_the_cpu_pipeline_runs_the_exported_step_on_the_cpu_op_set(tiny):
     """The export is the portable program; after the CPU's IR passes, the packed batch's positions in one op,
     one fused op per layer (attention block and MLP, the cache write in place), then the last rows' final norm
-    and lm_head in one op; a tied embedding is looked up in the packed lm_head. The predictor says so in one
-    line."""
+    with the last layer's output added and the lm_head; a tied embedding is looked up in the packed lm_head.
+    The predictor says so in one line."""
     from paddlellm import ops
 
     exported = tiny[0]["cpu"]
@@ -173,12 +173,12 @@ def test_the_cpu_pipeline_runs_the_exported_step_on_the_cpu_op_set(tiny):
     layers = manifest.num_layers
     assert ops.ops_in_program(exported / "model.json") == {"block_attention": layers, "write_cache_kv": layers}
     counts = ops.ops_in_program(StaticBlockRunner(exported, manifest, "cpu", 2).program_path)
-    expected = {"fused_decoder_layer": layers, "final_logits": 1, "packed_positions": 1}
+    expected = {"fused_decoder_layer": layers, "fused_add_rms_norm": 1, "linear": 1, "packed_positions": 1}
     if json.loads((exported / "config.json").read_text()).get("tie_word_embeddings"):
         expected["packed_embedding"] = 1
     assert counts == dict(sorted(expected.items()))
     line = ops.describe_ops(counts)
-    assert line.startswith("final_logits x1, fused_decoder_layer x") and line.endswith(f"(CPU kernels, {ops.cpu_isa()})")
+    assert line.startswith("fused_add_rms_norm x1, fused_decoder_layer x") and line.endswith(f"(CPU kernels, {ops.cpu_isa()})")
 
 
 def test_the_step_exported_for_a_device_is_the_portable_program(tiny):

@@ -128,7 +128,7 @@ def test_says_it_is_loading_and_which_ops_before_generating(exported, tmp_path, 
     assert lines[0] == f"[predictor] loading {exported} (static mode, block attention)"
     ops_line = next(i for i, line in enumerate(lines) if line.startswith("[predictor] ops: "))
     assert all("IR pass" in line for line in lines[1:ops_line])  # the passes run, or their program is cached
-    assert lines[ops_line].startswith("[predictor] ops: final_logits x1, fused_decoder_layer x")  # once
+    assert lines[ops_line].startswith("[predictor] ops: fused_add_rms_norm x1, fused_decoder_layer x")  # once
     assert lines[ops_line + 1] == "[predictor] generating for 4 prompt(s), up to 1 at a time"
 
 
