@@ -85,3 +85,20 @@ def test_the_cli_lists_the_passes_and_pipelines(capsys):
     assert "| remove_residual_in_rms_norm | a residual add and the RMSNorm of its sum -> paddlellm_fused_add_rms_norm " \
            "| cpu, hip, npu | 2 per layer |" in out
     assert f"npu: {', '.join(PIPELINES['npu'])}" in out
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_the_cpu_pipeline_fuses_narrow_weights_too(tmp_path_factory, dtype):
+    """bfloat16 weights reach each matmul and norm through a cast: the passes take the cast with them (bfloat16
+    stays packed as bfloat16; float16, which the CPU kernels do not read, is widened to float32 exactly). Every
+    pass matches as on float32, and the logits stay within float32 rounding of the unfused program (the same
+    weights, widened the same way)."""
+    from paddlellm.export.exporter import export_model
+    from tiny_models import make_tiny_llama
+
+    checkpoint = make_tiny_llama(tmp_path_factory.mktemp(f"tiny_{dtype}"), tie=True, layers=3)
+    exported = export_model(checkpoint, tmp_path_factory.mktemp(f"portable_{dtype}") / "inference", dtype=dtype)
+    reference = logits_with(exported, [])
+    fused = logits_with(exported, list(PIPELINES["cpu"]))
+    assert {n: ops.pass_matches(n) for n in PIPELINES["cpu"]} == {n: BY_NAME[n].expected(3) for n in PIPELINES["cpu"]}
+    np.testing.assert_allclose(fused, reference, rtol=0, atol=2e-5)
