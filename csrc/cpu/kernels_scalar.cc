@@ -30,6 +30,7 @@ struct V {
     out[3] = d;
   }
   static reg exp(reg a) { return expf(a); }
+  static reg load_i8(const int8_t* p) { return static_cast<float>(*p); }
   static reg load_bf16(const uint16_t* p) {
     uint32_t u = static_cast<uint32_t>(*p) << 16;
     float f;

@@ -13,16 +13,6 @@
 
 using paddlellm_cpu::kLinearBlock;
 
-static void check_packed(const char* op, const char* name, const paddle::Tensor& w, int64_t K, int64_t n,
-                         int64_t blocks_per_output_block) {
-  const auto s = w.shape();
-  const int64_t blocks = (n + kLinearBlock - 1) / kLinearBlock * blocks_per_output_block;
-  PD_CHECK(s.size() == 3 && s[0] == blocks && s[1] == K && s[2] == kLinearBlock, op, ": ", name,
-           " must be packed as [", blocks, ", ", K, ", 32]");
-  PD_CHECK(w.dtype() == paddle::DataType::FLOAT32 || w.dtype() == paddle::DataType::BFLOAT16, op, ": ", name,
-           " must be float32 or bfloat16");
-}
-
 void FusedDecoderLayer(paddle::Tensor& h, paddle::Tensor& delta, const paddle::Tensor& positions,
                        const paddle::Tensor& inv_freq, paddle::Tensor& key_cache, paddle::Tensor& value_cache,
                        const paddle::Tensor& block_tables, const paddle::Tensor& seq_lens_this_time,
@@ -40,10 +30,10 @@ void FusedDecoderLayer(paddle::Tensor& h, paddle::Tensor& delta, const paddle::T
   PD_CHECK(num_heads > 0 && num_heads % kv_heads == 0, op, ": num_heads ", num_heads,
            " is not a multiple of the cache's ", kv_heads, " kv heads");
   const int64_t qkv_n = (num_heads + 2 * kv_heads) * D;
-  check_packed(op, "qkv_proj", qkv_proj, H, qkv_n, 1);
-  check_packed(op, "o_proj", o_proj, num_heads * D, H, 1);
-  check_packed(op, "gate_up_proj", gate_up_proj, H, intermediate_size, 2);
-  check_packed(op, "down_proj", down_proj, intermediate_size, H, 1);
+  check_packed_weight(op, "qkv_proj", qkv_proj, H, qkv_n, 1);
+  check_packed_weight(op, "o_proj", o_proj, num_heads * D, H, 1);
+  check_packed_weight(op, "gate_up_proj", gate_up_proj, H, intermediate_size, 2);
+  check_packed_weight(op, "down_proj", down_proj, intermediate_size, H, 1);
   if (T == 0) return;
   const auto place = h.place();
   auto empty = [&](std::vector<int64_t> shape) { return paddle::empty(shape, paddle::DataType::FLOAT32, place); };
@@ -116,7 +106,7 @@ std::vector<paddle::Tensor> FinalLogits(const paddle::Tensor& h, const paddle::T
   PD_CHECK(last_rows.shape().size() == 1 && last_rows.dtype() == paddle::DataType::INT32, op,
            ": last_rows must be [sequences] int32");
   const int64_t T = hs[0], H = hs[1], S = last_rows.shape()[0];
-  check_packed(op, "lm_head", lm_head, H, n, 1);
+  check_packed_weight(op, "lm_head", lm_head, H, n, 1);
   auto picked_h = paddle::empty({S, H}, paddle::DataType::FLOAT32, h.place());
   auto picked_delta = paddle::empty({S, H}, paddle::DataType::FLOAT32, h.place());
   const int32_t* rows = last_rows.data<int32_t>();

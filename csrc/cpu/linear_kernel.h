@@ -8,11 +8,17 @@ namespace paddlellm_cpu {
 // Output columns per packed weight block. A weight [K, N] is stored as [ceil(N / 32), K, 32]: block b holds
 // columns 32b .. 32b+31 row after row (zeros past N), so one block is one contiguous stream of K * 32 values.
 constexpr int64_t kLinearBlock = 32;
+// An int8 weight (W = q * scale, one scale per column) is stored as [ceil(N / 32), 4 + K, 32] int8: each block
+// starts with its 32 columns' float32 scales (128 bytes: 4 rows of 32), then its K rows of 32 int8, so a block
+// is still one contiguous stream, its scales read with it (as llama.cpp's block_q8_0 keeps its scale).
+constexpr int64_t kScaleRows = 4;
+
+enum class WeightType { kFloat32, kBFloat16, kInt8 };
 
 struct LinearParams {
   const float* x;  // [M, K]
-  const void* w;   // [ceil(N / 32), K, 32], float or bf16 bits
-  bool w_bf16;
+  const void* w;   // packed as above: float, bf16 bits or int8 with scales
+  WeightType w_type;
   float* y;        // [M, N]
   int64_t M, K, N;
 };

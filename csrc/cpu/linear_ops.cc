@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <string>
 #include <vector>
 
 #include "huge_pages.h"
@@ -18,35 +19,52 @@ using namespace paddlellm_cpu;
 // and lets few-column weights still split over threads by rows.
 static constexpr int64_t kRowsPerItem = 96;
 
+static WeightType weight_type(const paddle::Tensor& w) {
+  return w.dtype() == paddle::DataType::INT8 ? WeightType::kInt8
+         : w.dtype() == paddle::DataType::BFLOAT16 ? WeightType::kBFloat16 : WeightType::kFloat32;
+}
+
+int64_t check_packed_weight(const char* op, const char* name, const paddle::Tensor& w, int64_t K, int64_t n,
+                            int64_t blocks_per_output_block) {
+  PD_CHECK(w.dtype() == paddle::DataType::FLOAT32 || w.dtype() == paddle::DataType::BFLOAT16 ||
+               w.dtype() == paddle::DataType::INT8, op, ": ", name, " must be float32, bfloat16 or int8");
+  const bool int8 = w.dtype() == paddle::DataType::INT8;
+  const int64_t scale_rows = int8 ? kScaleRows : 0;
+  const auto s = w.shape();
+  const int64_t out_blocks = s.size() == 3 ? s[0] / blocks_per_output_block : 0;
+  const bool fits = s.size() == 3 && s[2] == kLinearBlock && s[0] % blocks_per_output_block == 0 &&
+                    s[1] >= scale_rows && (K < 0 || s[1] == K + scale_rows) && n > (out_blocks - 1) * kLinearBlock &&
+                    n <= out_blocks * kLinearBlock;
+  PD_CHECK(fits, op, ": ", name, " must be packed as [", blocks_per_output_block == 1 ? "" : "2 * ", "ceil(n / 32), ",
+           int8 ? "4 + " : "", K < 0 ? std::string("K") : std::to_string(K), ", 32] for n = ", n);
+  return s[1] - scale_rows;
+}
+
 // x [..., K] float32 times a packed weight of blocks_per_output_block * ceil(n / 32) blocks -> [..., n].
 static std::vector<paddle::Tensor> run_linear(const char* op, const paddle::Tensor& x, const paddle::Tensor& weight,
                                               int64_t n, int64_t blocks_per_output_block, bool swiglu) {
   PD_CHECK(x.is_cpu() && weight.is_cpu(), op, ": x and weight must be CPU tensors");
   PD_CHECK(x.dtype() == paddle::DataType::FLOAT32, op, ": x must be float32");
-  PD_CHECK(weight.dtype() == paddle::DataType::FLOAT32 || weight.dtype() == paddle::DataType::BFLOAT16, op,
-           ": weight must be float32 or bfloat16");
-  auto ws = weight.shape();
+  const int64_t K = check_packed_weight(op, "weight", weight, -1, n, blocks_per_output_block);
   auto xs = x.shape();
-  PD_CHECK(ws.size() == 3 && ws[2] == kLinearBlock && ws[0] % blocks_per_output_block == 0, op,
-           ": weight must be packed as [", blocks_per_output_block == 1 ? "" : "2 * ", "ceil(n / 32), K, 32]");
-  PD_CHECK(!xs.empty() && xs.back() == ws[1], op, ": x's last dimension is ", xs.empty() ? 0 : xs.back(),
-           " but the weight's K is ", ws[1]);
-  const int64_t out_blocks = ws[0] / blocks_per_output_block;
-  PD_CHECK(n > (out_blocks - 1) * kLinearBlock && n <= out_blocks * kLinearBlock, op, ": n = ", n,
-           " does not fit a weight of ", out_blocks, " blocks of 32 columns");
+  PD_CHECK(!xs.empty() && xs.back() == K, op, ": x's last dimension is ", xs.empty() ? 0 : xs.back(),
+           " but the weight's K is ", K);
   std::vector<int64_t> out_shape(xs.begin(), xs.end());
   out_shape.back() = n;
   auto y = paddle::empty(out_shape, paddle::DataType::FLOAT32, x.place());
-  const int64_t K = ws[1], M = K > 0 ? x.numel() / K : 0;
+  const int64_t M = K > 0 ? x.numel() / K : 0;
   linear_compute(x.data<float>(), M, weight, n, swiglu, y.data<float>());
   return {y};
 }
 
 void linear_compute(const float* x, int64_t M, const paddle::Tensor& weight, int64_t n, bool swiglu, float* y) {
   if (M == 0) return;
-  prefer_huge_pages(weight.data(), weight.numel() * (weight.dtype() == paddle::DataType::BFLOAT16 ? 2 : 4));
-  const int64_t K = weight.shape()[1], blocks = swiglu ? weight.shape()[0] / 2 : weight.shape()[0];
-  LinearParams p{x, weight.data(), weight.dtype() == paddle::DataType::BFLOAT16, y, M, K, n};
+  const WeightType type = weight_type(weight);
+  const int64_t element_bytes = type == WeightType::kFloat32 ? 4 : type == WeightType::kBFloat16 ? 2 : 1;
+  prefer_huge_pages(weight.data(), weight.numel() * element_bytes);
+  const int64_t K = weight.shape()[1] - (type == WeightType::kInt8 ? kScaleRows : 0);
+  const int64_t blocks = swiglu ? weight.shape()[0] / 2 : weight.shape()[0];
+  LinearParams p{x, weight.data(), type, y, M, K, n};
   const int isa = checked_isa();
   const LinearFn fn = swiglu ? (isa == kAvx512 ? linear_swiglu_block_avx512
                                 : isa == kAvx2 ? linear_swiglu_block_avx2 : linear_swiglu_block_scalar)
@@ -98,12 +116,8 @@ PD_BUILD_OP(paddlellm_linear_swiglu)
 
 // paddlellm_packed_embedding: rows of W^T for a W [K, n] packed as the linear op reads it. A model whose
 // embedding is tied to its lm_head keeps one packed copy and looks tokens up in it.
-template <typename WT>
-static float widen(WT v);
-template <>
-float widen<float>(float v) { return v; }
-template <>
-float widen<uint16_t>(uint16_t v) {
+static float widen(float v) { return v; }
+static float widen(uint16_t v) {
   uint32_t bits = static_cast<uint32_t>(v) << 16;
   float f;
   std::memcpy(&f, &bits, sizeof f);
@@ -114,21 +128,18 @@ template <typename WT>
 static void gather_columns(const int64_t* ids, int64_t T, const WT* w, int64_t K, float* out) {
   for (int64_t t = 0; t < T; ++t) {
     const WT* column = w + (ids[t] / kLinearBlock) * K * kLinearBlock + ids[t] % kLinearBlock;
-    for (int64_t k = 0; k < K; ++k) out[t * K + k] = widen<WT>(column[k * kLinearBlock]);
+    for (int64_t k = 0; k < K; ++k) out[t * K + k] = widen(column[k * kLinearBlock]);
   }
 }
 
+// A float weight only: its K is then the packed shape's, which the program's shapes are inferred from.
 std::vector<paddle::Tensor> PackedEmbedding(const paddle::Tensor& ids, const paddle::Tensor& weight, int64_t n) {
   const char* op = "paddlellm_packed_embedding";
   PD_CHECK(ids.is_cpu() && weight.is_cpu(), op, ": ids and weight must be CPU tensors");
   PD_CHECK(ids.dtype() == paddle::DataType::INT64, op, ": ids must be int64");
-  PD_CHECK(weight.dtype() == paddle::DataType::FLOAT32 || weight.dtype() == paddle::DataType::BFLOAT16, op,
-           ": weight must be float32 or bfloat16");
-  auto ws = weight.shape();
-  PD_CHECK(ws.size() == 3 && ws[2] == kLinearBlock, op, ": weight must be packed as [ceil(n / 32), K, 32]");
-  PD_CHECK(n > (ws[0] - 1) * kLinearBlock && n <= ws[0] * kLinearBlock, op, ": n = ", n, " does not fit a weight of ",
-           ws[0], " blocks of 32 columns");
-  const int64_t T = ids.numel(), K = ws[1];
+  PD_CHECK(weight.dtype() != paddle::DataType::INT8, op, ": weight must be float32 or bfloat16");
+  const int64_t K = check_packed_weight(op, "weight", weight, -1, n, 1);
+  const int64_t T = ids.numel();
   const int64_t* id = ids.data<int64_t>();
   for (int64_t t = 0; t < T; ++t)
     PD_CHECK(id[t] >= 0 && id[t] < n, op, ": token id ", id[t], " is outside the vocabulary [0, ", n, ")");

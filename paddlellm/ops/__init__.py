@@ -10,6 +10,7 @@ here. A process that only runs an exported program holding these ops needs `load
     out = block_attention(q, key_cache, value_cache, block_tables, seq_lens_this_time, seq_lens_decoder)
     y = linear(x, pack_linear_weight(w), n=w.shape[1])   # x @ w
 """
+import numpy as np
 import paddle
 from paddle import _C_ops, in_dynamic_mode
 from paddle.jit.marker import unified
@@ -18,6 +19,7 @@ from paddlellm.ops.build import (cpu_isa, forget_pass_matches, library_device, l
                                  pass_matches, register_ops, supported_isas, use_device)
 
 __all__ = ["write_cache_kv", "block_attention", "linear", "pack_linear_weight", "linear_swiglu", "pack_swiglu_weight",
+           "unpack_linear_weight", "SCALE_ROWS",
            "packed_embedding", "LINEAR_BLOCK", "rms_norm", "fused_add_rms_norm", "rotary_embedding", "swiglu",
            "packed_positions", "final_logits",
            "load_library", "register_ops", "use_device", "library_device", "library_id", "cpu_isa", "supported_isas",
@@ -80,32 +82,60 @@ def describe_ops(counts):
 
 
 LINEAR_BLOCK = 32  # output columns per packed weight block (kLinearBlock in csrc/cpu/linear_kernel.h)
+SCALE_ROWS = 4  # an int8 block's 32 float32 column scales, as 4 rows of 32 bytes before its K rows (kScaleRows)
 
 
-def pack_linear_weight(weight):
+def pack_linear_weight(weight, scale=None):
     """[K, N] -> [ceil(N / 32), K, 32], the layout `linear` reads: block b holds columns 32b..32b+31 row after
-    row, zero-padded past N. Plain Paddle ops (pad, reshape, transpose), same dtype."""
+    row, zero-padded past N. Plain Paddle ops (pad, reshape, transpose), same dtype. With `scale` ([N] float32),
+    `weight` is int8 and W = weight * scale column by column: each block then starts with its 32 columns'
+    scales (their float32 bytes as 4 rows of 32 int8), [ceil(N / 32), 4 + K, 32] int8."""
     k, n = weight.shape
     padded = -(-n // LINEAR_BLOCK) * LINEAR_BLOCK
     if padded != n:
         weight = paddle.concat([weight, paddle.zeros([k, padded - n], dtype=weight.dtype)], axis=1)
-    return weight.reshape([k, padded // LINEAR_BLOCK, LINEAR_BLOCK]).transpose([1, 0, 2]).contiguous()
+    blocks = weight.reshape([k, padded // LINEAR_BLOCK, LINEAR_BLOCK]).transpose([1, 0, 2]).contiguous()
+    if scale is None:
+        return blocks
+    if weight.dtype != paddle.int8:
+        raise ValueError(f"pack_linear_weight: a weight with scales must be int8, got {weight.dtype}")
+    scales = np.zeros(padded, np.float32)
+    scales[:n] = np.asarray(scale, np.float32).reshape(n)
+    header = scales.reshape(-1, LINEAR_BLOCK).view(np.int8).reshape(-1, SCALE_ROWS, LINEAR_BLOCK)
+    return paddle.concat([paddle.to_tensor(header), blocks], axis=1)
+
+
+def unpack_linear_weight(packed, n):
+    """The [K, n] float32 numpy matrix a packed weight holds (an int8 one's scales applied): for references and
+    tests. With n = None, the [blocks, K, 32] blocks instead."""
+    if packed.dtype == paddle.int8:
+        raw = packed.numpy()
+        scales = np.ascontiguousarray(raw[:, :SCALE_ROWS]).view(np.float32).reshape(raw.shape[0], 1, LINEAR_BLOCK)
+        values = raw[:, SCALE_ROWS:].astype(np.float32) * scales
+    else:
+        values = packed.astype("float32").numpy()
+    if n is None:
+        return values
+    blocks, k, width = values.shape
+    return np.ascontiguousarray(values.transpose(1, 0, 2).reshape(k, blocks * width)[:, :n])
 
 
 @unified
 def linear(x, weight, n):
-    """x [..., K] float32 @ W [K, n], W given packed by pack_linear_weight (float32 or bfloat16; op
-    paddlellm_linear, float32 accumulation) -> [..., n] float32."""
+    """x [..., K] float32 @ W [K, n], W given packed by pack_linear_weight (float32, bfloat16, or int8 with its
+    scales; op paddlellm_linear, float32 accumulation) -> [..., n] float32."""
     register_ops()
     return _C_ops._run_custom_op("paddlellm_linear", x, weight, int(n))[0]
 
 
-def pack_swiglu_weight(weight):
+def pack_swiglu_weight(weight, scale=None):
     """[K, 2F] (gate columns, then up columns) -> [2 * ceil(F / 32), K, 32], the layout `linear_swiglu` reads:
-    the packed gate and up blocks interleaved, gate block j then up block j."""
-    k, two_f = weight.shape
-    gate, up = pack_linear_weight(weight[:, : two_f // 2]), pack_linear_weight(weight[:, two_f // 2:])
-    return paddle.stack([gate, up], axis=1).reshape([-1, k, LINEAR_BLOCK])
+    the packed gate and up blocks interleaved, gate block j then up block j (int8 with `scale` [2F]: as
+    pack_linear_weight packs it, [2 * ceil(F / 32), 4 + K, 32])."""
+    f = weight.shape[1] // 2
+    halves = [pack_linear_weight(weight[:, i * f:(i + 1) * f], None if scale is None else
+                                 np.asarray(scale).reshape(-1)[i * f:(i + 1) * f]) for i in (0, 1)]
+    return paddle.stack(halves, axis=1).reshape([-1, halves[0].shape[1], LINEAR_BLOCK])
 
 
 @unified

@@ -73,29 +73,29 @@ def block_attention_ref(q, key_cache, value_cache, block_tables, seq_lens_this_t
 
 
 def _unpack(packed, n):
-    """[K, n] float64 from the [ceil(n / 32), K, 32] blocks of pack_linear_weight."""
-    blocks, k, width = packed.shape
-    return packed.transpose(1, 0, 2).reshape(k, blocks * width)[:, :n].astype(np.float64)
+    """[K, n] float64 from the blocks of pack_linear_weight (an int8 weight's scales applied)."""
+    from paddlellm.ops import unpack_linear_weight
+
+    return unpack_linear_weight(packed, n).astype(np.float64)
 
 
 def linear_ref(x, packed_weight, n):
     """x @ W in float64 (returned as float32), W unpacked from [ceil(n / 32), K, 32] back to [K, n]."""
-    w = _unpack(packed_weight.astype("float32").numpy(), n)
+    w = _unpack(packed_weight, n)
     return paddle.to_tensor((x.numpy().astype(np.float64) @ w).astype(np.float32))
 
 
 def packed_embedding_ref(ids, packed_weight, n):
     """Rows `ids` of W^T [n, K] (float32), W unpacked from [ceil(n / 32), K, 32]."""
-    w = _unpack(packed_weight.astype("float32").numpy(), n)
+    w = _unpack(packed_weight, n)
     return paddle.to_tensor(w.T[ids.numpy()].astype(np.float32))
 
 
 def linear_swiglu_ref(x, packed_weight, n):
     """silu(x @ W_gate) * (x @ W_up) in float64 (returned as float32), the gate blocks being the even and the up
     blocks the odd ones of the packed weight."""
-    packed = packed_weight.astype("float32").numpy()
     xf = x.numpy().astype(np.float64)
-    gate, up = xf @ _unpack(packed[0::2], n), xf @ _unpack(packed[1::2], n)
+    gate, up = xf @ _unpack(packed_weight[0::2], n), xf @ _unpack(packed_weight[1::2], n)
     return paddle.to_tensor((gate / (1 + np.exp(-gate)) * up).astype(np.float32))
 
 

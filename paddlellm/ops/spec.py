@@ -131,22 +131,31 @@ def _with_dtypes(cases, key, dtypes):
 LINEAR_SHAPES = ((1, 576, 960), (2, 7, 33), (5, 13, 1), (11, 64, 31), (12, 64, 64), (13, 1, 100), (25, 576, 192),
                  (100, 5, 65), (3, 3, 32))
 WEIGHT_DTYPES = ("float32", "bfloat16")
-LINEAR_CASES = _with_dtypes(tuple(dict(m=m, k=k, n=n) for m, k, n in LINEAR_SHAPES), "w", WEIGHT_DTYPES)
-LINEAR_BENCH = tuple(dict(m=m, k=576, n=n, w="float32") for m in (1, 12, 64) for n in (960, 49152))
+PACKED_DTYPES = WEIGHT_DTYPES + ("int8",)  # int8: per-column scales in each block (--quant_type weight_only_int8)
+LINEAR_CASES = _with_dtypes(tuple(dict(m=m, k=k, n=n) for m, k, n in LINEAR_SHAPES), "w", PACKED_DTYPES)
+LINEAR_BENCH = tuple(dict(m=m, k=576, n=n, w=w) for w in ("float32", "int8") for m in (1, 12, 64) for n in (960, 49152))
+
+
+def _packed_weight(rng, k, n, dtype, scale=1.0, swiglu=False):
+    """A random [k, n] weight packed for the linear ops: float32 or bfloat16, or "int8": quantized per column
+    as --quant_type weight_only_int8 stores it."""
+    from paddlellm import ops
+    from paddlellm.quantization import quantize_int8
+
+    pack = ops.pack_swiglu_weight if swiglu else ops.pack_linear_weight
+    if dtype != "int8":
+        return pack(_randn(rng, k, n, scale=scale, dtype=dtype))
+    q, column_scale = quantize_int8(rng.randn(k, n) * scale)
+    return pack(paddle.to_tensor(q), column_scale)
 
 
 def _make_linear(case, rng):
-    from paddlellm import ops
-
-    w = _randn(rng, case["k"], case["n"], dtype=case["w"])
-    return [_randn(rng, case["m"], case["k"]), ops.pack_linear_weight(w)], [case["n"]]
+    return [_randn(rng, case["m"], case["k"]), _packed_weight(rng, case["k"], case["n"], case["w"])], [case["n"]]
 
 
-def _make_linear_swiglu(case, rng):
-    from paddlellm import ops
-
-    w = _randn(rng, case["k"], 2 * case["n"], scale=case["k"] ** -0.5, dtype=case["w"])  # unit-scale gate/up
-    return [_randn(rng, case["m"], case["k"]), ops.pack_swiglu_weight(w)], [case["n"]]
+def _make_linear_swiglu(case, rng):  # unit-scale gate/up
+    weight = _packed_weight(rng, case["k"], 2 * case["n"], case["w"], scale=case["k"] ** -0.5, swiglu=True)
+    return [_randn(rng, case["m"], case["k"]), weight], [case["n"]]
 
 
 def _make_packed_embedding(case, rng):
@@ -159,15 +168,16 @@ def _make_packed_embedding(case, rng):
 
 
 def _plain_linear(x, packed, n):
-    blocks, k, width = packed.shape
-    w = packed.astype("float32").transpose([1, 0, 2]).reshape([k, blocks * width])[:, :n]
+    from paddlellm import ops
+
+    w = paddle.to_tensor(ops.unpack_linear_weight(packed, n))
     return lambda: paddle.matmul(x, w)
 
 
 def _plain_linear_swiglu(x, packed, n):
-    blocks, k, width = packed.shape
-    gate, up = (packed[i::2].transpose([1, 0, 2]).reshape([k, -1])[:, :n] for i in (0, 1))
-    w = paddle.concat([gate, up], axis=1).astype("float32")
+    from paddlellm import ops
+
+    w = paddle.to_tensor(np.concatenate([ops.unpack_linear_weight(packed[i::2], n) for i in (0, 1)], axis=1))
     return lambda: paddle.nn.functional.swiglu(paddle.matmul(x, w))
 
 
@@ -282,13 +292,14 @@ LAYER_CASES = (
     dict(seqs="all_idle", kv=2, group=2, d=16, bs=16, hidden=64, f=96, w="float32"),
     dict(seqs="smollm2_decode", kv=3, group=3, d=64, bs=64, hidden=576, f=1536, w="float32"),
     dict(seqs="small_blocks", kv=2, group=1, d=16, bs=8, hidden=32, f=64, w="float32", cache="bfloat16"),
+    dict(seqs="mixed_decode_chunks_idle", kv=2, group=3, d=16, bs=16, hidden=64, f=96, w="int8"),
+    dict(seqs="smollm2_decode", kv=3, group=3, d=64, bs=64, hidden=576, f=1536, w="int8"),
 )
 LAYER_BENCH = tuple(dict(seqs=s, kv=3, group=3, d=64, bs=64, hidden=576, f=1536, w="float32")
                     for s in ("decode_batch_12", "prompt_chunk_64"))
 
 
 def _make_fused_decoder_layer(case, rng):
-    from paddlellm import ops
     from paddlellm.models.llama.config import LlamaConfig
     from paddlellm.models.llama.model import rope_inv_freq
 
@@ -300,29 +311,30 @@ def _make_fused_decoder_layer(case, rng):
     config = LlamaConfig(vocab_size=8, hidden_size=hidden, intermediate_size=f, num_hidden_layers=1,
                          num_attention_heads=heads, num_key_value_heads=kv, head_dim=d, rope_theta=10000.0)
 
-    def weight(k, n, pack=ops.pack_linear_weight):  # unit-scale outputs for unit-scale inputs
-        return pack(_randn(rng, k, n, scale=k ** -0.5, dtype=case["w"]))
+    def weight(k, n, swiglu=False):  # unit-scale outputs for unit-scale inputs
+        return _packed_weight(rng, k, n, case["w"], scale=k ** -0.5, swiglu=swiglu)
 
+    norm_dtype = "float32" if case["w"] == "int8" else case["w"]  # quantized models keep float norms
     inputs = [_randn(rng, tokens, hidden), _randn(rng, tokens, hidden), paddle.to_tensor(positions.astype(np.int32)),
               paddle.to_tensor(rope_inv_freq(config)), b["key_cache"], b["value_cache"], b["block_tables"],
-              b["seq_lens_this_time"], b["seq_lens_decoder"], _randn(rng, hidden, dtype=case["w"]),
-              weight(hidden, (heads + 2 * kv) * d), weight(heads * d, hidden), _randn(rng, hidden, dtype=case["w"]),
-              weight(hidden, 2 * f, ops.pack_swiglu_weight), weight(f, hidden)]
+              b["seq_lens_this_time"], b["seq_lens_decoder"], _randn(rng, hidden, dtype=norm_dtype),
+              weight(hidden, (heads + 2 * kv) * d), weight(heads * d, hidden), _randn(rng, hidden, dtype=norm_dtype),
+              weight(hidden, 2 * f, swiglu=True), weight(f, hidden)]
     return inputs, [1e-5, heads, f]
 
 
 FINAL_LOGITS_CASES = (dict(t=1, s=1, hidden=64, n=70, w="float32"), dict(t=40, s=3, hidden=64, n=33, w="bfloat16"),
-                      dict(t=12, s=12, hidden=96, n=320, w="float32"), dict(t=0, s=0, hidden=64, n=70, w="float32"))
+                      dict(t=12, s=12, hidden=96, n=320, w="float32"), dict(t=0, s=0, hidden=64, n=70, w="float32"),
+                      dict(t=5, s=2, hidden=64, n=70, w="int8"))
 
 
 def _make_final_logits(case, rng):
-    from paddlellm import ops
-
     t, s, hidden = case["t"], case["s"], case["hidden"]
     rows = np.sort(rng.choice(t, s, replace=False)).astype(np.int32) if s else np.zeros(0, np.int32)
-    weight = ops.pack_linear_weight(_randn(rng, hidden, case["n"], scale=hidden ** -0.5, dtype=case["w"]))
+    weight = _packed_weight(rng, hidden, case["n"], case["w"], scale=hidden ** -0.5)
+    norm_dtype = "float32" if case["w"] == "int8" else case["w"]
     return ([_randn(rng, t, hidden), _randn(rng, t, hidden), paddle.to_tensor(rows),
-             _randn(rng, hidden, dtype=case["w"]), weight], [1e-5, case["n"]])
+             _randn(rng, hidden, dtype=norm_dtype), weight], [1e-5, case["n"]])
 
 
 def _plain_final_logits(h, delta, last_rows, norm_weight, lm_head, epsilon, n):
