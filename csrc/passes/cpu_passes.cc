@@ -19,6 +19,7 @@ namespace {
 using namespace paddlellm_passes;  // NOLINT
 
 constexpr int64_t kBlock = 32;  // the packed layout's column block (csrc/cpu/linear_kernel.h, kLinearBlock)
+constexpr int64_t kScaleRows = 4;  // an int8 block's rows of scales (kScaleRows there)
 
 // The weight tensor of parameter `param` in the predictor's scope (on the CPU), or null.
 phi::DenseTensor* scope_tensor(pir::Pass* pass, const pir::Value& param) {
@@ -40,11 +41,20 @@ void set_type(pir::Value value, const std::vector<int64_t>& shape, pir::Type dty
 // [ceil(N / 32), K, 32], block b holding columns 32b.. row after row, zero past N. With `swiglu`, the first half
 // of the columns (gate) and the second (up) are packed apart and their blocks interleaved (ops.pack_swiglu_weight).
 // float32 and bfloat16 stay as they are; float16, which the CPU kernels do not read, becomes float32 (exactly).
-bool pack_weight(pir::Pass* pass, pir::Value param, bool swiglu) {
+// An int8 weight with its column scales `scale` [N] float32 becomes [blocks, 4 + K, 32] int8, each block's
+// 32 scales first (csrc/cpu/linear_kernel.h).
+bool pack_weight(pir::Pass* pass, pir::Value param, bool swiglu, pir::Value scale = pir::Value()) {
   phi::DenseTensor* weight = scope_tensor(pass, param);
   if (weight == nullptr || weight->dims().size() != 2) return false;
   const int64_t K = weight->dims()[0], N = weight->dims()[1], halves = swiglu ? 2 : 1;
   if (N % halves != 0) return false;
+  const phi::DenseTensor* scales = nullptr;
+  if (scale) {
+    scales = scope_tensor(pass, scale);
+    if (weight->dtype() != phi::DataType::INT8 || scales == nullptr || scales->dtype() != phi::DataType::FLOAT32 ||
+        scales->numel() != N)
+      return false;
+  }
   const bool widen = weight->dtype() == phi::DataType::FLOAT16;
   const phi::DataType dtype = widen ? phi::DataType::FLOAT32 : weight->dtype();
   std::shared_ptr<phi::DenseTensor> wide;
@@ -54,39 +64,72 @@ bool pack_weight(pir::Pass* pass, pir::Value param, bool swiglu) {
     float* out = wide->data<float>();
     for (int64_t i = 0; i < K * N; ++i) out[i] = static_cast<float>(narrow[i]);
   }
-  const int64_t n = N / halves, blocks = (n + kBlock - 1) / kBlock;
+  const int64_t n = N / halves, blocks = (n + kBlock - 1) / kBlock, scale_rows = scales ? kScaleRows : 0;
+  const int64_t rows = scale_rows + K;
   const size_t size = phi::SizeOf(dtype);
   auto packed = std::static_pointer_cast<phi::DenseTensor>(
-      paddle::empty({blocks * halves, K, kBlock}, dtype, paddle::CPUPlace()).impl());
+      paddle::empty({blocks * halves, rows, kBlock}, dtype, paddle::CPUPlace()).impl());
   const char* src = static_cast<const char*>(widen ? wide->data() : weight->data());
   char* dst = static_cast<char*>(packed->data());
   std::memset(dst, 0, packed->numel() * size);
   for (int64_t half = 0; half < halves; ++half)
     for (int64_t b = 0; b < blocks; ++b) {
       const int64_t columns = std::min(kBlock, n - b * kBlock);
+      char* block = dst + (b * halves + half) * rows * kBlock * size;
+      if (scales)  // 32 float32 scales in the first 128 bytes (zero past N)
+        std::memcpy(block, scales->data<float>() + half * n + b * kBlock, columns * sizeof(float));
       for (int64_t k = 0; k < K; ++k)
-        std::memcpy(dst + ((b * halves + half) * K + k) * kBlock * size, src + (k * N + half * n + b * kBlock) * size,
+        std::memcpy(block + (scale_rows + k) * kBlock * size, src + (k * N + half * n + b * kBlock) * size,
                     columns * size);
     }
   *weight = *packed;
   const pir::Type element = pir::GetDataTypeFromValue(param);
-  set_type(param, {blocks * halves, K, kBlock}, widen ? pir::Float32Type::get(pir::IrContext::Instance()) : element);
+  set_type(param, {blocks * halves, rows, kBlock}, widen ? pir::Float32Type::get(pir::IrContext::Instance()) : element);
   return true;
 }
 
-// The parameter behind a matmul's weight operand `w`, [K, N]: `w` itself (float32), or a bfloat16 or float16 one
-// cast to float32 (`cast` is then that op, else null). Only if nothing else reads it: it is repacked in place.
-bool weight_parameter(const pir::Value& w, pir::Value* param, pir::Operation** cast) {
-  *cast = defined_by(w, "pd_op.cast");
-  const pir::Value p = *cast ? (*cast)->operand_source(0) : w;
-  pir::Operation* op = p ? p.defining_op() : nullptr;
-  if (op == nullptr || !op->isa<pir::ParameterOp>() || !p.HasOneUse() || !w.HasOneUse() || !is_float32(w))
-    return false;
+// The weight behind a matmul's weight operand `w` [K, N], its parameter and the ops that only feed it, erased
+// once the weight is packed (in place: so only if nothing else reads them):
+//   w itself, a float32 parameter;
+//   cast(P) to float32, P a bfloat16 or float16 parameter;
+//   multiply(cast(P), S), P an int8 parameter, S its float32 column scales [N] (--quant_type weight_only_int8).
+struct Weight {
+  pir::Value param, scale;
+  std::vector<pir::Operation*> feeding;  // users first
+};
+
+bool parameter(const pir::Value& v) {
+  pir::Operation* op = v ? v.defining_op() : nullptr;
+  return op != nullptr && op->isa<pir::ParameterOp>() && v.HasOneUse();
+}
+
+bool weight_parameter(const pir::Value& w, Weight* weight) {
+  if (!w.HasOneUse() || !is_float32(w)) return false;
+  pir::Value p = w;
+  pir::Operation* multiply = defined_by(w, "pd_op.multiply");
+  if (multiply) {
+    weight->scale = multiply->operand_source(1);
+    weight->feeding.push_back(multiply);
+    p = multiply->operand_source(0);
+    if (!parameter(weight->scale) || !pir::GetDataTypeFromValue(weight->scale).isa<pir::Float32Type>() ||
+        !p.HasOneUse())
+      return false;
+  }
+  pir::Operation* cast = defined_by(p, "pd_op.cast");
+  if (cast) {
+    weight->feeding.push_back(cast);
+    p = cast->operand_source(0);
+  }
+  if (!parameter(p) || pir::GetShapeFromValue(p).size() != 2) return false;
   const auto dtype = pir::GetDataTypeFromValue(p);
-  if (!(dtype.isa<pir::Float32Type>() || dtype.isa<pir::BFloat16Type>() || dtype.isa<pir::Float16Type>()) ||
-      pir::GetShapeFromValue(p).size() != 2)
+  const bool float_weight = dtype.isa<pir::Float32Type>() || dtype.isa<pir::BFloat16Type>() ||
+                            dtype.isa<pir::Float16Type>();
+  if (multiply ? !(cast && dtype.isa<pir::Int8Type>() &&
+                   pir::GetShapeFromValue(weight->scale) == std::vector<int64_t>{pir::GetShapeFromValue(p)[1]})
+               : !float_weight)
     return false;
-  *param = p;
+  if (multiply) weight->feeding.push_back(weight->scale.defining_op());
+  weight->param = p;
   return true;
 }
 
@@ -96,10 +139,10 @@ bool fetched(const pir::Value& v) {
   return false;
 }
 
-// x @ W, x float32 [..., K], W a parameter [K, N]: the matmul and, for the weight, its cast.
+// x @ W, x float32 [..., K], W from a parameter [K, N] (see weight_parameter).
 struct Projection {
-  pir::Value x, param;
-  pir::Operation* cast = nullptr;
+  pir::Value x, param, scale;
+  std::vector<pir::Operation*> feeding;
   int64_t n = 0;
 };
 
@@ -108,7 +151,11 @@ bool match_projection(pir::Operation* matmul, Projection* p) {
       matmul->attribute<pir::BoolAttribute>("transpose_y").data())
     return false;
   p->x = matmul->operand_source(0);
-  if (!is_float32(p->x) || !weight_parameter(matmul->operand_source(1), &p->param, &p->cast)) return false;
+  Weight weight;
+  if (!is_float32(p->x) || !weight_parameter(matmul->operand_source(1), &weight)) return false;
+  p->param = weight.param;
+  p->scale = weight.scale;
+  p->feeding = weight.feeding;
   const auto shape = pir::GetShapeFromValue(p->param);
   p->n = shape[1];
   return pir::GetShapeFromValue(p->x).back() == shape[0];
@@ -116,12 +163,12 @@ bool match_projection(pir::Operation* matmul, Projection* p) {
 
 pir::AttributeMap n_attribute(int64_t n) { return {{"n", pir::Int64Attribute::get(pir::IrContext::Instance(), n)}}; }
 
-// Replaces `op` (one result) by `replacement`, and erases the weight's cast.
+// Replaces `op` (one result) by `replacement`, and erases what fed the weight (cast, scales).
 void replace_projection(pir::Operation* op, pir::Operation* replacement, const Projection& p,
                         pir::PatternRewriter& rewriter) {
   rewriter.ReplaceAllUsesWith(op->result(0), replacement->result(0));
   erase_with_constants(op, rewriter);
-  if (p.cast) rewriter.EraseOp(p.cast);
+  for (pir::Operation* feeding : p.feeding) rewriter.EraseOp(feeding);
 }
 
 // A projection inside the layers, x @ W -> paddlellm_linear(x, W packed). The lm_head (its product is fetched) is
@@ -133,7 +180,7 @@ class LinearRewrite : public pir::RewritePattern {
 
   bool MatchAndRewrite(pir::Operation* matmul, pir::PatternRewriter& rewriter) const override {
     Projection p;
-    if (!match_projection(matmul, &p) || fetched(matmul->result(0)) || !pack_weight(pass_, p.param, false))
+    if (!match_projection(matmul, &p) || fetched(matmul->result(0)) || !pack_weight(pass_, p.param, false, p.scale))
       return false;
     rewriter.set_insertion_point(matmul);
     replace_projection(matmul,
@@ -160,7 +207,7 @@ class LinearSwigluRewrite : public pir::RewritePattern {
     pir::Operation* matmul = defined_by(swiglu->operand_source(0), "pd_op.matmul");
     Projection p;
     if (matmul == nullptr || !matmul->result(0).HasOneUse() || !match_projection(matmul, &p) || p.n % 2 != 0 ||
-        !pack_weight(pass_, p.param, true))
+        !pack_weight(pass_, p.param, true, p.scale))
       return false;
     rewriter.set_insertion_point(swiglu);
     pir::Operation* fused = pir::CreateOperationByName("custom_op.paddlellm_linear_swiglu", {p.x, p.param},
@@ -205,7 +252,7 @@ class LmHeadRewrite : public pir::RewritePattern {
     Projection p;
     if (!match_projection(matmul, &p) || !fetched(matmul->result(0))) return false;
     pir::Operation* lookup = tied_embedding(matmul->GetParent(), p.param);
-    if (!pack_weight(pass_, p.param, false)) return false;
+    if (!pack_weight(pass_, p.param, false, p.scale)) return false;
     rewriter.set_insertion_point(matmul);
     replace_projection(matmul,
                        pir::CreateOperationByName("custom_op.paddlellm_linear", {p.x, p.param}, n_attribute(p.n),

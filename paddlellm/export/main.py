@@ -5,6 +5,7 @@ from paddlellm.argparsing import ArgumentParser, DefaultsHelpFormatter, add_bool
 from paddlellm.device import DEVICES, DTYPES
 from paddlellm.errors import UserError
 from paddlellm.export.exporter import export_model
+from paddlellm.quantization import QUANT_TYPES
 
 
 def build_parser():
@@ -19,7 +20,9 @@ def build_parser():
     p.add_argument("--device", default="cpu", help=f"the device the program is for: {' | '.join(DEVICES)}")
     add_bool(p, "--block_attn", "a paged KV cache with continuous batching: always on (PaddleNLP's flag, accepted)")
     p.add_argument("--block_size", type=int, default=64, help="tokens per KV cache block")
-    p.add_argument("--quant_type", default=None, help="weight quantization; not available in this version (default: none)")
+    p.add_argument("--quant_type", default=None, help=f"quantize the layers' weights: {' | '.join(QUANT_TYPES)} "
+                   "(per output channel, no calibration data; default: none)")
+    add_bool(p, "--quant_lm_head", "with --quant_type, quantize the lm_head too (default: it stays float)")
     p.add_argument("--cachekv_int8_type", default=None, help="int8 KV cache; not available in this version (default: none)")
     add_debug(p)
     return p
@@ -31,11 +34,11 @@ def main(argv):
         raise UserError("--inference_model false is not supported: paddlellm exports only the inference model (drop the flag)")
     if args.block_size < 1:
         raise UserError(f"--block_size must be a positive number of tokens, got {args.block_size}")
-    for flag in ("quant_type", "cachekv_int8_type"):
-        if getattr(args, flag):
-            raise UserError(f"--{flag} is not available in this version of paddlellm (drop --{flag})")
+    if args.cachekv_int8_type:
+        raise UserError("--cachekv_int8_type is not available in this version of paddlellm (drop --cachekv_int8_type)")
     export_model(args.model_name_or_path, args.output_path, dtype=args.dtype, device=args.device,
-                 lora_path=args.lora_path, block_attn=args.block_attn, block_size=args.block_size)
+                 lora_path=args.lora_path, block_attn=args.block_attn, block_size=args.block_size,
+                 quant_type=args.quant_type, quant_lm_head=bool(args.quant_lm_head))
     return 0
 
 

@@ -29,7 +29,8 @@ class Manifest:
     inference_model: bool = True
     block_attn: bool = True  # PaddleNLP's name for what every export is now: a paged KV cache
     cache_layout: str = "blocks"  # [num_blocks, kv_heads, block_size, head_dim] per layer, k then v
-    quant_type: Optional[str] = None
+    quant_type: Optional[str] = None  # the layers' projections (paddlellm.quantization), None: in `dtype`
+    quant_lm_head: bool = False  # the lm_head quantized too
     cachekv_int8_type: Optional[str] = None
     program: str = "model.json"
     params: str = "model.pdiparams"

@@ -4,18 +4,22 @@ import paddle
 
 from paddlellm import ops
 from paddlellm.device import compute_dtype, is_present, uses_cpu_ops
+from paddlellm.errors import UserError
 from paddlellm.models.llama.checkpoint import read_config, read_state_dict
 from paddlellm.models.llama.config import LlamaConfig
 from paddlellm.models.llama.model import LlamaForCausalLM
+from paddlellm.quantization import check_quant_type, quantize_int8
 
 
 def load_config(model_dir):
     return LlamaConfig.from_dict(read_config(model_dir), source=f"{model_dir}/config.json")
 
 
-def load_model(model_dir, dtype="float32", device="cpu", lora_path=None, portable=False):
+def load_model(model_dir, dtype="float32", device="cpu", lora_path=None, portable=False, quant_type=None,
+               quant_lm_head=False):
     """The inference model in eval mode, weights in `dtype`, math in compute_dtype(dtype, device); a LoRA
-    adapter at `lora_path` is merged into the weights first. It runs on the device's op library (the CPU's
+    adapter at `lora_path` is merged into the weights first, then the projections are quantized as `quant_type`
+    says (paddlellm.quantization; the lm_head too with `quant_lm_head`), which only a portable model may be. It runs on the device's op library (the CPU's
     where the device is not present: enough to trace its program for the device), on the CPU on its own
     ops (see uses_cpu_ops) unless `portable`: the program export traces, which the device's IR passes fuse
     when the predictor starts."""
@@ -27,7 +31,12 @@ def load_model(model_dir, dtype="float32", device="cpu", lora_path=None, portabl
         from paddlellm.models.llama.lora import merged_state_dict
 
         state = merged_state_dict(model_dir, lora_path)
-    model = LlamaForCausalLM(config, dtype=dtype, compute_dtype=compute_dtype(dtype, device))
+    check_quant_type(quant_type)
+    if quant_type is not None and not portable:
+        raise UserError(f"--quant_type {quant_type}: quantized models are exported (llm/predict/export_model.py "
+                        "--quant_type), then predicted with --mode static")
+    model = LlamaForCausalLM(config, dtype=dtype, compute_dtype=compute_dtype(dtype, device), quant_type=quant_type,
+                             quant_lm_head=quant_lm_head)
     assign_hf_weights(model, state)
     if uses_cpu_ops(device, dtype) and not portable:
         model.use_cpu_ops()
@@ -44,16 +53,25 @@ def assign_hf_weights(model, state):
         value = paddle.to_tensor(np.ascontiguousarray(array, dtype=np.float32))
         param.set_value(value.astype(param.dtype))
 
+    def put_projection(owner, name, array):  # int8 with column scales where the model quantizes it
+        scale = getattr(owner, name + "_scale")
+        if scale is None:
+            return put(getattr(owner, name), array)
+        q, column_scale = quantize_int8(array)
+        getattr(owner, name).set_value(paddle.to_tensor(q))
+        scale.set_value(paddle.to_tensor(column_scale))
+
     put(model.embed_tokens, hf("model.embed_tokens.weight"))
     put(model.norm, hf("model.norm.weight"))
     head = "lm_head.weight" if "lm_head.weight" in state else "model.embed_tokens.weight"
-    put(model.lm_head, hf(head).T)
+    put_projection(model, "lm_head", hf(head).T)
     for i, layer in enumerate(model.layers):
         p = f"model.layers.{i}."
         qkv = [hf(p + f"self_attn.{n}_proj.weight").T for n in "qkv"]
-        put(layer.qkv_proj, np.concatenate(qkv, axis=1))
-        put(layer.o_proj, hf(p + "self_attn.o_proj.weight").T)
-        put(layer.gate_up_proj, np.concatenate([hf(p + "mlp.gate_proj.weight").T, hf(p + "mlp.up_proj.weight").T], axis=1))
-        put(layer.down_proj, hf(p + "mlp.down_proj.weight").T)
+        put_projection(layer, "qkv_proj", np.concatenate(qkv, axis=1))
+        put_projection(layer, "o_proj", hf(p + "self_attn.o_proj.weight").T)
+        put_projection(layer, "gate_up_proj",
+                       np.concatenate([hf(p + "mlp.gate_proj.weight").T, hf(p + "mlp.up_proj.weight").T], axis=1))
+        put_projection(layer, "down_proj", hf(p + "mlp.down_proj.weight").T)
         put(layer.input_layernorm, hf(p + "input_layernorm.weight"))
         put(layer.post_attention_layernorm, hf(p + "post_attention_layernorm.weight"))

@@ -94,37 +94,46 @@ def rope(q, k, positions, inv_freq):
     return rotate(q), rotate(k)
 
 
-def linear(x, weight, out_features, compute_dtype):
+def linear(x, weight, out_features, compute_dtype, scale=None):
     """x @ weight -> float32. A weight packed by use_cpu_ops ([out / 32, in, 32]) runs as the CPU op
-    paddlellm_linear; one stored [in, out] as a matmul in compute_dtype."""
+    paddlellm_linear; one stored [in, out] as a matmul in compute_dtype, an int8 one (--quant_type
+    weight_only_int8) dequantized first with its column scales [out]: cast(weight) * scale, the form the CPU's
+    linear pass packs as an int8 weight."""
     if len(weight.shape) == 3:
         return ops.linear(x, weight, out_features)
+    if scale is not None:
+        weight = cast(weight, "float32") * scale
     return cast(paddle.matmul(cast(x, compute_dtype), cast(weight, compute_dtype)), "float32")
 
 
+def add_projection(layer, name, shape, dtype, quantized):
+    """Parameter `name` [in, out] of `layer`: in `dtype`, or int8 with float32 column scales `name`_scale [out]."""
+    zeros = nn.initializer.Constant(0.0)
+    setattr(layer, name, layer.create_parameter(shape, dtype="int8" if quantized else dtype, default_initializer=zeros))
+    setattr(layer, name + "_scale", layer.create_parameter([shape[1]], dtype="float32", default_initializer=zeros)
+            if quantized else None)
+
+
 class LlamaLayer(nn.Layer):
-    def __init__(self, config: LlamaConfig, dtype, compute_dtype):
+    def __init__(self, config: LlamaConfig, dtype, compute_dtype, quant_type=None):
         super().__init__()
         c = config
         self.config, self.compute_dtype = c, compute_dtype
         zeros = nn.initializer.Constant(0.0)
         qkv_out = (c.num_attention_heads + 2 * c.num_key_value_heads) * c.head_dim
-
-        def param(shape):
-            return self.create_parameter(shape, dtype=dtype, default_initializer=zeros)
-
-        self.input_layernorm = param([c.hidden_size])
-        self.qkv_proj = param([c.hidden_size, qkv_out])
-        self.o_proj = param([c.num_attention_heads * c.head_dim, c.hidden_size])
-        self.post_attention_layernorm = param([c.hidden_size])
-        self.gate_up_proj = param([c.hidden_size, 2 * c.intermediate_size])
-        self.down_proj = param([c.intermediate_size, c.hidden_size])
-        self.cpu_ops = False  # see LlamaForCausalLM.use_cpu_ops
         self.out_features = {"qkv_proj": qkv_out, "o_proj": c.hidden_size, "gate_up_proj": 2 * c.intermediate_size,
                              "down_proj": c.hidden_size}
+        in_features = {"qkv_proj": c.hidden_size, "o_proj": c.num_attention_heads * c.head_dim,
+                       "gate_up_proj": c.hidden_size, "down_proj": c.intermediate_size}
+        self.input_layernorm = self.create_parameter([c.hidden_size], dtype=dtype, default_initializer=zeros)
+        self.post_attention_layernorm = self.create_parameter([c.hidden_size], dtype=dtype, default_initializer=zeros)
+        for name, out in self.out_features.items():
+            add_projection(self, name, [in_features[name], out], dtype, quant_type is not None)
+        self.cpu_ops = False  # see LlamaForCausalLM.use_cpu_ops
 
     def project(self, x, name):
-        return linear(x, getattr(self, name), self.out_features[name], self.compute_dtype)
+        return linear(x, getattr(self, name), self.out_features[name], self.compute_dtype,
+                      getattr(self, name + "_scale"))
 
     def forward(self, h, delta, positions, inv_freq, key_cache, value_cache, block_tables, seq_lens_this_time,
                 seq_lens_decoder):
@@ -152,19 +161,24 @@ class LlamaLayer(nn.Layer):
 
 
 class LlamaForCausalLM(nn.Layer):
-    def __init__(self, config: LlamaConfig, dtype="float32", compute_dtype="float32"):
+    def __init__(self, config: LlamaConfig, dtype="float32", compute_dtype="float32", quant_type=None,
+                 quant_lm_head=False):
+        """`quant_type` (paddlellm.quantization): the layers' projections int8 with column scales; with
+        `quant_lm_head` the lm_head too (the embedding stays in `dtype`)."""
         super().__init__()
         self.config = config
         self.compute_dtype = compute_dtype
+        self.quant_type = quant_type
         self.cpu_ops = False  # see use_cpu_ops
         zeros = nn.initializer.Constant(0.0)
         c = config
         self.embed_tokens = self.create_parameter([c.vocab_size, c.hidden_size], dtype=dtype, default_initializer=zeros)
-        self.layers = nn.LayerList([LlamaLayer(c, dtype, compute_dtype) for _ in range(c.num_hidden_layers)])
+        self.layers = nn.LayerList([LlamaLayer(c, dtype, compute_dtype, quant_type)
+                                    for _ in range(c.num_hidden_layers)])
         self.norm = self.create_parameter([c.hidden_size], dtype=dtype, default_initializer=zeros)
         # Its own [hidden, vocab] copy even when tied (a transposed matmul on the embedding is slower), except
         # with the CPU ops, where a tied model keeps only the packed lm_head (see use_cpu_ops).
-        self.lm_head = self.create_parameter([c.hidden_size, c.vocab_size], dtype=dtype, default_initializer=zeros)
+        add_projection(self, "lm_head", [c.hidden_size, c.vocab_size], dtype, quant_type is not None and quant_lm_head)
         self.register_buffer("inv_freq", paddle.to_tensor(rope_inv_freq(c)), persistable=True)
 
     def use_cpu_ops(self):
@@ -175,6 +189,8 @@ class LlamaForCausalLM(nn.Layer):
         lm_head. Once only."""
         if self.cpu_ops:
             return self
+        if self.quant_type is not None:
+            raise ValueError("use_cpu_ops: a quantized model runs as an exported program (the CPU passes pack it)")
         self.cpu_ops = True
         for layer in self.layers:
             layer.cpu_ops = True
@@ -209,4 +225,4 @@ class LlamaForCausalLM(nn.Layer):
                              seq_lens_this_time, seq_lens_decoder)
         last, _ = add_rms_norm(paddle.gather(delta, last_rows), paddle.gather(h, last_rows), self.norm,
                                self.config.rms_norm_eps, self.cpu_ops)
-        return linear(last, self.lm_head, self.config.vocab_size, self.compute_dtype)
+        return linear(last, self.lm_head, self.config.vocab_size, self.compute_dtype, self.lm_head_scale)
