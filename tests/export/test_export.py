@@ -65,7 +65,9 @@ def test_reexport_replaces(tiny_llama, tmp_path):
     (["--block_attn", "--block_size", "0"], "--block_size must be a positive number of tokens, got 0"),
     (["--block_attn", "false"], "--block_attn false: the dense-cache step was removed"),
     (["--device", "npu"], "--device npu needs --dtype float16 or bfloat16"),
-    (["--quant_type", "weight_only_int8"], "--quant_type is not available"),
+    (["--quant_type", "int3"], "--quant_type int3 is not supported (choose one of: weight_only_int8)"),
+    (["--quant_lm_head"], "--quant_lm_head quantizes the lm_head as --quant_type says (give --quant_type too)"),
+    (["--cachekv_int8_type", "dynamic"], "--cachekv_int8_type is not available"),
 ])
 def test_bad_flags(tiny_llama, tmp_path, capsys, flags, words):
     out = tmp_path / "inference"
@@ -145,3 +147,27 @@ def test_export_for_an_absent_device_traces_with_the_cpu_library(tiny_llama, tmp
     assert "the dcu is not present here: tracing with the CPU op library" in capsys.readouterr().out
     manifest = read_manifest(out)
     assert (manifest.device, manifest.compute_dtype) == ("dcu", "float32")
+
+
+@pytest.mark.parametrize("lm_head", [False, True])
+def test_weight_only_int8_export_stores_int8_projections_with_column_scales(tiny_llama, tmp_path, lm_head):
+    """Each layer's 4 projections (and with --quant_lm_head the lm_head) become int8 with float32 scales, one per
+    output column; the embedding and norms stay float32. The manifest records it."""
+    import paddle
+
+    out = export(tiny_llama, tmp_path / "inference", "--quant_type", "weight_only_int8",
+                 *(["--quant_lm_head"] if lm_head else []))
+    manifest = read_manifest(out)
+    assert (manifest.quant_type, manifest.quant_lm_head, manifest.dtype) == ("weight_only_int8", lm_head, "float32")
+    from paddlellm.ops import ops_in_program
+
+    program = ops_in_program(out / "model.json")
+    params = paddle.jit.load(str(out / "model")).state_dict()  # name -> tensor, for dtypes and shapes
+    int8 = sorted(tuple(v.shape) for v in params.values() if v.dtype == paddle.int8)
+    # the tiny Llama: hidden 64, 4 heads + 2 kv heads of 16 (qkv 128 wide), intermediate 128, vocab 320, 2 layers
+    expected = [(64, 128)] * 2 + [(64, 256)] * 2 + [(64, 64)] * 2 + [(128, 64)] * 2 + ([(64, 320)] if lm_head else [])
+    assert int8 == sorted(expected)
+    scales = sorted(v.shape[0] for v in params.values() if v.dtype == paddle.float32 and len(v.shape) == 1
+                    and v.shape[0] in (128, 256, 320))
+    assert scales == sorted([128, 256] * 2 + ([320] if lm_head else []))
+    assert set(program) == {"write_cache_kv", "block_attention"}  # the portable program: dequantized in plain ops
