@@ -43,6 +43,8 @@ class PredictorArgs:
     passes: Optional[str] = None  # None: the device's pipeline (paddlellm/ops/passes.py)
     disable_passes: Optional[str] = None
     ir_debug: Optional[str] = None
+    quant_type: Optional[str] = None  # static mode: the export's (checked against its manifest)
+    cachekv_int8_type: Optional[str] = None
 
     def sampling(self):
         return SamplingParams(self.decode_strategy, self.top_k, self.top_p, self.temperature,
@@ -110,12 +112,16 @@ def build_parser():
     p.add_argument("--ir_debug", default=None,
                    help="static mode: write the program before and after each IR pass into this directory "
                         "(default: none)")
+    p.add_argument("--quant_type", default=None,
+                   help="static mode: the export's weight quantization, checked against it (default: the export's)")
+    p.add_argument("--cachekv_int8_type", default=None,
+                   help="static mode: the export's int8 KV cache, checked against it (default: the export's)")
     add_debug(p)
     return p
 
 
 NULLABLE = {"inference_model", "block_attn", "dtype", "device", "block_size", "chat_template", "data_file",
-            "output_file", "benchmark_output", "passes", "disable_passes", "ir_debug"}
+            "output_file", "benchmark_output", "passes", "disable_passes", "ir_debug", "quant_type", "cachekv_int8_type"}
 
 
 def parse_args(argv) -> PredictorArgs:
@@ -141,6 +147,9 @@ def check_args(a: PredictorArgs):
     for flag in ("passes", "disable_passes", "ir_debug"):
         require(getattr(a, flag) is None or a.mode == "static",
                 f"--{flag} applies to the exported program (--mode static); dynamic mode runs no IR passes")
+    for flag in ("quant_type", "cachekv_int8_type"):
+        require(getattr(a, flag) is None or a.mode == "static",
+                f"--{flag} is chosen at export (llm/predict/export_model.py --{flag}); run the export with --mode static")
     for flag in ("passes", "disable_passes"):
         if getattr(a, flag) is not None:
             from paddlellm.ops.passes import names

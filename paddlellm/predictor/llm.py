@@ -129,6 +129,11 @@ def describe_model(args: PredictorArgs, model_dir: Path):
         if args.block_size is not None and args.block_size != manifest.block_size:
             raise UserError(f"--block_size {args.block_size} contradicts block_size {manifest.block_size} in {source} "
                             f"(drop --block_size, or export again with --block_size {args.block_size})")
+        for flag in ("quant_type", "cachekv_int8_type"):
+            given, exported = getattr(args, flag), getattr(manifest, flag)
+            if given is not None and given != exported:
+                raise UserError(f"--{flag} {given} contradicts the export's {flag} {exported} in {source} (drop "
+                                f"--{flag}, or export again with --{flag} {given})")
         device = args.device or manifest.device
         if compute_dtype(manifest.dtype, device) != manifest.compute_dtype:
             raise UserError(f"--device {device} cannot run the program exported for {manifest.device} in {source} "

@@ -79,12 +79,19 @@ def test_prompt_longer_than_src_length(capsys, tmp_path, exported):
     (["--decode_strategy", "beam"], "--decode_strategy"),
     (["--top_p", "0"], "--top_p"),
     (["--dtype", "bfloat16"], "contradicts"),
+    (["--quant_type", "weight_only_int8"], "--quant_type weight_only_int8 contradicts the export's quant_type None"),
+    (["--cachekv_int8_type", "dynamic"], "--cachekv_int8_type dynamic contradicts the export's cachekv_int8_type None"),
     (["--block_attn", "false"], "the dense-cache step was removed"),
     (["--mode", "fast"], "--mode"),
     (["--batch_size", "x"], "--batch_size"),
 ])
 def test_bad_flags(capsys, tmp_path, exported, flags, words):
     assert words in expect_error(capsys, tmp_path, exported, "--mode", "static", *flags)
+
+
+def test_quantization_is_an_export_choice(capsys, tmp_path, exported):
+    message = expect_error(capsys, tmp_path, exported, "--mode", "dynamic", "--quant_type", "weight_only_int8")
+    assert "--quant_type is chosen at export (llm/predict/export_model.py --quant_type)" in message
 
 
 def test_missing_output_dir(capsys, tmp_path, exported):
