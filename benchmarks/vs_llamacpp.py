@@ -4,7 +4,7 @@
     python benchmarks/vs_llamacpp.py [--batch_sizes 1 4 8 12] [--prompt_tokens 128] [--new_tokens 64]
         [--threads 2] [--runs 2] [--stat best|median] [--output FILE.json]
         [--skip_ours | --skip_llamacpp | --skip_hf | --only_ours] [--ours_export_flags '--block_attn']
-        [--passes_off_batches 1 8]
+        [--passes_off_batches 1 8] [--quant q8_0]
 
 Same weights (the reference model SmolLM2-135M-Instruct, de-quantized to F32), same prompt length, new
 tokens, threads and batch sizes; each measurement is its own process. Steps:
@@ -22,6 +22,10 @@ tokens, threads and batch sizes; each measurement is its own process. Steps:
    (greedy generate, min_new_tokens=N); at the --passes_off_batches sizes also ours with no IR pass
    (--passes none: the portable program as exported). Prompt tok/s and decode tok/s are each tool's own numbers;
    peak RSS is each process's maximum resident set (wait4).
+4. --quant q8_0: llama.cpp runs the Q8_0 GGUF that convert_hf_to_gguf.py writes (--outtype q8_0: every matrix,
+   the tied embedding/output included, in blocks of 32 with a float16 scale), ours the export with --quant_type
+   weight_only_int8 --quant_lm_head (per-column int8 scales); at the --passes_off_batches sizes ours also runs
+   the float32 export (with its IR passes) in place of the passes-off run, for the int8/float32 ratio.
 Prints one Markdown table with the ratios and writes every raw number, the machine (CPU, avx2/avx512/amx),
 the commit and the date to --output (default WORK_DIR/results.json). The table shows, per tool, batch size
 and column, the best of --runs: on a shared machine other work only ever slows a run down, so the fastest
@@ -51,6 +55,8 @@ CMAKE_ARGS = [
     "-DLLAMA_OPENSSL=OFF", "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_BUILD_SERVER=OFF",
 ]
 TARGETS = ["llama-batched-bench"]
+# --quant: llama.cpp's GGUF type (convert_hf_to_gguf.py --outtype) and our export flags for the same weights
+QUANTS = {"q8_0": ("q8_0", ["--quant_type", "weight_only_int8", "--quant_lm_head"])}
 
 
 class Failure(Exception):
@@ -159,8 +165,9 @@ def _run_with_progress(cmd, log):
 
 
 # ---------------------------------------------------------------- models
-def prepare_models(work, llamacpp_src, export_flags, need_ours, need_gguf):
-    """The F32 HF checkpoint (kept), llama.cpp's F32 GGUF of it (kept) and our inference export (redone)."""
+def prepare_models(work, llamacpp_src, export_flags, need_ours, need_gguf, quant=None):
+    """The F32 HF checkpoint (kept), llama.cpp's GGUF of it (F32 or the --quant type; kept) and our inference
+    export (redone; with --quant, the quantized one and the float32 one)."""
     sys.path.insert(0, str(ROOT))
     from paddlellm.reference import reference_gguf
 
@@ -170,21 +177,24 @@ def prepare_models(work, llamacpp_src, export_flags, need_ours, need_gguf):
         print("converting the reference GGUF to an F32 checkpoint ...", flush=True)
         run_child([sys.executable, ROOT / "llm/tools/convert_gguf.py", "--gguf", reference_gguf(),
                    "--output_path", checkpoint, "--overwrite"], work / "logs" / "convert_gguf", env)
-    gguf = work / "smollm2-f32.gguf"
+    outtype = QUANTS[quant][0] if quant else "f32"
+    gguf = work / f"smollm2-{outtype}.gguf"
     if need_gguf and not gguf.is_file():
-        print("writing the F32 GGUF with llama.cpp's convert_hf_to_gguf.py ...", flush=True)
+        print(f"writing the {outtype.upper()} GGUF with llama.cpp's convert_hf_to_gguf.py ...", flush=True)
         vendored = llamacpp_src / "vendor" / "llama.cpp"
         partial = gguf.with_name(gguf.name + ".partial")
         genv = {**env, "PYTHONPATH": os.pathsep.join([str(vendored / "gguf-py"), env["PYTHONPATH"]])}
-        run_child([sys.executable, vendored / "convert_hf_to_gguf.py", checkpoint, "--outtype", "f32",
+        run_child([sys.executable, vendored / "convert_hf_to_gguf.py", checkpoint, "--outtype", outtype,
                    "--outfile", partial], work / "logs" / "convert_hf_to_gguf", genv)
         os.replace(partial, gguf)
-    inference = work / "inference"
-    if need_ours:
-        print(f"exporting our inference model ({' '.join(export_flags) or 'no extra flags'}) ...", flush=True)
+    exports = {"float32": (work / "inference", export_flags)}
+    if quant:
+        exports[quant] = (work / f"inference_{quant}", export_flags + QUANTS[quant][1])
+    for name, (inference, flags) in exports.items() if need_ours else ():
+        print(f"exporting our inference model ({' '.join(flags) or 'no extra flags'}) ...", flush=True)
         run_child([sys.executable, ROOT / "llm/predict/export_model.py", "--model_name_or_path", checkpoint,
-                   "--output_path", inference, "--inference_model", *export_flags], work / "logs" / "export", env)
-    return checkpoint, gguf, inference
+                   "--output_path", inference, "--inference_model", *flags], work / "logs" / f"export_{name}", env)
+    return checkpoint, gguf, exports[quant or "float32"][0], exports["float32"][0]
 
 
 # ---------------------------------------------------------------- the three measurements
@@ -279,19 +289,20 @@ def ratio(a, b):
     return None if a is None or not b else a / b
 
 
-def make_table(rows):
-    """Markdown table; rows: {"batch", "ours"|"llamacpp"|"hf"|"ours_passes_off": {"prompt_tps", "decode_tps",
-    "peak_rss_mb"} or None}."""
+def make_table(rows, baseline="ours_passes_off"):
+    """Markdown table; rows: {"batch", "ours"|"llamacpp"|"hf"|baseline: {"prompt_tps", "decode_tps",
+    "peak_rss_mb"} or None}; the last column: ours over `baseline` (ours with no IR pass, or ours in float32)."""
+    last = "decode ours passes on/off" if baseline == "ours_passes_off" else "decode ours / ours float32"
     lines = ["| batch | prompt tok/s ours / llama.cpp / HF | decode tok/s ours / llama.cpp / HF "
              "| decode ours/llama.cpp | prompt ours/llama.cpp | decode ours/HF | peak RSS MB ours / llama.cpp / HF "
-             "| decode ours passes on/off |",
+             f"| {last} |",
              "|---:|---|---|---:|---:|---:|---|---:|"]
     for r in rows:
         tools = [r.get(t) or {} for t in ("ours", "llamacpp", "hf")]
         prompt = [t.get("prompt_tps") for t in tools]
         decode = [t.get("decode_tps") for t in tools]
         rss = [t.get("peak_rss_mb") for t in tools]
-        passes_off = (r.get("ours_passes_off") or {}).get("decode_tps")
+        passes_off = (r.get(baseline) or {}).get("decode_tps")
         lines.append(f"| {r['batch']} | {' / '.join(fmt(x) for x in prompt)} | {' / '.join(fmt(x) for x in decode)} "
                      f"| {fmt(ratio(decode[0], decode[1]), 2)} | {fmt(ratio(prompt[0], prompt[1]), 2)} "
                      f"| {fmt(ratio(decode[0], decode[2]), 2)} | {' / '.join(fmt(x, 0) for x in rss)} "
@@ -333,7 +344,10 @@ def main():
     p.add_argument("--ours_export_flags", default="--block_attn",
                    help="extra flags for our export_model.py (e.g. '--block_attn --block_size 32')")
     p.add_argument("--passes_off_batches", type=int, nargs="*", default=[1, 8],
-                   help="batch sizes at which ours also runs with no IR pass (--passes none), for the on/off ratio")
+                   help="batch sizes at which ours also runs with no IR pass (--passes none), for the on/off ratio "
+                        "(with --quant: the float32 export, for the quantized/float32 ratio)")
+    p.add_argument("--quant", choices=sorted(QUANTS), default=None,
+                   help="quantized weights: llama.cpp's GGUF of this type against our matching --quant_type export")
     p.add_argument("--output", default=None, help="JSON file for every raw number (default: WORK_DIR/results.json)")
     p.add_argument("--skip_ours", action="store_true")
     p.add_argument("--skip_llamacpp", action="store_true")
@@ -359,16 +373,17 @@ def main():
             return
     need_gguf = not args.skip_llamacpp
     src = llamacpp_source(cache) if need_gguf else None
-    checkpoint, gguf, inference = prepare_models(work, src, shlex.split(args.ours_export_flags),
-                                                 not args.skip_ours, need_gguf)
+    checkpoint, gguf, inference, inference_float32 = prepare_models(
+        work, src, shlex.split(args.ours_export_flags), not args.skip_ours, need_gguf, args.quant)
 
     variant = None if args.skip_llamacpp else llamacpp_cpu_variant(bin_dir, gguf, work)
+    baseline = "ours_float32" if args.quant else "ours_passes_off"
     tools = [t for t, skip in (("ours", args.skip_ours), ("llamacpp", args.skip_llamacpp), ("hf", args.skip_hf),
-                               ("ours_passes_off", args.skip_ours or not args.passes_off_batches)) if not skip]
+                               (baseline, args.skip_ours or not args.passes_off_batches)) if not skip]
     samples = {t: {B: [] for B in args.batch_sizes} for t in tools}
 
     def measured(tool, B):
-        return tool != "ours_passes_off" or B in args.passes_off_batches
+        return tool != baseline or B in args.passes_off_batches
     from tqdm import tqdm
 
     processes = sum(measured(t, B) for t in tools for B in args.batch_sizes)
@@ -382,6 +397,8 @@ def main():
                         s = run_ours(inference, P, N, B, T, work, run)
                     elif tool == "ours_passes_off":
                         s = run_ours(inference, P, N, B, T, work, run, passes="none")
+                    elif tool == "ours_float32":
+                        s = run_ours(inference_float32, P, N, B, T, work, f"float32_{run}")
                     elif tool == "llamacpp":
                         s = run_llamacpp(bin_dir, gguf, P, N, B, T, work, run)
                     else:
@@ -397,10 +414,11 @@ def main():
             s = samples[tool][B]
             row[tool] = {k: summary(s, k, args.stat) for k in ("prompt_tps", "decode_tps", "peak_rss_mb")}
         rows.append(row)
-    table = make_table(rows)
+    table = make_table(rows, baseline)
     machine = machine_info()
     print()
-    print(f"{machine['cpu']}, {T} threads, prompt {P} tokens, {N} new tokens, F32, {args.stat} of {args.runs} run(s)"
+    weights = f"{args.quant.upper()} (ours: {' '.join(QUANTS[args.quant][1])})" if args.quant else "F32"
+    print(f"{machine['cpu']}, {T} threads, prompt {P} tokens, {N} new tokens, {weights}, {args.stat} of {args.runs} run(s)"
           + (f"; llama.cpp {LLAMA_CPP_PYTHON} ({variant} CPU backend)" if variant else ""))
     print(table)
     result = {
@@ -408,7 +426,7 @@ def main():
         "machine": machine,
         "settings": {"prompt_tokens": P, "new_tokens": N, "threads": T, "runs": args.runs, "stat": args.stat,
                      "batch_sizes": args.batch_sizes, "ours_export_flags": args.ours_export_flags,
-                     "passes_off_batches": args.passes_off_batches},
+                     "passes_off_batches": args.passes_off_batches, "quant": args.quant},
         "llamacpp": {"llama_cpp_python": LLAMA_CPP_PYTHON, "build": build_record, "cpu_variant": variant},
         "table": table, "medians": rows, "samples": {t: {str(B): v for B, v in s.items()} for t, s in samples.items()},
     }
