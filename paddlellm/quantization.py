@@ -2,12 +2,16 @@
 
 weight_only_int8: per output column, symmetric: scale = max |w| / 127, q = round(w / scale) in [-127, 127]
 (int8), W ~ q * scale. Activations stay float32: the kernels widen q and apply the scales to their sums.
+weight_only_int4: per output column and group of --group_size rows (along K), asymmetric, as llama.cpp's Q4_1
+does it per block of 32: offset = min w, scale = (max w - min w) / 15, q = round((w - offset) / scale) in
+[0, 15] (4 bits); W ~ q * scale + offset. The group's smallest and largest entries are kept exactly.
 """
 import numpy as np
 
 from paddlellm.errors import UserError
 
-QUANT_TYPES = ("weight_only_int8",)
+QUANT_TYPES = ("weight_only_int8", "weight_only_int4")
+DEFAULT_GROUP_SIZE = 32
 
 
 def check_quant_type(quant_type):
@@ -24,3 +28,25 @@ def quantize_int8(weight):
     scale = np.abs(w).max(axis=0) / 127.0 if w.shape[0] else np.zeros(w.shape[1], np.float32)
     scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
     return np.clip(np.rint(w / scale), -127, 127).astype(np.int8), scale
+
+
+def check_group_size(group_size, input_sizes):
+    """int4 groups: even (two rows share a byte) and a divisor of every projection's input size."""
+    bad = sorted({k for k in input_sizes if k % max(group_size, 1)})
+    if group_size < 2 or group_size % 2 or bad:
+        raise UserError(f"--group_size {group_size}: int4 groups must be even and divide every projection's input "
+                        f"size ({', '.join(map(str, sorted(set(input_sizes))))}) (choose e.g. 32 or 64)")
+
+
+def quantize_int4(weight, group_size=DEFAULT_GROUP_SIZE):
+    """[K, N] float -> (q [K, N] int8 in [0, 15], scale [K / group_size, N], offset [K / group_size, N] float32):
+    q * scale + offset ~ weight, scale and offset repeated over each group's rows. A constant group gets
+    scale 1 (q 0)."""
+    w = np.asarray(weight, np.float32)
+    k, n = w.shape
+    check_group_size(group_size, [k])
+    groups = w.reshape(k // group_size, group_size, n)
+    low, high = groups.min(axis=1), groups.max(axis=1)
+    scale = np.where(high > low, (high - low) / 15.0, 1.0).astype(np.float32)
+    q = np.clip(np.rint((groups - low[:, None, :]) / scale[:, None, :]), 0, 15).astype(np.int8)
+    return q.reshape(k, n), scale, low.astype(np.float32)

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from paddlellm.errors import UserError
-from paddlellm.quantization import check_quant_type, quantize_int8
+from paddlellm.quantization import check_group_size, check_quant_type, quantize_int4, quantize_int8
 
 
 def test_int8_per_column_reconstructs_within_half_a_step():
@@ -17,6 +17,29 @@ def test_int8_per_column_reconstructs_within_half_a_step():
     # each column's largest magnitude maps to +-127 exactly; rounding to nearest: error at most half a step
     assert (np.abs(q).max(axis=0)[np.arange(40) != 7] == 127).all()
     assert (np.abs(q * scale - w) <= scale / 2 * (1 + 1e-6)).all()
+
+
+def test_int4_per_group_keeps_each_groups_ends_and_rounds_within_half_a_step():
+    rng = np.random.RandomState(1)
+    w = rng.randn(64, 24).astype(np.float32)
+    w[32:, 5] = 0.25  # a constant group: scale 1, q 0, the value in the offset
+    q, scale, offset = quantize_int4(w, 32)
+    assert q.dtype == np.int8 and scale.shape == offset.shape == (2, 24) and q.min() >= 0 and q.max() <= 15
+    step = np.repeat(scale, 32, axis=0)
+    rebuilt = q * step + np.repeat(offset, 32, axis=0)
+    assert (np.abs(rebuilt - w) <= step / 2 * (1 + 1e-5)).all()
+    groups = w.reshape(2, 32, 24)
+    np.testing.assert_array_equal(offset, groups.min(axis=1))  # each group's smallest value is exact (q = 0)
+    ends = rebuilt.reshape(2, 32, 24).max(axis=1)  # ... and its largest (q = 15) within float rounding
+    np.testing.assert_allclose(ends, groups.max(axis=1), rtol=1e-6, atol=1e-6)
+    assert scale[1, 5] == 1.0 and not q[32:, 5].any() and offset[1, 5] == np.float32(0.25)
+
+
+def test_int4_groups_must_be_even_and_divide_every_input_size():
+    check_group_size(32, [576, 1536])
+    for size in (3, 0, 100):
+        with pytest.raises(UserError, match=f"--group_size {size}: int4 groups must be even and divide every"):
+            check_group_size(size, [576, 1536])
 
 
 def test_unknown_quant_type_is_a_user_error():

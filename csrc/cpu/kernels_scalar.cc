@@ -2,6 +2,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "attention_kernel.h"
 #include "linear_kernel.h"
@@ -31,6 +32,10 @@ struct V {
   }
   static reg exp(reg a) { return expf(a); }
   static reg load_i8(const int8_t* p) { return static_cast<float>(*p); }
+  static void load_u4_pair(const uint8_t* p, reg* lo, reg* hi) {
+    *lo = static_cast<float>(*p & 15);
+    *hi = static_cast<float>(*p >> 4);
+  }
   static reg load_bf16(const uint16_t* p) {
     uint32_t u = static_cast<uint32_t>(*p) << 16;
     float f;

@@ -40,7 +40,7 @@ void FusedDecoderLayer(paddle::Tensor& h, paddle::Tensor& delta, const paddle::T
 
   auto normed = FusedAddRmsNorm(delta, h, input_norm, epsilon);  // (norm(h + delta), h + delta)
   auto qkv = empty({T, qkv_n});
-  linear_compute(normed[0].data<float>(), T, qkv_proj, qkv_n, false, qkv.data<float>());
+  linear_compute(normed[0].data<float>(), T, H, qkv_proj, qkv_n, false, qkv.data<float>());
   auto q = empty({T, num_heads, D}), k = empty({T, kv_heads, D}), v = empty({T, kv_heads, D});
   for (int64_t t = 0; t < T; ++t) {  // split each row [q heads | k heads | v heads]
     const float* row = qkv.data<float>() + t * qkv_n;
@@ -52,12 +52,12 @@ void FusedDecoderLayer(paddle::Tensor& h, paddle::Tensor& delta, const paddle::T
   WriteCacheKV(k, v, key_cache, value_cache, block_tables, seq_lens_this_time, seq_lens_decoder);
   auto attn = BlockAttention(q, key_cache, value_cache, block_tables, seq_lens_this_time, seq_lens_decoder)[0];
   auto attn_out = empty({T, H});
-  linear_compute(attn.data<float>(), T, o_proj, H, false, attn_out.data<float>());
+  linear_compute(attn.data<float>(), T, num_heads * D, o_proj, H, false, attn_out.data<float>());
   auto normed2 = FusedAddRmsNorm(attn_out, normed[1], post_attention_norm, epsilon);
   auto hidden = empty({T, intermediate_size});
-  linear_compute(normed2[0].data<float>(), T, gate_up_proj, intermediate_size, true, hidden.data<float>());
+  linear_compute(normed2[0].data<float>(), T, H, gate_up_proj, intermediate_size, true, hidden.data<float>());
   std::memcpy(h.data<float>(), normed2[1].data<float>(), T * H * sizeof(float));
-  linear_compute(hidden.data<float>(), T, down_proj, H, false, delta.data<float>());
+  linear_compute(hidden.data<float>(), T, intermediate_size, down_proj, H, false, delta.data<float>());
 }
 
 std::vector<std::vector<int64_t>> FusedDecoderLayerInferShape(
@@ -119,7 +119,7 @@ std::vector<paddle::Tensor> FinalLogits(const paddle::Tensor& h, const paddle::T
   auto logits = paddle::empty({S, n}, paddle::DataType::FLOAT32, h.place());
   if (S == 0) return {logits};
   auto normed = FusedAddRmsNorm(picked_delta, picked_h, norm_weight, epsilon);
-  linear_compute(normed[0].data<float>(), S, lm_head, n, false, logits.data<float>());
+  linear_compute(normed[0].data<float>(), S, H, lm_head, n, false, logits.data<float>());
   return {logits};
 }
 

@@ -12,16 +12,33 @@ constexpr int64_t kLinearBlock = 32;
 // starts with its 32 columns' float32 scales (128 bytes: 4 rows of 32), then its K rows of 32 int8, so a block
 // is still one contiguous stream, its scales read with it (as llama.cpp's block_q8_0 keeps its scale).
 constexpr int64_t kScaleRows = 4;
+// An int4 weight (W = q * scale + offset, q in [0, 15], a scale and an offset per column and group of `group`
+// rows, as llama.cpp's Q4_1 per block; K and group even, group divides K) is stored as
+// [ceil(N / 32), 8 * K / group + K / 2, 32] uint8: each block starts with its K / group groups' 32 float32
+// scales and 32 float32 offsets, then K / 2 rows of 32 bytes, byte c of row r holding q[2r][c] in its low and
+// q[2r + 1][c] in its high 4 bits.
 
-enum class WeightType { kFloat32, kBFloat16, kInt8 };
+enum class WeightType { kFloat32, kBFloat16, kInt8, kInt4 };
 
 struct LinearParams {
   const float* x;  // [M, K]
-  const void* w;   // packed as above: float, bf16 bits or int8 with scales
+  const void* w;   // packed as above: float, bf16 bits, int8 or int4 with scales
   WeightType w_type;
   float* y;        // [M, N]
   int64_t M, K, N;
+  int64_t group;   // int4: rows per scale
 };
+
+// Bytes of one packed block.
+inline int64_t packed_block_bytes(WeightType type, int64_t K, int64_t group) {
+  switch (type) {
+    case WeightType::kFloat32: return K * kLinearBlock * 4;
+    case WeightType::kBFloat16: return K * kLinearBlock * 2;
+    case WeightType::kInt8: return (kScaleRows + K) * kLinearBlock;
+    case WeightType::kInt4: return (2 * kScaleRows * (K / group) + K / 2) * kLinearBlock;
+  }
+  return 0;
+}
 
 // y[m0:m1, 32 nb : 32 nb + 32] (clipped to N) from weight block nb.
 using LinearFn = void (*)(const LinearParams& p, int64_t nb, int64_t m0, int64_t m1);

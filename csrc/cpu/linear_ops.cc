@@ -20,24 +20,44 @@ using namespace paddlellm_cpu;
 static constexpr int64_t kRowsPerItem = 96;
 
 static WeightType weight_type(const paddle::Tensor& w) {
-  return w.dtype() == paddle::DataType::INT8 ? WeightType::kInt8
-         : w.dtype() == paddle::DataType::BFLOAT16 ? WeightType::kBFloat16 : WeightType::kFloat32;
+  switch (w.dtype()) {
+    case paddle::DataType::INT8: return WeightType::kInt8;
+    case paddle::DataType::UINT8: return WeightType::kInt4;
+    case paddle::DataType::BFLOAT16: return WeightType::kBFloat16;
+    default: return WeightType::kFloat32;
+  }
+}
+
+// An int4 weight's group (linear_kernel.h) from its row count for K rows: its K / group groups' 8 rows of scales
+// and offsets, then K / 2 rows of values. 0 if no group fits.
+static int64_t group_of(const paddle::Tensor& w, int64_t K) {
+  const int64_t rows = w.shape()[1], scale_rows = rows - K / 2;
+  if (K % 2 != 0 || scale_rows < 2 * kScaleRows || scale_rows % (2 * kScaleRows) != 0) return 0;
+  const int64_t groups = scale_rows / (2 * kScaleRows);
+  return K % groups == 0 && (K / groups) % 2 == 0 ? K / groups : 0;
 }
 
 int64_t check_packed_weight(const char* op, const char* name, const paddle::Tensor& w, int64_t K, int64_t n,
                             int64_t blocks_per_output_block) {
-  PD_CHECK(w.dtype() == paddle::DataType::FLOAT32 || w.dtype() == paddle::DataType::BFLOAT16 ||
-               w.dtype() == paddle::DataType::INT8, op, ": ", name, " must be float32, bfloat16 or int8");
-  const bool int8 = w.dtype() == paddle::DataType::INT8;
-  const int64_t scale_rows = int8 ? kScaleRows : 0;
+  const auto dtype = w.dtype();
+  PD_CHECK(dtype == paddle::DataType::FLOAT32 || dtype == paddle::DataType::BFLOAT16 ||
+               dtype == paddle::DataType::INT8 || dtype == paddle::DataType::UINT8,
+           op, ": ", name, " must be float32, bfloat16, int8 or int4 (uint8)");
   const auto s = w.shape();
-  const int64_t out_blocks = s.size() == 3 ? s[0] / blocks_per_output_block : 0;
-  const bool fits = s.size() == 3 && s[2] == kLinearBlock && s[0] % blocks_per_output_block == 0 &&
-                    s[1] >= scale_rows && (K < 0 || s[1] == K + scale_rows) && n > (out_blocks - 1) * kLinearBlock &&
-                    n <= out_blocks * kLinearBlock;
-  PD_CHECK(fits, op, ": ", name, " must be packed as [", blocks_per_output_block == 1 ? "" : "2 * ", "ceil(n / 32), ",
-           int8 ? "4 + " : "", K < 0 ? std::string("K") : std::to_string(K), ", 32] for n = ", n);
-  return s[1] - scale_rows;
+  PD_CHECK(s.size() == 3 && s[2] == kLinearBlock && s[0] % blocks_per_output_block == 0, op, ": ", name,
+           " must be packed as [", blocks_per_output_block == 1 ? "" : "2 * ", "ceil(n / 32), rows, 32]");
+  const int64_t out_blocks = s[0] / blocks_per_output_block;
+  PD_CHECK(n > (out_blocks - 1) * kLinearBlock && n <= out_blocks * kLinearBlock, op, ": n = ", n,
+           " does not fit a weight of ", out_blocks, " blocks of 32 columns");
+  const WeightType type = weight_type(w);
+  if (type == WeightType::kInt4) {
+    PD_CHECK(group_of(w, K) > 0, op, ": ", name, " has ", s[1], " rows, which no int4 packing of K = ", K,
+             " has (8 * K / group + K / 2, K and group even)");
+  } else {
+    const int64_t weight_k = s[1] - (type == WeightType::kInt8 ? kScaleRows : 0);
+    PD_CHECK(weight_k == K, op, ": the input's last dimension is ", K, " but ", name, "'s K is ", weight_k);
+  }
+  return K;
 }
 
 // x [..., K] float32 times a packed weight of blocks_per_output_block * ceil(n / 32) blocks -> [..., n].
@@ -45,26 +65,25 @@ static std::vector<paddle::Tensor> run_linear(const char* op, const paddle::Tens
                                               int64_t n, int64_t blocks_per_output_block, bool swiglu) {
   PD_CHECK(x.is_cpu() && weight.is_cpu(), op, ": x and weight must be CPU tensors");
   PD_CHECK(x.dtype() == paddle::DataType::FLOAT32, op, ": x must be float32");
-  const int64_t K = check_packed_weight(op, "weight", weight, -1, n, blocks_per_output_block);
   auto xs = x.shape();
-  PD_CHECK(!xs.empty() && xs.back() == K, op, ": x's last dimension is ", xs.empty() ? 0 : xs.back(),
-           " but the weight's K is ", K);
+  PD_CHECK(!xs.empty(), op, ": x must have a last dimension K");
+  const int64_t K = check_packed_weight(op, "weight", weight, xs.back(), n, blocks_per_output_block);
   std::vector<int64_t> out_shape(xs.begin(), xs.end());
   out_shape.back() = n;
   auto y = paddle::empty(out_shape, paddle::DataType::FLOAT32, x.place());
   const int64_t M = K > 0 ? x.numel() / K : 0;
-  linear_compute(x.data<float>(), M, weight, n, swiglu, y.data<float>());
+  linear_compute(x.data<float>(), M, K, weight, n, swiglu, y.data<float>());
   return {y};
 }
 
-void linear_compute(const float* x, int64_t M, const paddle::Tensor& weight, int64_t n, bool swiglu, float* y) {
+void linear_compute(const float* x, int64_t M, int64_t K, const paddle::Tensor& weight, int64_t n, bool swiglu,
+                    float* y) {
   if (M == 0) return;
   const WeightType type = weight_type(weight);
-  const int64_t element_bytes = type == WeightType::kFloat32 ? 4 : type == WeightType::kBFloat16 ? 2 : 1;
-  prefer_huge_pages(weight.data(), weight.numel() * element_bytes);
-  const int64_t K = weight.shape()[1] - (type == WeightType::kInt8 ? kScaleRows : 0);
+  const int64_t group = type == WeightType::kInt4 ? group_of(weight, K) : 0;
   const int64_t blocks = swiglu ? weight.shape()[0] / 2 : weight.shape()[0];
-  LinearParams p{x, weight.data(), type, y, M, K, n};
+  prefer_huge_pages(weight.data(), weight.shape()[0] * packed_block_bytes(type, K, group));
+  LinearParams p{x, weight.data(), type, y, M, K, n, group};
   const int isa = checked_isa();
   const LinearFn fn = swiglu ? (isa == kAvx512 ? linear_swiglu_block_avx512
                                 : isa == kAvx2 ? linear_swiglu_block_avx2 : linear_swiglu_block_scalar)
@@ -137,8 +156,9 @@ std::vector<paddle::Tensor> PackedEmbedding(const paddle::Tensor& ids, const pad
   const char* op = "paddlellm_packed_embedding";
   PD_CHECK(ids.is_cpu() && weight.is_cpu(), op, ": ids and weight must be CPU tensors");
   PD_CHECK(ids.dtype() == paddle::DataType::INT64, op, ": ids must be int64");
-  PD_CHECK(weight.dtype() != paddle::DataType::INT8, op, ": weight must be float32 or bfloat16");
-  const int64_t K = check_packed_weight(op, "weight", weight, -1, n, 1);
+  PD_CHECK(weight.dtype() == paddle::DataType::FLOAT32 || weight.dtype() == paddle::DataType::BFLOAT16, op,
+           ": weight must be float32 or bfloat16");
+  const int64_t K = check_packed_weight(op, "weight", weight, weight.shape().size() == 3 ? weight.shape()[1] : 0, n, 1);
   const int64_t T = ids.numel();
   const int64_t* id = ids.data<int64_t>();
   for (int64_t t = 0; t < T; ++t)

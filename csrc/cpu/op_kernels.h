@@ -6,9 +6,10 @@
 #include "paddle/extension.h"
 
 // linear_ops.cc: y[M, n] = x[M, K] @ W (W packed, see linear_kernel.h); with swiglu, the gate/up form.
-void linear_compute(const float* x, int64_t M, const paddle::Tensor& weight, int64_t n, bool swiglu, float* y);
-// The K of a packed weight (its rows; an int8 block's scale rows not counted), after checking its dtype and
-// that it packs n columns (blocks_per_output_block = 2: the gate/up form) and, with K >= 0, K rows.
+void linear_compute(const float* x, int64_t M, int64_t K, const paddle::Tensor& weight, int64_t n, bool swiglu,
+                    float* y);
+// Checks that a packed weight (float32, bfloat16, int8 or int4: linear_kernel.h) holds K rows and n columns
+// (blocks_per_output_block = 2: the gate/up form); returns K.
 int64_t check_packed_weight(const char* op, const char* name, const paddle::Tensor& w, int64_t K, int64_t n,
                             int64_t blocks_per_output_block);
 // model_ops.cc

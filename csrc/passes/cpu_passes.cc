@@ -41,22 +41,30 @@ void set_type(pir::Value value, const std::vector<int64_t>& shape, pir::Type dty
 // [ceil(N / 32), K, 32], block b holding columns 32b.. row after row, zero past N. With `swiglu`, the first half
 // of the columns (gate) and the second (up) are packed apart and their blocks interleaved (ops.pack_swiglu_weight).
 // float32 and bfloat16 stay as they are; float16, which the CPU kernels do not read, becomes float32 (exactly).
-// An int8 weight with its column scales `scale` [N] float32 becomes [blocks, 4 + K, 32] int8, each block's
-// 32 scales first (csrc/cpu/linear_kernel.h).
-bool pack_weight(pir::Pass* pass, pir::Value param, bool swiglu, pir::Value scale = pir::Value()) {
+// Quantized weights (int8 values, csrc/cpu/linear_kernel.h): with column scales `scale` [N] float32, int8 blocks
+// [blocks, 4 + K, 32], each block's 32 scales first; with group scales and offsets [G, N] (int4, K / G rows a
+// group), uint8 blocks [blocks, 8 G + K / 2, 32]: each group's 32 scales and 32 offsets, then two rows a byte (low
+// 4 bits the even row).
+bool pack_weight(pir::Pass* pass, pir::Value param, bool swiglu, pir::Value scale = pir::Value(),
+                 pir::Value offset = pir::Value()) {
   phi::DenseTensor* weight = scope_tensor(pass, param);
   if (weight == nullptr || weight->dims().size() != 2) return false;
   const int64_t K = weight->dims()[0], N = weight->dims()[1], halves = swiglu ? 2 : 1;
   if (N % halves != 0) return false;
-  const phi::DenseTensor* scales = nullptr;
-  if (scale) {
-    scales = scope_tensor(pass, scale);
-    if (weight->dtype() != phi::DataType::INT8 || scales == nullptr || scales->dtype() != phi::DataType::FLOAT32 ||
-        scales->numel() != N)
+  const phi::DenseTensor* scales = scale ? scope_tensor(pass, scale) : nullptr;
+  const phi::DenseTensor* offsets = offset ? scope_tensor(pass, offset) : nullptr;
+  const bool int4 = static_cast<bool>(offset);
+  const int64_t groups = !scale ? 0 : int4 ? pir::GetShapeFromValue(scale)[0] : 1;
+  if (scale) {  // int8 values; float32 scales (and offsets) of `groups` rows a column
+    auto fits = [&](const phi::DenseTensor* t) {
+      return t != nullptr && t->dtype() == phi::DataType::FLOAT32 && t->numel() == groups * N;
+    };
+    if (weight->dtype() != phi::DataType::INT8 || !fits(scales) || (int4 && (!fits(offsets) || K % groups ||
+                                                                           (K / groups) % 2)))
       return false;
   }
   const bool widen = weight->dtype() == phi::DataType::FLOAT16;
-  const phi::DataType dtype = widen ? phi::DataType::FLOAT32 : weight->dtype();
+  const phi::DataType dtype = widen ? phi::DataType::FLOAT32 : int4 ? phi::DataType::UINT8 : weight->dtype();
   std::shared_ptr<phi::DenseTensor> wide;
   if (widen) {
     wide = std::static_pointer_cast<phi::DenseTensor>(paddle::empty({K, N}, dtype, paddle::CPUPlace()).impl());
@@ -64,8 +72,9 @@ bool pack_weight(pir::Pass* pass, pir::Value param, bool swiglu, pir::Value scal
     float* out = wide->data<float>();
     for (int64_t i = 0; i < K * N; ++i) out[i] = static_cast<float>(narrow[i]);
   }
-  const int64_t n = N / halves, blocks = (n + kBlock - 1) / kBlock, scale_rows = scales ? kScaleRows : 0;
-  const int64_t rows = scale_rows + K;
+  const int64_t n = N / halves, blocks = (n + kBlock - 1) / kBlock;
+  const int64_t scale_rows = kScaleRows * groups * (int4 ? 2 : 1);
+  const int64_t rows = scale_rows + (int4 ? K / 2 : K);
   const size_t size = phi::SizeOf(dtype);
   auto packed = std::static_pointer_cast<phi::DenseTensor>(
       paddle::empty({blocks * halves, rows, kBlock}, dtype, paddle::CPUPlace()).impl());
@@ -74,17 +83,30 @@ bool pack_weight(pir::Pass* pass, pir::Value param, bool swiglu, pir::Value scal
   std::memset(dst, 0, packed->numel() * size);
   for (int64_t half = 0; half < halves; ++half)
     for (int64_t b = 0; b < blocks; ++b) {
-      const int64_t columns = std::min(kBlock, n - b * kBlock);
+      const int64_t columns = std::min(kBlock, n - b * kBlock), c0 = half * n + b * kBlock;
       char* block = dst + (b * halves + half) * rows * kBlock * size;
-      if (scales)  // 32 float32 scales in the first 128 bytes (zero past N)
-        std::memcpy(block, scales->data<float>() + half * n + b * kBlock, columns * sizeof(float));
-      for (int64_t k = 0; k < K; ++k)
-        std::memcpy(block + (scale_rows + k) * kBlock * size, src + (k * N + half * n + b * kBlock) * size,
-                    columns * size);
+      for (int64_t g = 0; g < groups; ++g) {  // 32 float32 scales (and offsets) a group (zero past N)
+        char* group = block + g * (int4 ? 2 : 1) * kScaleRows * kBlock;
+        std::memcpy(group, scales->data<float>() + g * N + c0, columns * sizeof(float));
+        if (int4)
+          std::memcpy(group + kScaleRows * kBlock, offsets->data<float>() + g * N + c0, columns * sizeof(float));
+      }
+      char* values = block + scale_rows * kBlock * size;
+      if (int4) {
+        const auto* q = reinterpret_cast<const int8_t*>(src);
+        for (int64_t k = 0; k < K; k += 2)
+          for (int64_t c = 0; c < columns; ++c)
+            values[(k / 2) * kBlock + c] = static_cast<char>(q[k * N + c0 + c] | (q[(k + 1) * N + c0 + c] << 4));
+      } else {
+        for (int64_t k = 0; k < K; ++k)
+          std::memcpy(values + k * kBlock * size, src + (k * N + c0) * size, columns * size);
+      }
     }
   *weight = *packed;
-  const pir::Type element = pir::GetDataTypeFromValue(param);
-  set_type(param, {blocks * halves, rows, kBlock}, widen ? pir::Float32Type::get(pir::IrContext::Instance()) : element);
+  const pir::Type element = widen ? pir::Float32Type::get(pir::IrContext::Instance())
+                            : int4 ? pir::UInt8Type::get(pir::IrContext::Instance())
+                                   : pir::GetDataTypeFromValue(param);
+  set_type(param, {blocks * halves, rows, kBlock}, element);
   return true;
 }
 
@@ -92,9 +114,11 @@ bool pack_weight(pir::Pass* pass, pir::Value param, bool swiglu, pir::Value scal
 // once the weight is packed (in place: so only if nothing else reads them):
 //   w itself, a float32 parameter;
 //   cast(P) to float32, P a bfloat16 or float16 parameter;
-//   multiply(cast(P), S), P an int8 parameter, S its float32 column scales [N] (--quant_type weight_only_int8).
+//   multiply(cast(P), S), P an int8 parameter, S its float32 column scales [N] (--quant_type weight_only_int8);
+//   multiply(cast(P), repeat_interleave(S, K / G, axis 0)) + repeat_interleave(O, K / G, axis 0), S and O its group
+//   scales and offsets [G, N] (weight_only_int4).
 struct Weight {
-  pir::Value param, scale;
+  pir::Value param, scale, offset;
   std::vector<pir::Operation*> feeding;  // users first
 };
 
@@ -103,17 +127,33 @@ bool parameter(const pir::Value& v) {
   return op != nullptr && op->isa<pir::ParameterOp>() && v.HasOneUse();
 }
 
+// `v` = repeat_interleave(S, repeats, axis 0) of a float32 parameter S [G, N] read by nothing else: S, and the
+// op (appended to `feeding`). Else a null value.
+pir::Value repeated_parameter(const pir::Value& v, int64_t rows, std::vector<pir::Operation*>* feeding) {
+  pir::Operation* repeat = defined_by(v, "pd_op.repeat_interleave");
+  if (!repeat || !v.HasOneUse() || repeat->attribute<pir::Int32Attribute>("axis").data() != 0) return pir::Value();
+  const pir::Value s = repeat->operand_source(0);
+  const auto shape = pir::GetShapeFromValue(s);
+  if (!parameter(s) || !pir::GetDataTypeFromValue(s).isa<pir::Float32Type>() || shape.size() != 2 ||
+      shape[0] * repeat->attribute<pir::Int32Attribute>("repeats").data() != rows)
+    return pir::Value();
+  feeding->push_back(repeat);
+  return s;
+}
+
 bool weight_parameter(const pir::Value& w, Weight* weight) {
   if (!w.HasOneUse() || !is_float32(w)) return false;
   pir::Value p = w;
-  pir::Operation* multiply = defined_by(w, "pd_op.multiply");
+  pir::Operation* add = defined_by(w, "pd_op.add");  // int4: + the group offsets
+  pir::Operation* multiply = defined_by(add ? add->operand_source(0) : w, "pd_op.multiply");
+  if (add) {
+    weight->feeding.push_back(add);
+    if (!multiply || !multiply->result(0).HasOneUse()) return false;
+  }
   if (multiply) {
-    weight->scale = multiply->operand_source(1);
     weight->feeding.push_back(multiply);
     p = multiply->operand_source(0);
-    if (!parameter(weight->scale) || !pir::GetDataTypeFromValue(weight->scale).isa<pir::Float32Type>() ||
-        !p.HasOneUse())
-      return false;
+    if (!p.HasOneUse()) return false;
   }
   pir::Operation* cast = defined_by(p, "pd_op.cast");
   if (cast) {
@@ -122,13 +162,26 @@ bool weight_parameter(const pir::Value& w, Weight* weight) {
   }
   if (!parameter(p) || pir::GetShapeFromValue(p).size() != 2) return false;
   const auto dtype = pir::GetDataTypeFromValue(p);
-  const bool float_weight = dtype.isa<pir::Float32Type>() || dtype.isa<pir::BFloat16Type>() ||
-                            dtype.isa<pir::Float16Type>();
-  if (multiply ? !(cast && dtype.isa<pir::Int8Type>() &&
-                   pir::GetShapeFromValue(weight->scale) == std::vector<int64_t>{pir::GetShapeFromValue(p)[1]})
-               : !float_weight)
+  const auto shape = pir::GetShapeFromValue(p);
+  if (add) {  // int4: scales and offsets [G, N], each repeated K / G times
+    weight->scale = repeated_parameter(multiply->operand_source(1), shape[0], &weight->feeding);
+    weight->offset = repeated_parameter(add->operand_source(1), shape[0], &weight->feeding);
+    if (!weight->scale || !weight->offset || pir::GetShapeFromValue(weight->scale)[1] != shape[1] ||
+        pir::GetShapeFromValue(weight->offset) != pir::GetShapeFromValue(weight->scale))
+      return false;
+    weight->feeding.push_back(weight->offset.defining_op());
+  } else if (multiply) {  // int8: column scales [N]
+    weight->scale = multiply->operand_source(1);
+    if (!parameter(weight->scale) || !pir::GetDataTypeFromValue(weight->scale).isa<pir::Float32Type>() ||
+        pir::GetShapeFromValue(weight->scale) != std::vector<int64_t>{shape[1]})
+      return false;
+  }
+  if (multiply) {
+    if (!cast || !dtype.isa<pir::Int8Type>()) return false;
+    weight->feeding.push_back(weight->scale.defining_op());
+  } else if (!(dtype.isa<pir::Float32Type>() || dtype.isa<pir::BFloat16Type>() || dtype.isa<pir::Float16Type>())) {
     return false;
-  if (multiply) weight->feeding.push_back(weight->scale.defining_op());
+  }
   weight->param = p;
   return true;
 }
@@ -141,7 +194,7 @@ bool fetched(const pir::Value& v) {
 
 // x @ W, x float32 [..., K], W from a parameter [K, N] (see weight_parameter).
 struct Projection {
-  pir::Value x, param, scale;
+  pir::Value x, param, scale, offset;
   std::vector<pir::Operation*> feeding;
   int64_t n = 0;
 };
@@ -155,6 +208,7 @@ bool match_projection(pir::Operation* matmul, Projection* p) {
   if (!is_float32(p->x) || !weight_parameter(matmul->operand_source(1), &weight)) return false;
   p->param = weight.param;
   p->scale = weight.scale;
+  p->offset = weight.offset;
   p->feeding = weight.feeding;
   const auto shape = pir::GetShapeFromValue(p->param);
   p->n = shape[1];
@@ -180,7 +234,8 @@ class LinearRewrite : public pir::RewritePattern {
 
   bool MatchAndRewrite(pir::Operation* matmul, pir::PatternRewriter& rewriter) const override {
     Projection p;
-    if (!match_projection(matmul, &p) || fetched(matmul->result(0)) || !pack_weight(pass_, p.param, false, p.scale))
+    if (!match_projection(matmul, &p) || fetched(matmul->result(0)) ||
+        !pack_weight(pass_, p.param, false, p.scale, p.offset))
       return false;
     rewriter.set_insertion_point(matmul);
     replace_projection(matmul,
@@ -207,7 +262,7 @@ class LinearSwigluRewrite : public pir::RewritePattern {
     pir::Operation* matmul = defined_by(swiglu->operand_source(0), "pd_op.matmul");
     Projection p;
     if (matmul == nullptr || !matmul->result(0).HasOneUse() || !match_projection(matmul, &p) || p.n % 2 != 0 ||
-        !pack_weight(pass_, p.param, true, p.scale))
+        !pack_weight(pass_, p.param, true, p.scale, p.offset))
       return false;
     rewriter.set_insertion_point(swiglu);
     pir::Operation* fused = pir::CreateOperationByName("custom_op.paddlellm_linear_swiglu", {p.x, p.param},
@@ -252,7 +307,7 @@ class LmHeadRewrite : public pir::RewritePattern {
     Projection p;
     if (!match_projection(matmul, &p) || !fetched(matmul->result(0))) return false;
     pir::Operation* lookup = tied_embedding(matmul->GetParent(), p.param);
-    if (!pack_weight(pass_, p.param, false, p.scale)) return false;
+    if (!pack_weight(pass_, p.param, false, p.scale, p.offset)) return false;
     rewriter.set_insertion_point(matmul);
     replace_projection(matmul,
                        pir::CreateOperationByName("custom_op.paddlellm_linear", {p.x, p.param}, n_attribute(p.n),

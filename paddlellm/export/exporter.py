@@ -14,7 +14,7 @@ from paddlellm.errors import UserError
 from paddlellm.export.manifest import MANIFEST_NAME, Manifest, check_block_attn
 from paddlellm.files import atomic_directory
 from paddlellm.models.llama.loader import load_model
-from paddlellm.quantization import check_quant_type
+from paddlellm.quantization import DEFAULT_GROUP_SIZE, check_quant_type
 from paddlellm.quiet import without_stderr_lines
 from paddlellm.tokenizer import copy_tokenizer_files
 
@@ -30,10 +30,11 @@ def step_input_specs(config, cache_dtype, block_size):
 
 
 def export_model(model_dir, output_path, dtype="float32", device="cpu", lora_path=None, block_attn=None,
-                 block_size=64, quant_type=None, quant_lm_head=False):
+                 block_size=64, quant_type=None, quant_lm_head=False, group_size=DEFAULT_GROUP_SIZE):
     """Export `model_dir` (a checkpoint, with the LoRA adapter at `lora_path` merged in) into `output_path`:
     the step over a paged KV cache of `block_size`-token blocks, for `device`'s op library, its projections
-    quantized as `quant_type` says (the lm_head too with `quant_lm_head`; see paddlellm.quantization). `block_attn` (PaddleNLP's
+    quantized as `quant_type` says (int4 in groups of `group_size` rows; the lm_head too with `quant_lm_head`;
+    see paddlellm.quantization). `block_attn` (PaddleNLP's
     flag) is accepted; block attention is the only step there is. The directory appears whole or not at all."""
     check_block_attn(block_attn)
     if not (isinstance(block_size, int) and block_size >= 1):
@@ -59,9 +60,10 @@ def export_model(model_dir, output_path, dtype="float32", device="cpu", lora_pat
     paddle.set_device("cpu")
     started = time.perf_counter()
     _log(f"loading {model_dir} as {dtype}" + (f" with the LoRA adapter {lora_path}" if lora_path else "")
-         + (f", quantized {quant_type}" + (" (the lm_head too)" if quant_lm_head else "") if quant_type else ""))
+         + (f", quantized {quant_type}" + (f" in groups of {group_size}" if quant_type == "weight_only_int4" else "")
+            + (" (the lm_head too)" if quant_lm_head else "") if quant_type else ""))
     model = load_model(model_dir, dtype=dtype, device=device, lora_path=lora_path, portable=True,
-                       quant_type=quant_type, quant_lm_head=quant_lm_head)
+                       quant_type=quant_type, quant_lm_head=quant_lm_head, group_size=group_size)
     config, cache_dtype = model.config, compute_dtype(dtype, device)
     if ops.library_device() != device:
         _log(f"the {device} is not present here: tracing with the CPU op library (same op signatures)")
@@ -81,6 +83,7 @@ def export_model(model_dir, output_path, dtype="float32", device="cpu", lora_pat
             head_dim=config.head_dim, max_position_embeddings=config.max_position_embeddings,
             vocab_size=config.vocab_size, block_size=block_size, inputs=plain + cache_names,
             outputs=["logits"], quant_type=quant_type, quant_lm_head=quant_lm_head,
+            group_size=group_size if quant_type == "weight_only_int4" else None,
             versions={"paddle": paddle.__version__, "paddlellm": paddlellm.__version__},
         ).write(staging)
     _log(f"exported to {output_path} in {time.perf_counter() - started:.1f}s")

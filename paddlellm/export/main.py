@@ -5,7 +5,7 @@ from paddlellm.argparsing import ArgumentParser, DefaultsHelpFormatter, add_bool
 from paddlellm.device import DEVICES, DTYPES
 from paddlellm.errors import UserError
 from paddlellm.export.exporter import export_model
-from paddlellm.quantization import QUANT_TYPES
+from paddlellm.quantization import DEFAULT_GROUP_SIZE, QUANT_TYPES
 
 
 def build_parser():
@@ -21,8 +21,10 @@ def build_parser():
     add_bool(p, "--block_attn", "a paged KV cache with continuous batching: always on (PaddleNLP's flag, accepted)")
     p.add_argument("--block_size", type=int, default=64, help="tokens per KV cache block")
     p.add_argument("--quant_type", default=None, help=f"quantize the layers' weights: {' | '.join(QUANT_TYPES)} "
-                   "(per output channel, no calibration data; default: none)")
+                   "(per output channel, int4 also per --group_size rows; no calibration data; default: none)")
     add_bool(p, "--quant_lm_head", "with --quant_type, quantize the lm_head too (default: it stays float)")
+    p.add_argument("--group_size", type=int, default=DEFAULT_GROUP_SIZE,
+                   help="weight_only_int4: rows (input features) per scale")
     p.add_argument("--cachekv_int8_type", default=None, help="int8 KV cache; not available in this version (default: none)")
     add_debug(p)
     return p
@@ -38,7 +40,7 @@ def main(argv):
         raise UserError("--cachekv_int8_type is not available in this version of paddlellm (drop --cachekv_int8_type)")
     export_model(args.model_name_or_path, args.output_path, dtype=args.dtype, device=args.device,
                  lora_path=args.lora_path, block_attn=args.block_attn, block_size=args.block_size,
-                 quant_type=args.quant_type, quant_lm_head=bool(args.quant_lm_head))
+                 quant_type=args.quant_type, quant_lm_head=bool(args.quant_lm_head), group_size=args.group_size)
     return 0
 
 

@@ -31,6 +31,7 @@ class Manifest:
     cache_layout: str = "blocks"  # [num_blocks, kv_heads, block_size, head_dim] per layer, k then v
     quant_type: Optional[str] = None  # the layers' projections (paddlellm.quantization), None: in `dtype`
     quant_lm_head: bool = False  # the lm_head quantized too
+    group_size: Optional[int] = None  # weight_only_int4: rows per scale
     cachekv_int8_type: Optional[str] = None
     program: str = "model.json"
     params: str = "model.pdiparams"

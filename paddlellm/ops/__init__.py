@@ -85,56 +85,80 @@ LINEAR_BLOCK = 32  # output columns per packed weight block (kLinearBlock in csr
 SCALE_ROWS = 4  # an int8 block's 32 float32 column scales, as 4 rows of 32 bytes before its K rows (kScaleRows)
 
 
-def pack_linear_weight(weight, scale=None):
+def pack_linear_weight(weight, scale=None, offset=None):
     """[K, N] -> [ceil(N / 32), K, 32], the layout `linear` reads: block b holds columns 32b..32b+31 row after
-    row, zero-padded past N. Plain Paddle ops (pad, reshape, transpose), same dtype. With `scale` ([N] float32),
-    `weight` is int8 and W = weight * scale column by column: each block then starts with its 32 columns'
-    scales (their float32 bytes as 4 rows of 32 int8), [ceil(N / 32), 4 + K, 32] int8."""
+    row, zero-padded past N. Plain Paddle ops (pad, reshape, transpose), same dtype. Quantized weights (int8
+    values q), as csrc/cpu/linear_kernel.h lays them out:
+    - int8, `scale` [N] float32 (W = q * scale per column): each block starts with its 32 columns' scales (their
+      float32 bytes as 4 rows of 32 int8), [ceil(N / 32), 4 + K, 32] int8;
+    - int4, `scale` and `offset` [K / group, N] (W = q * scale + offset, q in [0, 15], per column and group of
+      rows): each block starts with each group's 32 scales and 32 offsets, then K / 2 rows of bytes holding rows
+      2r and 2r + 1 in their low and high 4 bits, [ceil(N / 32), 8 * K / group + K / 2, 32] uint8."""
     k, n = weight.shape
     padded = -(-n // LINEAR_BLOCK) * LINEAR_BLOCK
-    if padded != n:
-        weight = paddle.concat([weight, paddle.zeros([k, padded - n], dtype=weight.dtype)], axis=1)
-    blocks = weight.reshape([k, padded // LINEAR_BLOCK, LINEAR_BLOCK]).transpose([1, 0, 2]).contiguous()
     if scale is None:
-        return blocks
-    if weight.dtype != paddle.int8:
-        raise ValueError(f"pack_linear_weight: a weight with scales must be int8, got {weight.dtype}")
-    scales = np.zeros(padded, np.float32)
-    scales[:n] = np.asarray(scale, np.float32).reshape(n)
-    header = scales.reshape(-1, LINEAR_BLOCK).view(np.int8).reshape(-1, SCALE_ROWS, LINEAR_BLOCK)
-    return paddle.concat([paddle.to_tensor(header), blocks], axis=1)
+        if padded != n:
+            weight = paddle.concat([weight, paddle.zeros([k, padded - n], dtype=weight.dtype)], axis=1)
+        return weight.reshape([k, padded // LINEAR_BLOCK, LINEAR_BLOCK]).transpose([1, 0, 2]).contiguous()
+    blocks = padded // LINEAR_BLOCK
+
+    def by_block(rows):  # [R, N] float32 -> their bytes, [blocks, 4 R, 32]
+        full = np.zeros((len(rows), padded), np.float32)
+        full[:, :n] = rows
+        as_bytes = full.reshape(len(rows), blocks, LINEAR_BLOCK).transpose(1, 0, 2).copy().view(np.uint8)
+        return as_bytes.reshape(blocks, SCALE_ROWS * len(rows), LINEAR_BLOCK)
+
+    q = np.zeros((k, padded), np.int8)
+    q[:, :n] = weight.numpy() if isinstance(weight, paddle.Tensor) else weight
+    values = q.reshape(k, blocks, LINEAR_BLOCK).transpose(1, 0, 2)  # [blocks, K, 32]
+    if offset is None:
+        header = by_block(np.asarray(scale, np.float32).reshape(1, n))
+        return paddle.to_tensor(np.concatenate([header.view(np.int8), values], axis=1))
+    scale, offset = np.asarray(scale, np.float32), np.asarray(offset, np.float32)
+    header = by_block(np.stack([scale, offset], axis=1).reshape(2 * len(scale), n))  # per group: scales, offsets
+    nibbles = values.astype(np.uint8)
+    return paddle.to_tensor(np.concatenate([header, nibbles[:, 0::2] | (nibbles[:, 1::2] << 4)], axis=1))
 
 
-def unpack_linear_weight(packed, n):
-    """The [K, n] float32 numpy matrix a packed weight holds (an int8 one's scales applied): for references and
-    tests. With n = None, the [blocks, K, 32] blocks instead."""
+def unpack_linear_weight(packed, n, k=None):
+    """The [K, n] float32 numpy matrix a packed weight holds (quantized ones' scales applied; an int4 one needs
+    its K): for references and tests. With n = None, the [blocks, K, 32] blocks instead."""
+    raw = packed.numpy()
     if packed.dtype == paddle.int8:
-        raw = packed.numpy()
         scales = np.ascontiguousarray(raw[:, :SCALE_ROWS]).view(np.float32).reshape(raw.shape[0], 1, LINEAR_BLOCK)
         values = raw[:, SCALE_ROWS:].astype(np.float32) * scales
+    elif packed.dtype == paddle.uint8:
+        groups = (raw.shape[1] - k // 2) // (2 * SCALE_ROWS)
+        header = np.ascontiguousarray(raw[:, : 2 * SCALE_ROWS * groups]).view(np.float32)
+        header = header.reshape(raw.shape[0], groups, 2, LINEAR_BLOCK)
+        pairs = raw[:, 2 * SCALE_ROWS * groups:]
+        q = np.stack([pairs & 15, pairs >> 4], axis=2).reshape(raw.shape[0], k, LINEAR_BLOCK).astype(np.float32)
+        values = q * np.repeat(header[:, :, 0], k // groups, axis=1) + np.repeat(header[:, :, 1], k // groups, axis=1)
     else:
         values = packed.astype("float32").numpy()
     if n is None:
         return values
-    blocks, k, width = values.shape
-    return np.ascontiguousarray(values.transpose(1, 0, 2).reshape(k, blocks * width)[:, :n])
+    blocks, rows, width = values.shape
+    return np.ascontiguousarray(values.transpose(1, 0, 2).reshape(rows, blocks * width)[:, :n])
 
 
 @unified
 def linear(x, weight, n):
-    """x [..., K] float32 @ W [K, n], W given packed by pack_linear_weight (float32, bfloat16, or int8 with its
-    scales; op paddlellm_linear, float32 accumulation) -> [..., n] float32."""
+    """x [..., K] float32 @ W [K, n], W given packed by pack_linear_weight (float32, bfloat16, or int8 / int4 with
+    its scales; op paddlellm_linear, float32 accumulation) -> [..., n] float32."""
     register_ops()
     return _C_ops._run_custom_op("paddlellm_linear", x, weight, int(n))[0]
 
 
-def pack_swiglu_weight(weight, scale=None):
+def pack_swiglu_weight(weight, scale=None, offset=None):
     """[K, 2F] (gate columns, then up columns) -> [2 * ceil(F / 32), K, 32], the layout `linear_swiglu` reads:
-    the packed gate and up blocks interleaved, gate block j then up block j (int8 with `scale` [2F]: as
-    pack_linear_weight packs it, [2 * ceil(F / 32), 4 + K, 32])."""
+    the packed gate and up blocks interleaved, gate block j then up block j (quantized, with `scale` [2F], or
+    `scale` and `offset` [K / group, 2F]: each half as pack_linear_weight packs it)."""
     f = weight.shape[1] // 2
-    halves = [pack_linear_weight(weight[:, i * f:(i + 1) * f], None if scale is None else
-                                 np.asarray(scale).reshape(-1)[i * f:(i + 1) * f]) for i in (0, 1)]
+
+    def half(a, i):
+        return None if a is None else np.asarray(a)[..., i * f:(i + 1) * f]
+    halves = [pack_linear_weight(weight[:, i * f:(i + 1) * f], half(scale, i), half(offset, i)) for i in (0, 1)]
     return paddle.stack(halves, axis=1).reshape([-1, halves[0].shape[1], LINEAR_BLOCK])
 
 

@@ -72,22 +72,22 @@ def block_attention_ref(q, key_cache, value_cache, block_tables, seq_lens_this_t
     return paddle.concat(outs).astype("float32")
 
 
-def _unpack(packed, n):
-    """[K, n] float64 from the blocks of pack_linear_weight (an int8 weight's scales applied)."""
+def _unpack(packed, n, k):
+    """[k, n] float64 from the blocks of pack_linear_weight (a quantized weight's scales applied)."""
     from paddlellm.ops import unpack_linear_weight
 
-    return unpack_linear_weight(packed, n).astype(np.float64)
+    return unpack_linear_weight(packed, n, k).astype(np.float64)
 
 
 def linear_ref(x, packed_weight, n):
     """x @ W in float64 (returned as float32), W unpacked from [ceil(n / 32), K, 32] back to [K, n]."""
-    w = _unpack(packed_weight, n)
+    w = _unpack(packed_weight, n, x.shape[-1])
     return paddle.to_tensor((x.numpy().astype(np.float64) @ w).astype(np.float32))
 
 
 def packed_embedding_ref(ids, packed_weight, n):
     """Rows `ids` of W^T [n, K] (float32), W unpacked from [ceil(n / 32), K, 32]."""
-    w = _unpack(packed_weight, n)
+    w = _unpack(packed_weight, n, packed_weight.shape[1])
     return paddle.to_tensor(w.T[ids.numpy()].astype(np.float32))
 
 
@@ -95,7 +95,8 @@ def linear_swiglu_ref(x, packed_weight, n):
     """silu(x @ W_gate) * (x @ W_up) in float64 (returned as float32), the gate blocks being the even and the up
     blocks the odd ones of the packed weight."""
     xf = x.numpy().astype(np.float64)
-    gate, up = xf @ _unpack(packed_weight[0::2], n), xf @ _unpack(packed_weight[1::2], n)
+    k = x.shape[-1]
+    gate, up = xf @ _unpack(packed_weight[0::2], n, k), xf @ _unpack(packed_weight[1::2], n, k)
     return paddle.to_tensor((gate / (1 + np.exp(-gate)) * up).astype(np.float32))
 
 

@@ -132,21 +132,26 @@ LINEAR_SHAPES = ((1, 576, 960), (2, 7, 33), (5, 13, 1), (11, 64, 31), (12, 64, 6
                  (100, 5, 65), (3, 3, 32))
 WEIGHT_DTYPES = ("float32", "bfloat16")
 PACKED_DTYPES = WEIGHT_DTYPES + ("int8",)  # int8: per-column scales in each block (--quant_type weight_only_int8)
-LINEAR_CASES = _with_dtypes(tuple(dict(m=m, k=k, n=n) for m, k, n in LINEAR_SHAPES), "w", PACKED_DTYPES)
-LINEAR_BENCH = tuple(dict(m=m, k=576, n=n, w=w) for w in ("float32", "int8") for m in (1, 12, 64) for n in (960, 49152))
+# int4 (weight_only_int4) in groups of 2 (the smallest), 4 and 64 rows, on the shapes whose K allows them
+LINEAR_INT4 = ((1, 576, 960, 64), (2, 8, 33, 2), (12, 64, 64, 4), (13, 64, 100, 64), (100, 6, 65, 2), (5, 2, 1, 2))
+LINEAR_CASES = (_with_dtypes(tuple(dict(m=m, k=k, n=n) for m, k, n in LINEAR_SHAPES), "w", PACKED_DTYPES)
+                + tuple(dict(m=m, k=k, n=n, w=f"int4_g{g}") for m, k, n, g in LINEAR_INT4))
+LINEAR_BENCH = tuple(dict(m=m, k=576, n=n, w=w) for w in ("float32", "int8", "int4_g64") for m in (1, 12, 64)
+                     for n in (960, 49152))
 
 
 def _packed_weight(rng, k, n, dtype, scale=1.0, swiglu=False):
-    """A random [k, n] weight packed for the linear ops: float32 or bfloat16, or "int8": quantized per column
-    as --quant_type weight_only_int8 stores it."""
+    """A random [k, n] weight packed for the linear ops: float32 or bfloat16, or quantized as --quant_type stores
+    it: "int8" per column (weight_only_int8), "int4_gG" in groups of G rows (weight_only_int4)."""
     from paddlellm import ops
-    from paddlellm.quantization import quantize_int8
+    from paddlellm.quantization import quantize_int4, quantize_int8
 
     pack = ops.pack_swiglu_weight if swiglu else ops.pack_linear_weight
-    if dtype != "int8":
+    if dtype in WEIGHT_DTYPES:
         return pack(_randn(rng, k, n, scale=scale, dtype=dtype))
-    q, column_scale = quantize_int8(rng.randn(k, n) * scale)
-    return pack(paddle.to_tensor(q), column_scale)
+    w = rng.randn(k, n) * scale
+    q, *scales = quantize_int8(w) if dtype == "int8" else quantize_int4(w, int(dtype.split("_g")[1]))
+    return pack(paddle.to_tensor(q), *scales)
 
 
 def _make_linear(case, rng):
@@ -170,14 +175,15 @@ def _make_packed_embedding(case, rng):
 def _plain_linear(x, packed, n):
     from paddlellm import ops
 
-    w = paddle.to_tensor(ops.unpack_linear_weight(packed, n))
+    w = paddle.to_tensor(ops.unpack_linear_weight(packed, n, x.shape[-1]))
     return lambda: paddle.matmul(x, w)
 
 
 def _plain_linear_swiglu(x, packed, n):
     from paddlellm import ops
 
-    w = paddle.to_tensor(np.concatenate([ops.unpack_linear_weight(packed[i::2], n) for i in (0, 1)], axis=1))
+    w = paddle.to_tensor(np.concatenate([ops.unpack_linear_weight(packed[i::2], n, x.shape[-1]) for i in (0, 1)],
+                                        axis=1))
     return lambda: paddle.nn.functional.swiglu(paddle.matmul(x, w))
 
 
@@ -294,6 +300,8 @@ LAYER_CASES = (
     dict(seqs="small_blocks", kv=2, group=1, d=16, bs=8, hidden=32, f=64, w="float32", cache="bfloat16"),
     dict(seqs="mixed_decode_chunks_idle", kv=2, group=3, d=16, bs=16, hidden=64, f=96, w="int8"),
     dict(seqs="smollm2_decode", kv=3, group=3, d=64, bs=64, hidden=576, f=1536, w="int8"),
+    dict(seqs="mixed_decode_chunks_idle", kv=2, group=3, d=16, bs=16, hidden=64, f=96, w="int4_g16"),
+    dict(seqs="smollm2_decode", kv=3, group=3, d=64, bs=64, hidden=576, f=1536, w="int4_g64"),
 )
 LAYER_BENCH = tuple(dict(seqs=s, kv=3, group=3, d=64, bs=64, hidden=576, f=1536, w="float32")
                     for s in ("decode_batch_12", "prompt_chunk_64"))
@@ -314,7 +322,7 @@ def _make_fused_decoder_layer(case, rng):
     def weight(k, n, swiglu=False):  # unit-scale outputs for unit-scale inputs
         return _packed_weight(rng, k, n, case["w"], scale=k ** -0.5, swiglu=swiglu)
 
-    norm_dtype = "float32" if case["w"] == "int8" else case["w"]  # quantized models keep float norms
+    norm_dtype = case["w"] if case["w"] in WEIGHT_DTYPES else "float32"  # quantized models keep float norms
     inputs = [_randn(rng, tokens, hidden), _randn(rng, tokens, hidden), paddle.to_tensor(positions.astype(np.int32)),
               paddle.to_tensor(rope_inv_freq(config)), b["key_cache"], b["value_cache"], b["block_tables"],
               b["seq_lens_this_time"], b["seq_lens_decoder"], _randn(rng, hidden, dtype=norm_dtype),
@@ -325,14 +333,14 @@ def _make_fused_decoder_layer(case, rng):
 
 FINAL_LOGITS_CASES = (dict(t=1, s=1, hidden=64, n=70, w="float32"), dict(t=40, s=3, hidden=64, n=33, w="bfloat16"),
                       dict(t=12, s=12, hidden=96, n=320, w="float32"), dict(t=0, s=0, hidden=64, n=70, w="float32"),
-                      dict(t=5, s=2, hidden=64, n=70, w="int8"))
+                      dict(t=5, s=2, hidden=64, n=70, w="int8"), dict(t=5, s=2, hidden=64, n=70, w="int4_g32"))
 
 
 def _make_final_logits(case, rng):
     t, s, hidden = case["t"], case["s"], case["hidden"]
     rows = np.sort(rng.choice(t, s, replace=False)).astype(np.int32) if s else np.zeros(0, np.int32)
     weight = _packed_weight(rng, hidden, case["n"], case["w"], scale=hidden ** -0.5)
-    norm_dtype = "float32" if case["w"] == "int8" else case["w"]
+    norm_dtype = case["w"] if case["w"] in WEIGHT_DTYPES else "float32"
     return ([_randn(rng, t, hidden), _randn(rng, t, hidden), paddle.to_tensor(rows),
              _randn(rng, hidden, dtype=norm_dtype), weight], [1e-5, case["n"]])
 

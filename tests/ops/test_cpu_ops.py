@@ -194,13 +194,22 @@ def test_linear_padding_columns_are_zero():
 
 def test_linear_bad_inputs_are_clear_errors():
     x, packed = paddle.ones([2, 8]), ops.pack_linear_weight(paddle.ones([8, 40]))
-    cases = [((paddle.ones([2, 9]), packed, 40), "x's last dimension is 9 but the weight's K is 8"),
+    cases = [((paddle.ones([2, 9]), packed, 40), "the input's last dimension is 9 but weight's K is 8"),
              ((x, packed, 65), "n = 65 does not fit a weight of 2 blocks"),
              ((x, packed, 32), "n = 32 does not fit a weight of 2 blocks"),
              ((x, paddle.ones([8, 40]), 40), "weight must be packed as"),
              ((x.astype("float64"), packed, 40), "x must be float32"),
-             ((x, packed.astype("float16"), 40), "weight must be float32 or bfloat16")]
+             ((x, packed.astype("float16"), 40), "weight must be float32, bfloat16, int8 or int4"),
+             ((x, ops.pack_linear_weight(paddle.ones([8, 40], "int8"), np.ones(40)), 40), None),
+             ((paddle.ones([2, 9]), ops.pack_linear_weight(paddle.ones([8, 40], "int8"), np.ones(40)), 40),
+              "the input's last dimension is 9 but weight's K is 8"),
+             ((paddle.ones([2, 6]), ops.pack_linear_weight(paddle.ones([8, 40], "int8"), np.ones([2, 40]),
+                                                           np.zeros([2, 40])), 40),
+              "weight has 20 rows, which no int4 packing of K = 6 has")]
     for args, message in cases:
+        if message is None:  # an int8 weight of K = 8: fine
+            assert ops.linear(*args).shape == [2, 40]
+            continue
         with pytest.raises(Exception, match=message):
             ops.linear(*args)
     with pytest.raises(Exception, match=r"weight must be packed as \[2 \* ceil"):

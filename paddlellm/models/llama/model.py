@@ -94,28 +94,40 @@ def rope(q, k, positions, inv_freq):
     return rotate(q), rotate(k)
 
 
-def linear(x, weight, out_features, compute_dtype, scale=None):
+def linear(x, weight, out_features, compute_dtype, scale=None, offset=None):
     """x @ weight -> float32. A weight packed by use_cpu_ops ([out / 32, in, 32]) runs as the CPU op
-    paddlellm_linear; one stored [in, out] as a matmul in compute_dtype, an int8 one (--quant_type
-    weight_only_int8) dequantized first with its column scales [out]: cast(weight) * scale, the form the CPU's
-    linear pass packs as an int8 weight."""
+    paddlellm_linear; one stored [in, out] as a matmul in compute_dtype, a quantized one (int8 values, see
+    paddlellm.quantization) dequantized first: cast(weight) * scale with its column scales [out]
+    (weight_only_int8), or cast(weight) * scale + offset with its group scales and offsets [in / group, out]
+    each repeated group times along in (weight_only_int4): the forms the CPU's linear passes pack as int8 and int4
+    weights."""
     if len(weight.shape) == 3:
         return ops.linear(x, weight, out_features)
-    if scale is not None:
+    if offset is not None:
+        group = weight.shape[0] // scale.shape[0]
+        weight = (cast(weight, "float32") * paddle.repeat_interleave(scale, group, axis=0)
+                  + paddle.repeat_interleave(offset, group, axis=0))
+    elif scale is not None:
         weight = cast(weight, "float32") * scale
     return cast(paddle.matmul(cast(x, compute_dtype), cast(weight, compute_dtype)), "float32")
 
 
-def add_projection(layer, name, shape, dtype, quantized):
-    """Parameter `name` [in, out] of `layer`: in `dtype`, or int8 with float32 column scales `name`_scale [out]."""
+def add_projection(layer, name, shape, dtype, quant_type=None, group_size=None):
+    """Parameter `name` [in, out] of `layer`: in `dtype`, or quantized (int8 values) with float32 `name`_scale
+    [out] (weight_only_int8) or `name`_scale and `name`_offset [in / group_size, out] (weight_only_int4)."""
     zeros = nn.initializer.Constant(0.0)
-    setattr(layer, name, layer.create_parameter(shape, dtype="int8" if quantized else dtype, default_initializer=zeros))
-    setattr(layer, name + "_scale", layer.create_parameter([shape[1]], dtype="float32", default_initializer=zeros)
-            if quantized else None)
+
+    def param(param_shape, param_dtype):
+        return layer.create_parameter(param_shape, dtype=param_dtype, default_initializer=zeros)
+    int4 = quant_type == "weight_only_int4"
+    setattr(layer, name, param(shape, "int8" if quant_type else dtype))
+    setattr(layer, name + "_scale", param([shape[0] // group_size, shape[1]] if int4 else [shape[1]], "float32")
+            if quant_type else None)
+    setattr(layer, name + "_offset", param([shape[0] // group_size, shape[1]], "float32") if int4 else None)
 
 
 class LlamaLayer(nn.Layer):
-    def __init__(self, config: LlamaConfig, dtype, compute_dtype, quant_type=None):
+    def __init__(self, config: LlamaConfig, dtype, compute_dtype, quant_type=None, group_size=None):
         super().__init__()
         c = config
         self.config, self.compute_dtype = c, compute_dtype
@@ -128,12 +140,12 @@ class LlamaLayer(nn.Layer):
         self.input_layernorm = self.create_parameter([c.hidden_size], dtype=dtype, default_initializer=zeros)
         self.post_attention_layernorm = self.create_parameter([c.hidden_size], dtype=dtype, default_initializer=zeros)
         for name, out in self.out_features.items():
-            add_projection(self, name, [in_features[name], out], dtype, quant_type is not None)
+            add_projection(self, name, [in_features[name], out], dtype, quant_type, group_size)
         self.cpu_ops = False  # see LlamaForCausalLM.use_cpu_ops
 
     def project(self, x, name):
         return linear(x, getattr(self, name), self.out_features[name], self.compute_dtype,
-                      getattr(self, name + "_scale"))
+                      getattr(self, name + "_scale"), getattr(self, name + "_offset"))
 
     def forward(self, h, delta, positions, inv_freq, key_cache, value_cache, block_tables, seq_lens_this_time,
                 seq_lens_decoder):
@@ -162,9 +174,9 @@ class LlamaLayer(nn.Layer):
 
 class LlamaForCausalLM(nn.Layer):
     def __init__(self, config: LlamaConfig, dtype="float32", compute_dtype="float32", quant_type=None,
-                 quant_lm_head=False):
-        """`quant_type` (paddlellm.quantization): the layers' projections int8 with column scales; with
-        `quant_lm_head` the lm_head too (the embedding stays in `dtype`)."""
+                 quant_lm_head=False, group_size=None):
+        """`quant_type` (paddlellm.quantization; int4 in groups of `group_size` rows): the layers' projections
+        quantized; with `quant_lm_head` the lm_head too (the embedding stays in `dtype`)."""
         super().__init__()
         self.config = config
         self.compute_dtype = compute_dtype
@@ -173,12 +185,13 @@ class LlamaForCausalLM(nn.Layer):
         zeros = nn.initializer.Constant(0.0)
         c = config
         self.embed_tokens = self.create_parameter([c.vocab_size, c.hidden_size], dtype=dtype, default_initializer=zeros)
-        self.layers = nn.LayerList([LlamaLayer(c, dtype, compute_dtype, quant_type)
+        self.layers = nn.LayerList([LlamaLayer(c, dtype, compute_dtype, quant_type, group_size)
                                     for _ in range(c.num_hidden_layers)])
         self.norm = self.create_parameter([c.hidden_size], dtype=dtype, default_initializer=zeros)
         # Its own [hidden, vocab] copy even when tied (a transposed matmul on the embedding is slower), except
         # with the CPU ops, where a tied model keeps only the packed lm_head (see use_cpu_ops).
-        add_projection(self, "lm_head", [c.hidden_size, c.vocab_size], dtype, quant_type is not None and quant_lm_head)
+        add_projection(self, "lm_head", [c.hidden_size, c.vocab_size], dtype, quant_type if quant_lm_head else None,
+                       group_size)
         self.register_buffer("inv_freq", paddle.to_tensor(rope_inv_freq(c)), persistable=True)
 
     def use_cpu_ops(self):
@@ -225,4 +238,5 @@ class LlamaForCausalLM(nn.Layer):
                              seq_lens_this_time, seq_lens_decoder)
         last, _ = add_rms_norm(paddle.gather(delta, last_rows), paddle.gather(h, last_rows), self.norm,
                                self.config.rms_norm_eps, self.cpu_ops)
-        return linear(last, self.lm_head, self.config.vocab_size, self.compute_dtype, self.lm_head_scale)
+        return linear(last, self.lm_head, self.config.vocab_size, self.compute_dtype, self.lm_head_scale,
+                      self.lm_head_offset)
