@@ -4,7 +4,8 @@ weight_only_int8: per output column, symmetric: scale = max |w| / 127, q = round
 (int8), W ~ q * scale. Activations stay float32: the kernels widen q and apply the scales to their sums.
 weight_only_int4: per output column and group of --group_size rows (along K), asymmetric, as llama.cpp's Q4_1
 does it per block of 32: offset = min w, scale = (max w - min w) / 15, q = round((w - offset) / scale) in
-[0, 15] (4 bits); W ~ q * scale + offset. The group's smallest and largest entries are kept exactly.
+[0, 15] (4 bits); W ~ q * scale + offset. The group's smallest and largest entries are kept exactly. The int4
+kernels multiply int8 activations (per row and block of 32 values, as llama.cpp's Q8), the offsets the float x.
 """
 import numpy as np
 
@@ -31,11 +32,12 @@ def quantize_int8(weight):
 
 
 def check_group_size(group_size, input_sizes):
-    """int4 groups: even (two rows share a byte) and a divisor of every projection's input size."""
+    """int4 groups: a multiple of 32 (the kernels' activation blocks) dividing every projection's input size."""
     bad = sorted({k for k in input_sizes if k % max(group_size, 1)})
-    if group_size < 2 or group_size % 2 or bad:
-        raise UserError(f"--group_size {group_size}: int4 groups must be even and divide every projection's input "
-                        f"size ({', '.join(map(str, sorted(set(input_sizes))))}) (choose e.g. 32 or 64)")
+    if group_size < 32 or group_size % 32 or bad:
+        raise UserError(f"--group_size {group_size}: int4 groups must be a multiple of 32 dividing every "
+                        f"projection's input size ({', '.join(map(str, sorted(set(input_sizes))))}) "
+                        "(choose e.g. 32 or 64)")
 
 
 def quantize_int4(weight, group_size=DEFAULT_GROUP_SIZE):

@@ -33,6 +33,14 @@ bool isa_supported(int isa) {
 #endif
 }
 
+bool has_avx512_vnni() {
+#if defined(__x86_64__) || defined(__i386__)
+  return isa_supported(kAvx512) && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vnni");
+#else
+  return false;
+#endif
+}
+
 int select_isa() {
   const char* env = std::getenv("PADDLELLM_CPU_ISA");
   if (env == nullptr || env[0] == '\0' || std::string(env) == "auto") {

@@ -14,5 +14,7 @@ bool isa_supported(int isa);
 int select_isa();
 // select_isa(), with a one-line error (PD_CHECK) instead of a negative code.
 int checked_isa();
+// AVX-512 with byte dot products (avx512bw, avx512vnni): the avx512 level's int4 linear kernels use them.
+bool has_avx512_vnni();
 
 }  // namespace paddlellm_cpu

@@ -70,6 +70,26 @@ struct V {
     __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
   }
+  // int4 x int8 dot products (linear_body.inc): a lane is a column's 4 bytes
+  static constexpr bool kIntDot = true;
+  static constexpr int INT4_ROWS = 1;  // input rows an int4 tile holds in registers
+  using ivec = __m256i;
+  static ivec izero() { return _mm256_setzero_si256(); }
+  static ivec broadcast4(const int8_t* p) {
+    int32_t v;
+    memcpy(&v, p, sizeof v);
+    return _mm256_set1_epi32(v);
+  }
+  static void nibbles(const uint8_t* p, ivec* lo, ivec* hi) {  // 8 columns x 8 rows of 4 bits
+    const ivec b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)), mask = _mm256_set1_epi8(15);
+    *lo = _mm256_and_si256(b, mask);
+    *hi = _mm256_and_si256(_mm256_srli_epi32(b, 4), mask);
+  }
+  // acc + per lane sum of 4 products u8 x s8 (pairs summed in 16 bits first: 15 * 127 * 2 fits)
+  static ivec dot(ivec acc, ivec u8, ivec s8) {
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u8, s8), _mm256_set1_epi16(1)));
+  }
+  static reg to_float(ivec v) { return _mm256_cvtepi32_ps(v); }
 };
 
 #include "attention_body.inc"

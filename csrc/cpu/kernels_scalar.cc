@@ -42,6 +42,30 @@ struct V {
     memcpy(&f, &u, sizeof f);
     return f;
   }
+  // int4 x int8 dot products (linear_body.inc): a lane is a column's 4 bytes
+  static constexpr bool kIntDot = true;
+  static constexpr int INT4_ROWS = 1;
+  using ivec = int32_t;  // 4 bytes: 4 activations, or a column's 4 rows of 4 bits, or a sum
+  static ivec izero() { return 0; }
+  static ivec broadcast4(const int8_t* p) {
+    int32_t v;
+    memcpy(&v, p, sizeof v);
+    return v;
+  }
+  static void nibbles(const uint8_t* p, ivec* lo, ivec* hi) {
+    uint32_t b;
+    memcpy(&b, p, sizeof b);
+    *lo = static_cast<int32_t>(b & 0x0F0F0F0Fu);
+    *hi = static_cast<int32_t>((b >> 4) & 0x0F0F0F0Fu);
+  }
+  static ivec dot(ivec acc, ivec u8, ivec s8) {
+    uint8_t a[4];
+    int8_t x[4];
+    memcpy(a, &u8, 4);
+    memcpy(x, &s8, 4);
+    return acc + a[0] * x[0] + a[1] * x[1] + a[2] * x[2] + a[3] * x[3];
+  }
+  static reg to_float(ivec v) { return static_cast<float>(v); }
 };
 
 #include "attention_body.inc"

@@ -13,10 +13,15 @@ constexpr int64_t kLinearBlock = 32;
 // is still one contiguous stream, its scales read with it (as llama.cpp's block_q8_0 keeps its scale).
 constexpr int64_t kScaleRows = 4;
 // An int4 weight (W = q * scale + offset, q in [0, 15], a scale and an offset per column and group of `group`
-// rows, as llama.cpp's Q4_1 per block; K and group even, group divides K) is stored as
+// rows, as llama.cpp's Q4_1 per block; group and K multiples of 32) is stored as
 // [ceil(N / 32), 8 * K / group + K / 2, 32] uint8: each block starts with its K / group groups' 32 float32
-// scales and 32 float32 offsets, then K / 2 rows of 32 bytes, byte c of row r holding q[2r][c] in its low and
-// q[2r + 1][c] in its high 4 bits.
+// scales and 32 float32 offsets, then its K / 8 octets of rows, 128 bytes each: column c's 4 bytes (at 4c),
+// byte j holding q[8o + j][c] in its low and q[8o + 4 + j][c] in its high 4 bits. So a 4-byte lane is one
+// column's 8 rows, as byte dot products (vpdpbusd, pmaddubsw) take them against 4 + 4 int8 activations.
+// The int4 kernels multiply int8 activations: x quantized per row and block of kQuantBlock values
+// (xs = max |x| / 127, xq = round(x / xs), as llama.cpp's Q8 activations), with the block's float sum for the
+// offsets.
+constexpr int64_t kQuantBlock = 32;
 
 enum class WeightType { kFloat32, kBFloat16, kInt8, kInt4 };
 
@@ -27,6 +32,10 @@ struct LinearParams {
   float* y;        // [M, N]
   int64_t M, K, N;
   int64_t group;   // int4: rows per scale
+  // int4: x quantized: xq [M, K] int8, xs and xsum [M, K / kQuantBlock] (each block's scale and float sum)
+  const int8_t* xq;
+  const float* xs;
+  const float* xsum;
 };
 
 // Bytes of one packed block.
@@ -46,11 +55,13 @@ using LinearFn = void (*)(const LinearParams& p, int64_t nb, int64_t m0, int64_t
 void linear_block_scalar(const LinearParams& p, int64_t nb, int64_t m0, int64_t m1);
 void linear_block_avx2(const LinearParams& p, int64_t nb, int64_t m0, int64_t m1);
 void linear_block_avx512(const LinearParams& p, int64_t nb, int64_t m0, int64_t m1);
+void linear_block_avx512vnni(const LinearParams& p, int64_t nb, int64_t m0, int64_t m1);  // int4 only
 
 // The gate/up projection with SwiGLU applied: weight blocks 2 nb (gate) and 2 nb + 1 (up) give
 // y[m0:m1, 32 nb : 32 nb + 32] = silu(x W_gate) * (x W_up), clipped to N.
 void linear_swiglu_block_scalar(const LinearParams& p, int64_t nb, int64_t m0, int64_t m1);
 void linear_swiglu_block_avx2(const LinearParams& p, int64_t nb, int64_t m0, int64_t m1);
 void linear_swiglu_block_avx512(const LinearParams& p, int64_t nb, int64_t m0, int64_t m1);
+void linear_swiglu_block_avx512vnni(const LinearParams& p, int64_t nb, int64_t m0, int64_t m1);  // int4 only
 
 }  // namespace paddlellm_cpu

@@ -2,6 +2,7 @@
 // Packed, every 32 output columns are one contiguous stream: at a few rows the op reads the weights at the
 // memory's bandwidth, at more rows each weight row segment feeds up to LINEAR_ROWS rows from registers.
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <string>
@@ -32,9 +33,30 @@ static WeightType weight_type(const paddle::Tensor& w) {
 // and offsets, then K / 2 rows of values. 0 if no group fits.
 static int64_t group_of(const paddle::Tensor& w, int64_t K) {
   const int64_t rows = w.shape()[1], scale_rows = rows - K / 2;
-  if (K % 2 != 0 || scale_rows < 2 * kScaleRows || scale_rows % (2 * kScaleRows) != 0) return 0;
+  if (K % kQuantBlock != 0 || scale_rows < 2 * kScaleRows || scale_rows % (2 * kScaleRows) != 0) return 0;
   const int64_t groups = scale_rows / (2 * kScaleRows);
-  return K % groups == 0 && (K / groups) % 2 == 0 ? K / groups : 0;
+  return K % groups == 0 && (K / groups) % kQuantBlock == 0 ? K / groups : 0;
+}
+
+// x [M, K] -> int8 per row and block of kQuantBlock (linear_kernel.h): xs = max |x| / 127, xq = round(x / xs),
+// and each block's sum of x (in order).
+static void quantize_rows(const float* x, int64_t M, int64_t K, int8_t* xq, float* xs, float* xsum) {
+  const int64_t blocks = K / kQuantBlock;
+#pragma omp parallel for schedule(static) if (M * K >= (1 << 16))
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t b = 0; b < blocks; ++b) {
+      const float* in = x + m * K + b * kQuantBlock;
+      float amax = 0.f, sum = 0.f;
+      for (int64_t k = 0; k < kQuantBlock; ++k) {
+        amax = std::max(amax, std::fabs(in[k]));
+        sum += in[k];
+      }
+      const float scale = amax / 127.f, inverse = scale > 0.f ? 1.f / scale : 0.f;
+      for (int64_t k = 0; k < kQuantBlock; ++k)
+        xq[m * K + b * kQuantBlock + k] = static_cast<int8_t>(std::nearbyint(in[k] * inverse));
+      xs[m * blocks + b] = scale;
+      xsum[m * blocks + b] = sum;
+    }
 }
 
 int64_t check_packed_weight(const char* op, const char* name, const paddle::Tensor& w, int64_t K, int64_t n,
@@ -52,7 +74,7 @@ int64_t check_packed_weight(const char* op, const char* name, const paddle::Tens
   const WeightType type = weight_type(w);
   if (type == WeightType::kInt4) {
     PD_CHECK(group_of(w, K) > 0, op, ": ", name, " has ", s[1], " rows, which no int4 packing of K = ", K,
-             " has (8 * K / group + K / 2, K and group even)");
+             " has (8 * K / group + K / 2, K and group multiples of 32)");
   } else {
     const int64_t weight_k = s[1] - (type == WeightType::kInt8 ? kScaleRows : 0);
     PD_CHECK(weight_k == K, op, ": the input's last dimension is ", K, " but ", name, "'s K is ", weight_k);
@@ -83,12 +105,25 @@ void linear_compute(const float* x, int64_t M, int64_t K, const paddle::Tensor& 
   const int64_t group = type == WeightType::kInt4 ? group_of(weight, K) : 0;
   const int64_t blocks = swiglu ? weight.shape()[0] / 2 : weight.shape()[0];
   prefer_huge_pages(weight.data(), weight.shape()[0] * packed_block_bytes(type, K, group));
-  LinearParams p{x, weight.data(), type, y, M, K, n, group};
-  const int isa = checked_isa();
-  const LinearFn fn = swiglu ? (isa == kAvx512 ? linear_swiglu_block_avx512
+  LinearParams p{x, weight.data(), type, y, M, K, n, group, nullptr, nullptr, nullptr};
+  std::vector<int8_t> xq;
+  std::vector<float> xs, xsum;
+  if (type == WeightType::kInt4) {
+    xq.resize(M * K);
+    xs.resize(M * (K / kQuantBlock));
+    xsum.resize(xs.size());
+    quantize_rows(x, M, K, xq.data(), xs.data(), xsum.data());
+    p.xq = xq.data();
+    p.xs = xs.data();
+    p.xsum = xsum.data();
+  }
+  int isa = checked_isa();
+  if (type == WeightType::kInt4 && isa == kAvx512 && !has_avx512_vnni()) isa = kAvx2;  // no byte dot products
+  const bool vnni = type == WeightType::kInt4 && isa == kAvx512;
+  const LinearFn fn = swiglu ? (vnni ? linear_swiglu_block_avx512vnni : isa == kAvx512 ? linear_swiglu_block_avx512
                                 : isa == kAvx2 ? linear_swiglu_block_avx2 : linear_swiglu_block_scalar)
-                             : (isa == kAvx512 ? linear_block_avx512 : isa == kAvx2 ? linear_block_avx2
-                                                                                    : linear_block_scalar);
+                             : (vnni ? linear_block_avx512vnni : isa == kAvx512 ? linear_block_avx512
+                                : isa == kAvx2 ? linear_block_avx2 : linear_block_scalar);
   const int64_t chunks = (M + kRowsPerItem - 1) / kRowsPerItem;
   // Static split of (block, row chunk) in block-major order: each thread streams a contiguous range of blocks.
 #pragma omp parallel for collapse(2) schedule(static) if (blocks * chunks > 1)

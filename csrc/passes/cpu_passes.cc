@@ -43,8 +43,8 @@ void set_type(pir::Value value, const std::vector<int64_t>& shape, pir::Type dty
 // float32 and bfloat16 stay as they are; float16, which the CPU kernels do not read, becomes float32 (exactly).
 // Quantized weights (int8 values, csrc/cpu/linear_kernel.h): with column scales `scale` [N] float32, int8 blocks
 // [blocks, 4 + K, 32], each block's 32 scales first; with group scales and offsets [G, N] (int4, K / G rows a
-// group), uint8 blocks [blocks, 8 G + K / 2, 32]: each group's 32 scales and 32 offsets, then two rows a byte (low
-// 4 bits the even row).
+// group, a multiple of 32), uint8 blocks [blocks, 8 G + K / 2, 32]: each group's 32 scales and 32 offsets, then
+// octets of rows, a column's 8 rows in 4 bytes.
 bool pack_weight(pir::Pass* pass, pir::Value param, bool swiglu, pir::Value scale = pir::Value(),
                  pir::Value offset = pir::Value()) {
   phi::DenseTensor* weight = scope_tensor(pass, param);
@@ -60,7 +60,7 @@ bool pack_weight(pir::Pass* pass, pir::Value param, bool swiglu, pir::Value scal
       return t != nullptr && t->dtype() == phi::DataType::FLOAT32 && t->numel() == groups * N;
     };
     if (weight->dtype() != phi::DataType::INT8 || !fits(scales) || (int4 && (!fits(offsets) || K % groups ||
-                                                                           (K / groups) % 2)))
+                                                                           (K / groups) % 32)))
       return false;
   }
   const bool widen = weight->dtype() == phi::DataType::FLOAT16;
@@ -92,11 +92,13 @@ bool pack_weight(pir::Pass* pass, pir::Value param, bool swiglu, pir::Value scal
           std::memcpy(group + kScaleRows * kBlock, offsets->data<float>() + g * N + c0, columns * sizeof(float));
       }
       char* values = block + scale_rows * kBlock * size;
-      if (int4) {
+      if (int4) {  // octets of rows: column c's 4 bytes, byte j = row 8o + j | row 8o + 4 + j << 4
         const auto* q = reinterpret_cast<const int8_t*>(src);
-        for (int64_t k = 0; k < K; k += 2)
+        for (int64_t o = 0; o < K / 8; ++o)
           for (int64_t c = 0; c < columns; ++c)
-            values[(k / 2) * kBlock + c] = static_cast<char>(q[k * N + c0 + c] | (q[(k + 1) * N + c0 + c] << 4));
+            for (int64_t j = 0; j < 4; ++j)
+              values[(o * kBlock + c) * 4 + j] =
+                  static_cast<char>(q[(8 * o + j) * N + c0 + c] | (q[(8 * o + 4 + j) * N + c0 + c] << 4));
       } else {
         for (int64_t k = 0; k < K; ++k)
           std::memcpy(values + k * kBlock * size, src + (k * N + c0) * size, columns * size);

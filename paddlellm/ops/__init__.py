@@ -92,8 +92,9 @@ def pack_linear_weight(weight, scale=None, offset=None):
     - int8, `scale` [N] float32 (W = q * scale per column): each block starts with its 32 columns' scales (their
       float32 bytes as 4 rows of 32 int8), [ceil(N / 32), 4 + K, 32] int8;
     - int4, `scale` and `offset` [K / group, N] (W = q * scale + offset, q in [0, 15], per column and group of
-      rows): each block starts with each group's 32 scales and 32 offsets, then K / 2 rows of bytes holding rows
-      2r and 2r + 1 in their low and high 4 bits, [ceil(N / 32), 8 * K / group + K / 2, 32] uint8."""
+      rows; K and group multiples of 32): each block starts with each group's 32 scales and 32 offsets, then
+      its K / 8 octets of rows: column c's 4 bytes, byte j holding rows 8o + j and 8o + 4 + j in its low and high
+      4 bits, [ceil(N / 32), 8 * K / group + K / 2, 32] uint8."""
     k, n = weight.shape
     padded = -(-n // LINEAR_BLOCK) * LINEAR_BLOCK
     if scale is None:
@@ -116,13 +117,26 @@ def pack_linear_weight(weight, scale=None, offset=None):
         return paddle.to_tensor(np.concatenate([header.view(np.int8), values], axis=1))
     scale, offset = np.asarray(scale, np.float32), np.asarray(offset, np.float32)
     header = by_block(np.stack([scale, offset], axis=1).reshape(2 * len(scale), n))  # per group: scales, offsets
-    nibbles = values.astype(np.uint8)
-    return paddle.to_tensor(np.concatenate([header, nibbles[:, 0::2] | (nibbles[:, 1::2] << 4)], axis=1))
+    octets = values.astype(np.uint8).reshape(blocks, k // 8, 2, 4, LINEAR_BLOCK)  # [b, o, low/high, j, c]
+    lanes = (octets[:, :, 0] | (octets[:, :, 1] << 4)).transpose(0, 1, 3, 2)  # [b, o, c, j]
+    return paddle.to_tensor(np.concatenate([header, lanes.reshape(blocks, k // 2, LINEAR_BLOCK)], axis=1))
 
 
-def unpack_linear_weight(packed, n, k=None):
+def quantize_activations(x):
+    """x [..., K] float32 as the int4 kernels see it (csrc/cpu/linear_kernel.h): per row and block of 32 values,
+    xs = max |x| / 127 and xq = round(x / xs) in float32 arithmetic, as the kernel rounds: the float32 values
+    xq * xs, float64 [..., K]. For references and tests."""
+    x = np.asarray(x, np.float32)
+    blocks = x.reshape(*x.shape[:-1], x.shape[-1] // 32, 32)
+    scale = np.abs(blocks).max(axis=-1, keepdims=True) / np.float32(127)
+    inverse = np.divide(np.float32(1), scale, out=np.zeros_like(scale), where=scale > 0)
+    return (np.rint(blocks * inverse).astype(np.float64) * scale.astype(np.float64)).reshape(x.shape)
+
+
+def unpack_linear_weight(packed, n, k=None, offsets=True):
     """The [K, n] float32 numpy matrix a packed weight holds (quantized ones' scales applied; an int4 one needs
-    its K): for references and tests. With n = None, the [blocks, K, 32] blocks instead."""
+    its K, and with offsets=False leaves its offsets out): for references and tests. With n = None, the
+    [blocks, K, 32] blocks instead."""
     raw = packed.numpy()
     if packed.dtype == paddle.int8:
         scales = np.ascontiguousarray(raw[:, :SCALE_ROWS]).view(np.float32).reshape(raw.shape[0], 1, LINEAR_BLOCK)
@@ -131,9 +145,12 @@ def unpack_linear_weight(packed, n, k=None):
         groups = (raw.shape[1] - k // 2) // (2 * SCALE_ROWS)
         header = np.ascontiguousarray(raw[:, : 2 * SCALE_ROWS * groups]).view(np.float32)
         header = header.reshape(raw.shape[0], groups, 2, LINEAR_BLOCK)
-        pairs = raw[:, 2 * SCALE_ROWS * groups:]
-        q = np.stack([pairs & 15, pairs >> 4], axis=2).reshape(raw.shape[0], k, LINEAR_BLOCK).astype(np.float32)
-        values = q * np.repeat(header[:, :, 0], k // groups, axis=1) + np.repeat(header[:, :, 1], k // groups, axis=1)
+        lanes = raw[:, 2 * SCALE_ROWS * groups:].reshape(raw.shape[0], k // 8, LINEAR_BLOCK, 4)  # [b, o, c, j]
+        q = np.stack([lanes & 15, lanes >> 4], axis=2).transpose(0, 1, 2, 4, 3)  # [b, o, low/high, j, c]
+        q = q.reshape(raw.shape[0], k, LINEAR_BLOCK).astype(np.float32)
+        values = q * np.repeat(header[:, :, 0], k // groups, axis=1)
+        if offsets:
+            values = values + np.repeat(header[:, :, 1], k // groups, axis=1)
     else:
         values = packed.astype("float32").numpy()
     if n is None:

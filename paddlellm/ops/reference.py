@@ -79,10 +79,21 @@ def _unpack(packed, n, k):
     return unpack_linear_weight(packed, n, k).astype(np.float64)
 
 
+def _product(x, packed_weight, n):
+    """x @ W in float64 as the linear ops compute it. Against an int4 weight (W = q * scale + offset) the q * scale
+    part meets x quantized per row and block of 32 (ops.quantize_activations), the offsets the float x."""
+    from paddlellm.ops import quantize_activations, unpack_linear_weight
+
+    k, xf = x.shape[-1], x.numpy().astype(np.float64)
+    if packed_weight.dtype != paddle.uint8:
+        return xf @ _unpack(packed_weight, n, k)
+    scaled = unpack_linear_weight(packed_weight, n, k, offsets=False).astype(np.float64)
+    return quantize_activations(x.numpy()) @ scaled + xf @ (_unpack(packed_weight, n, k) - scaled)
+
+
 def linear_ref(x, packed_weight, n):
     """x @ W in float64 (returned as float32), W unpacked from [ceil(n / 32), K, 32] back to [K, n]."""
-    w = _unpack(packed_weight, n, x.shape[-1])
-    return paddle.to_tensor((x.numpy().astype(np.float64) @ w).astype(np.float32))
+    return paddle.to_tensor(_product(x, packed_weight, n).astype(np.float32))
 
 
 def packed_embedding_ref(ids, packed_weight, n):
@@ -94,9 +105,7 @@ def packed_embedding_ref(ids, packed_weight, n):
 def linear_swiglu_ref(x, packed_weight, n):
     """silu(x @ W_gate) * (x @ W_up) in float64 (returned as float32), the gate blocks being the even and the up
     blocks the odd ones of the packed weight."""
-    xf = x.numpy().astype(np.float64)
-    k = x.shape[-1]
-    gate, up = xf @ _unpack(packed_weight[0::2], n, k), xf @ _unpack(packed_weight[1::2], n, k)
+    gate, up = _product(x, packed_weight[0::2], n), _product(x, packed_weight[1::2], n)
     return paddle.to_tensor((gate / (1 + np.exp(-gate)) * up).astype(np.float32))
 
 

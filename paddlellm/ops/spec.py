@@ -20,6 +20,14 @@ def _matmul_tolerance(case):
     return 1e-5, 1e-7 * case["k"] ** 1.5 + 1e-6
 
 
+def _layer_tolerance(case):
+    # the steps below chained on unit-scale values (measured ~2e-6). With int4 weights each projection quantizes its
+    # input to int8 per block of 32: a float32 ulp of difference upstream (the reference rounds each step on its
+    # own) can move one activation to the next step, xs = max|x| / 127 ~ 0.03, times a column of |w| ~ k^-0.5:
+    # a few 1e-3 where it happens (measured 1.8e-3, NMSE 2e-9)
+    return (1e-5, 5e-3) if str(case.get("w", "")).startswith("int4") else (1e-5, 1e-5)
+
+
 # (rtol, atol) per kind of op, as a function of the case. Why these numbers: SPEC.md, per op.
 TOLERANCE = {
     "exact": lambda case: (0.0, 0.0),             # copies, index ops
@@ -27,7 +35,7 @@ TOLERANCE = {
     "reduction": lambda case: (2e-6, 1e-6),       # float32 sums of squares and rsqrt
     "matmul": _matmul_tolerance,
     "attention": lambda case: (0.0, 2e-5),        # float32 softmax and sums over the cached tokens
-    "layer": lambda case: (1e-5, 1e-5),           # the steps above chained on unit-scale values (measured ~2e-6)
+    "layer": _layer_tolerance,
 }
 
 
@@ -132,8 +140,10 @@ LINEAR_SHAPES = ((1, 576, 960), (2, 7, 33), (5, 13, 1), (11, 64, 31), (12, 64, 6
                  (100, 5, 65), (3, 3, 32))
 WEIGHT_DTYPES = ("float32", "bfloat16")
 PACKED_DTYPES = WEIGHT_DTYPES + ("int8",)  # int8: per-column scales in each block (--quant_type weight_only_int8)
-# int4 (weight_only_int4) in groups of 2 (the smallest), 4 and 64 rows, on the shapes whose K allows them
-LINEAR_INT4 = ((1, 576, 960, 64), (2, 8, 33, 2), (12, 64, 64, 4), (13, 64, 100, 64), (100, 6, 65, 2), (5, 2, 1, 2))
+# int4 (weight_only_int4) in groups of 32 (the smallest), 64 and 576 rows, on K that are multiples of 32: rows
+# around the int4 tiles (AVX-512 VNNI 4, else 1), more than a work item, N past a block
+LINEAR_INT4 = ((1, 576, 960, 64), (2, 32, 33, 32), (5, 64, 64, 32), (12, 576, 100, 576), (100, 96, 65, 32),
+               (3, 32, 1, 32))
 LINEAR_CASES = (_with_dtypes(tuple(dict(m=m, k=k, n=n) for m, k, n in LINEAR_SHAPES), "w", PACKED_DTYPES)
                 + tuple(dict(m=m, k=k, n=n, w=f"int4_g{g}") for m, k, n, g in LINEAR_INT4))
 LINEAR_BENCH = tuple(dict(m=m, k=576, n=n, w=w) for w in ("float32", "int8", "int4_g64") for m in (1, 12, 64)
@@ -300,7 +310,7 @@ LAYER_CASES = (
     dict(seqs="small_blocks", kv=2, group=1, d=16, bs=8, hidden=32, f=64, w="float32", cache="bfloat16"),
     dict(seqs="mixed_decode_chunks_idle", kv=2, group=3, d=16, bs=16, hidden=64, f=96, w="int8"),
     dict(seqs="smollm2_decode", kv=3, group=3, d=64, bs=64, hidden=576, f=1536, w="int8"),
-    dict(seqs="mixed_decode_chunks_idle", kv=2, group=3, d=16, bs=16, hidden=64, f=96, w="int4_g16"),
+    dict(seqs="mixed_decode_chunks_idle", kv=2, group=3, d=16, bs=16, hidden=64, f=96, w="int4_g32"),
     dict(seqs="smollm2_decode", kv=3, group=3, d=64, bs=64, hidden=576, f=1536, w="int4_g64"),
 )
 LAYER_BENCH = tuple(dict(seqs=s, kv=3, group=3, d=64, bs=64, hidden=576, f=1536, w="float32")

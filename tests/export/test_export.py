@@ -66,7 +66,7 @@ def test_reexport_replaces(tiny_llama, tmp_path):
     (["--block_attn", "false"], "--block_attn false: the dense-cache step was removed"),
     (["--device", "npu"], "--device npu needs --dtype float16 or bfloat16"),
     (["--quant_type", "int3"], "--quant_type int3 is not supported (choose one of: weight_only_int8, weight_only_int4)"),
-    (["--quant_type", "weight_only_int4", "--group_size", "48"], "--group_size 48: int4 groups must be even and divide"),
+    (["--quant_type", "weight_only_int4", "--group_size", "48"], "--group_size 48: int4 groups must be a multiple of 32"),
     (["--quant_lm_head"], "--quant_lm_head quantizes the lm_head as --quant_type says (give --quant_type too)"),
     (["--cachekv_int8_type", "dynamic"], "--cachekv_int8_type is not available"),
 ])
@@ -175,17 +175,17 @@ def test_weight_only_int8_export_stores_int8_projections_with_column_scales(tiny
 
 
 def test_weight_only_int4_export_stores_group_scales_and_offsets(tiny_llama, tmp_path):
-    """int4 values (0..15, one int8 each in the file) with a float32 scale and offset per column and group of 16
+    """int4 values (0..15, one int8 each in the file) with a float32 scale and offset per column and group of 32
     rows; the manifest records the group size."""
     import paddle
 
-    out = export(tiny_llama, tmp_path / "inference", "--quant_type", "weight_only_int4", "--group_size", "16")
+    out = export(tiny_llama, tmp_path / "inference", "--quant_type", "weight_only_int4", "--group_size", "32")
     manifest = read_manifest(out)
-    assert (manifest.quant_type, manifest.group_size, manifest.quant_lm_head) == ("weight_only_int4", 16, False)
+    assert (manifest.quant_type, manifest.group_size, manifest.quant_lm_head) == ("weight_only_int4", 32, False)
     params = paddle.jit.load(str(out / "model")).state_dict()
     values = [v for v in params.values() if v.dtype == paddle.int8]
     assert len(values) == 8 and all(0 <= v.numpy().min() and v.numpy().max() <= 15 for v in values)
-    # per layer: qkv and gate/up read hidden 64 (4 groups), o 64 (4), down 128 (8): scales and offsets alike
+    # per layer: qkv and gate/up read hidden 64 (2 groups), o 64 (2), down 128 (4): scales and offsets alike
     groups = sorted(tuple(v.shape) for v in params.values() if v.dtype == paddle.float32 and len(v.shape) == 2
-                    and v.shape[0] in (4, 8))
-    assert groups == sorted([(4, 128), (4, 256), (4, 64), (8, 64)] * 2 * 2)
+                    and v.shape[0] in (2, 4))
+    assert groups == sorted([(2, 128), (2, 256), (2, 64), (4, 64)] * 2 * 2)

@@ -113,23 +113,28 @@ def test_the_cpu_pipeline_fuses_narrow_weights_too(tmp_path_factory, dtype):
 def test_the_cpu_pipeline_fuses_a_quantized_export_as_a_float_one(checkpoint, tmp_path, quant_type, bound):
     """--quant_type ... --quant_lm_head: the projections and the lm_head are cast(int8) * scale (int4: * the group
     scales + the group offsets, each repeated over its group) in the portable program; the linear passes pack them
-    as int8 / int4 blocks with their scales and every pass matches as on float weights. Logits within 2e-5 of the
-    unfused program, which holds the same values and scales: the kernels apply a column's scale to its sum (int8)
-    or widen the values with their group's scale and offset in another order (int4): a float32 rounding per
-    product moved, the same tolerance as for float weights above."""
+    as int8 / int4 blocks with their scales and every pass matches as on float weights. int8: logits within 2e-5
+    of the unfused program, which holds the same values and scales: the kernel applies a column's scale to its
+    sum, a float32 rounding per product moved (the same tolerance as for float weights above)."""
     from paddlellm.export.exporter import export_model
 
     quantized = export_model(checkpoint, tmp_path / "quantized", quant_type=quant_type, quant_lm_head=True,
-                             group_size=16)
+                             group_size=32)
     reference = logits_with(quantized, [])
     got = logits_with(quantized, None)
     layers = read_manifest(quantized).num_layers
     assert {n: ops.pass_matches(n) for n in PIPELINES["cpu"]} == {n: BY_NAME[n].expected(layers)
                                                                   for n in PIPELINES["cpu"]}
-    np.testing.assert_allclose(got, reference, rtol=0, atol=2e-5)
+    if quant_type == "weight_only_int4":  # the int4 kernels multiply int8 activations (per row and block of 32),
+        # where the portable program keeps them float: ~0.7% of each activation in RMS, grown through this random
+        # model's 10 matmuls (measured 8.3% of the logits; the kernels against that rounding: --check)
+        assert np.sqrt(np.mean((got - reference) ** 2) / np.mean(reference ** 2)) < 0.15
+    else:
+        np.testing.assert_allclose(got, reference, rtol=0, atol=2e-5)
     # and it is the float model give or take its rounding. int8: a weight moves by up to half a step, max|column| /
     # 254, ~1% of the weights' spread in RMS; 10 such matmuls in a row: a few % of the logits in RMS (measured
-    # 2.7%). int4 in groups of 16: steps of (max - min) / 15 over 16 normal values, ~10% of the spread in RMS:
-    # tens of % of the logits on this random model (measured 37%; SmolLM2's perplexity in the README)
+    # 2.7%). int4 in groups of 32: steps of (max - min) / 15 over 32 normal values, ~10% of the spread in RMS,
+    # and int8 activations: tens of % of the logits on this random model (measured 40%; SmolLM2's perplexity in
+    # the README)
     exact = logits_with(export_model(checkpoint, tmp_path / "float"), [])
     assert np.sqrt(np.mean((got - exact) ** 2) / np.mean(exact ** 2)) < bound

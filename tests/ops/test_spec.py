@@ -28,8 +28,11 @@ def test_kernel_matches_reference(op, backend, case):
 
 
 def _plain_params():
+    # int4 weights: the kernels multiply int8 activations where the plain path keeps them float (linear_kernel.h),
+    # so the reference (test_kernel_matches_reference) is the check that applies
     return [pytest.param(op, case, id=f"{op.name}-{case_label(case)}")
-            for op in OPS if op.plain and not op.inplace for case in op.cases]
+            for op in OPS if op.plain and not op.inplace for case in op.cases
+            if not str(case.get("w", "")).startswith("int4")]
 
 
 @pytest.mark.parametrize("op,case", _plain_params())
