@@ -22,10 +22,12 @@ tokens, threads and batch sizes; each measurement is its own process. Steps:
    (greedy generate, min_new_tokens=N); at the --passes_off_batches sizes also ours with no IR pass
    (--passes none: the portable program as exported). Prompt tok/s and decode tok/s are each tool's own numbers;
    peak RSS is each process's maximum resident set (wait4).
-4. --quant q8_0: llama.cpp runs the Q8_0 GGUF that convert_hf_to_gguf.py writes (--outtype q8_0: every matrix,
-   the tied embedding/output included, in blocks of 32 with a float16 scale), ours the export with --quant_type
-   weight_only_int8 --quant_lm_head (per-column int8 scales); at the --passes_off_batches sizes ours also runs
-   the float32 export (with its IR passes) in place of the passes-off run, for the int8/float32 ratio.
+4. --quant q8_0 | q4_0: llama.cpp runs a GGUF of that type (q8_0: convert_hf_to_gguf.py --outtype q8_0; q4_0:
+   benchmarks/gguf_requantize.py from the F32 GGUF; every matrix, the tied embedding/output included, in blocks
+   of 32 with a float16 scale), ours the export with --quant_type weight_only_int8 (per-column scales) or
+   weight_only_int4 --group_size 32 (a scale and an offset per column and 32 rows), --quant_lm_head; at the
+   --passes_off_batches sizes ours also runs the float32 export (with its IR passes) in place of the passes-off
+   run, for the quantized/float32 ratio.
 Prints one Markdown table with the ratios and writes every raw number, the machine (CPU, avx2/avx512/amx),
 the commit and the date to --output (default WORK_DIR/results.json). The table shows, per tool, batch size
 and column, the best of --runs: on a shared machine other work only ever slows a run down, so the fastest
@@ -56,7 +58,10 @@ CMAKE_ARGS = [
 ]
 TARGETS = ["llama-batched-bench"]
 # --quant: llama.cpp's GGUF type (convert_hf_to_gguf.py --outtype) and our export flags for the same weights
-QUANTS = {"q8_0": ("q8_0", ["--quant_type", "weight_only_int8", "--quant_lm_head"])}
+QUANTS = {"q8_0": ("q8_0", ["--quant_type", "weight_only_int8", "--quant_lm_head"]),
+          "q4_0": ("q4_0", ["--quant_type", "weight_only_int4", "--quant_lm_head", "--group_size", "32"])}
+CONVERTER_TYPES = ("f32", "q8_0")  # what convert_hf_to_gguf.py writes; others come from the F32 GGUF by
+# benchmarks/gguf_requantize.py
 
 
 class Failure(Exception):
@@ -180,13 +185,20 @@ def prepare_models(work, llamacpp_src, export_flags, need_ours, need_gguf, quant
     outtype = QUANTS[quant][0] if quant else "f32"
     gguf = work / f"smollm2-{outtype}.gguf"
     if need_gguf and not gguf.is_file():
-        print(f"writing the {outtype.upper()} GGUF with llama.cpp's convert_hf_to_gguf.py ...", flush=True)
         vendored = llamacpp_src / "vendor" / "llama.cpp"
-        partial = gguf.with_name(gguf.name + ".partial")
         genv = {**env, "PYTHONPATH": os.pathsep.join([str(vendored / "gguf-py"), env["PYTHONPATH"]])}
-        run_child([sys.executable, vendored / "convert_hf_to_gguf.py", checkpoint, "--outtype", outtype,
-                   "--outfile", partial], work / "logs" / "convert_hf_to_gguf", genv)
-        os.replace(partial, gguf)
+        converted = outtype if outtype in CONVERTER_TYPES else "f32"
+        source = work / f"smollm2-{converted}.gguf"
+        if not source.is_file():
+            print(f"writing the {converted.upper()} GGUF with llama.cpp's convert_hf_to_gguf.py ...", flush=True)
+            partial = source.with_name(source.name + ".partial")
+            run_child([sys.executable, vendored / "convert_hf_to_gguf.py", checkpoint, "--outtype", converted,
+                       "--outfile", partial], work / "logs" / "convert_hf_to_gguf", genv)
+            os.replace(partial, source)
+        if source != gguf:
+            print(f"re-quantizing it to {outtype.upper()} (benchmarks/gguf_requantize.py) ...", flush=True)
+            run_child([sys.executable, ROOT / "benchmarks/gguf_requantize.py", source, gguf, outtype],
+                      work / "logs" / "gguf_requantize", genv)
     exports = {"float32": (work / "inference", export_flags)}
     if quant:
         exports[quant] = (work / f"inference_{quant}", export_flags + QUANTS[quant][1])
