@@ -1,0 +1,179 @@
+// The CPU passes' weights: see packed_weights.h.
+#include "packed_weights.h"
+
+#include <algorithm>
+#include <cstring>
+#include <memory>
+#include <vector>
+
+#include "paddle/pir/include/core/builtin_op.h"
+
+namespace paddlellm_passes {
+namespace {
+
+constexpr int64_t kBlock = 32;  // the packed layout's column block (csrc/cpu/linear_kernel.h, kLinearBlock)
+constexpr int64_t kScaleRows = 4;  // an int8 block's rows of scales (kScaleRows there)
+
+void set_type(pir::Value value, const std::vector<int64_t>& shape, pir::Type dtype) {
+  const auto old = value.type().dyn_cast<pir::DenseTensorType>();
+  value.set_type(pir::DenseTensorType::get(pir::IrContext::Instance(), dtype, common::make_ddim(shape),
+                                           old.data_layout(), old.lod(), old.offset()));
+}
+
+bool parameter(const pir::Value& v) {
+  pir::Operation* op = v ? v.defining_op() : nullptr;
+  return op != nullptr && op->isa<pir::ParameterOp>() && v.HasOneUse();
+}
+
+// `v` = repeat_interleave(S, repeats, axis 0) of a float32 parameter S [G, N] read by nothing else: S, and the
+// op (appended to `feeding`). Else a null value.
+pir::Value repeated_parameter(const pir::Value& v, int64_t rows, std::vector<pir::Operation*>* feeding) {
+  pir::Operation* repeat = defined_by(v, "pd_op.repeat_interleave");
+  if (!repeat || !v.HasOneUse() || repeat->attribute<pir::Int32Attribute>("axis").data() != 0) return pir::Value();
+  const pir::Value s = repeat->operand_source(0);
+  const auto shape = pir::GetShapeFromValue(s);
+  if (!parameter(s) || !pir::GetDataTypeFromValue(s).isa<pir::Float32Type>() || shape.size() != 2 ||
+      shape[0] * repeat->attribute<pir::Int32Attribute>("repeats").data() != rows)
+    return pir::Value();
+  feeding->push_back(repeat);
+  return s;
+}
+
+}  // namespace
+
+phi::DenseTensor* scope_tensor(pir::Pass* pass, const pir::Value& param) {
+  auto* scope = pir::GetScopeImpl(pass);
+  if (scope == nullptr) return nullptr;
+  auto* var = pir::ScopeFindVar(scope, pir::GetParameterNameFromValue(param));
+  if (var == nullptr) return nullptr;
+  auto* tensor = pir::VarGetMutable<phi::DenseTensor>(var);
+  return tensor->initialized() && tensor->place().GetType() == phi::AllocationType::CPU ? tensor : nullptr;
+}
+
+// Repacks the [K, N] weight of `param` in place into the layout paddlellm_linear reads (ops.pack_linear_weight):
+// [ceil(N / 32), K, 32], block b holding columns 32b.. row after row, zero past N. With `swiglu`, the first half
+// of the columns (gate) and the second (up) are packed apart and their blocks interleaved (ops.pack_swiglu_weight).
+// float32 and bfloat16 stay as they are; float16, which the CPU kernels do not read, becomes float32 (exactly).
+// Quantized weights (int8 values, csrc/cpu/linear_kernel.h): with column scales `scale` [N] float32, int8 blocks
+// [blocks, 4 + K, 32], each block's 32 scales first; with group scales and offsets [G, N] (int4, K / G rows a
+// group, a multiple of 32), uint8 blocks [blocks, 8 G + K / 2, 32]: each group's 32 scales and 32 offsets, then
+// octets of rows, a column's 8 rows in 4 bytes.
+bool pack_weight(pir::Pass* pass, pir::Value param, bool swiglu, pir::Value scale, pir::Value offset) {
+  phi::DenseTensor* weight = scope_tensor(pass, param);
+  if (weight == nullptr || weight->dims().size() != 2) return false;
+  const int64_t K = weight->dims()[0], N = weight->dims()[1], halves = swiglu ? 2 : 1;
+  if (N % halves != 0) return false;
+  const phi::DenseTensor* scales = scale ? scope_tensor(pass, scale) : nullptr;
+  const phi::DenseTensor* offsets = offset ? scope_tensor(pass, offset) : nullptr;
+  const bool int4 = static_cast<bool>(offset);
+  const int64_t groups = !scale ? 0 : int4 ? pir::GetShapeFromValue(scale)[0] : 1;
+  if (scale) {  // int8 values; float32 scales (and offsets) of `groups` rows a column
+    auto fits = [&](const phi::DenseTensor* t) {
+      return t != nullptr && t->dtype() == phi::DataType::FLOAT32 && t->numel() == groups * N;
+    };
+    if (weight->dtype() != phi::DataType::INT8 || !fits(scales) || (int4 && (!fits(offsets) || K % groups ||
+                                                                           (K / groups) % 32)))
+      return false;
+  }
+  const bool widen = weight->dtype() == phi::DataType::FLOAT16;
+  const phi::DataType dtype = widen ? phi::DataType::FLOAT32 : int4 ? phi::DataType::UINT8 : weight->dtype();
+  std::shared_ptr<phi::DenseTensor> wide;
+  if (widen) {
+    wide = std::static_pointer_cast<phi::DenseTensor>(paddle::empty({K, N}, dtype, paddle::CPUPlace()).impl());
+    const auto* narrow = weight->data<phi::dtype::float16>();
+    float* out = wide->data<float>();
+    for (int64_t i = 0; i < K * N; ++i) out[i] = static_cast<float>(narrow[i]);
+  }
+  const int64_t n = N / halves, blocks = (n + kBlock - 1) / kBlock;
+  const int64_t scale_rows = kScaleRows * groups * (int4 ? 2 : 1);
+  const int64_t rows = scale_rows + (int4 ? K / 2 : K);
+  const size_t size = phi::SizeOf(dtype);
+  auto packed = std::static_pointer_cast<phi::DenseTensor>(
+      paddle::empty({blocks * halves, rows, kBlock}, dtype, paddle::CPUPlace()).impl());
+  const char* src = static_cast<const char*>(widen ? wide->data() : weight->data());
+  char* dst = static_cast<char*>(packed->data());
+  std::memset(dst, 0, packed->numel() * size);
+  for (int64_t half = 0; half < halves; ++half)
+    for (int64_t b = 0; b < blocks; ++b) {
+      const int64_t columns = std::min(kBlock, n - b * kBlock), c0 = half * n + b * kBlock;
+      char* block = dst + (b * halves + half) * rows * kBlock * size;
+      for (int64_t g = 0; g < groups; ++g) {  // 32 float32 scales (and offsets) a group (zero past N)
+        char* group = block + g * (int4 ? 2 : 1) * kScaleRows * kBlock;
+        std::memcpy(group, scales->data<float>() + g * N + c0, columns * sizeof(float));
+        if (int4)
+          std::memcpy(group + kScaleRows * kBlock, offsets->data<float>() + g * N + c0, columns * sizeof(float));
+      }
+      char* values = block + scale_rows * kBlock * size;
+      if (int4) {  // octets of rows: column c's 4 bytes, byte j = row 8o + j | row 8o + 4 + j << 4
+        const auto* q = reinterpret_cast<const int8_t*>(src);
+        for (int64_t o = 0; o < K / 8; ++o)
+          for (int64_t c = 0; c < columns; ++c)
+            for (int64_t j = 0; j < 4; ++j)
+              values[(o * kBlock + c) * 4 + j] =
+                  static_cast<char>(q[(8 * o + j) * N + c0 + c] | (q[(8 * o + 4 + j) * N + c0 + c] << 4));
+      } else {
+        for (int64_t k = 0; k < K; ++k)
+          std::memcpy(values + k * kBlock * size, src + (k * N + c0) * size, columns * size);
+      }
+    }
+  *weight = *packed;
+  const pir::Type element = widen ? pir::Float32Type::get(pir::IrContext::Instance())
+                            : int4 ? pir::UInt8Type::get(pir::IrContext::Instance())
+                                   : pir::GetDataTypeFromValue(param);
+  set_type(param, {blocks * halves, rows, kBlock}, element);
+  return true;
+}
+
+// The weight behind a matmul's weight operand `w` [K, N], its parameter and the ops that only feed it, erased
+// once the weight is packed (in place: so only if nothing else reads them):
+//   w itself, a float32 parameter;
+//   cast(P) to float32, P a bfloat16 or float16 parameter;
+//   multiply(cast(P), S), P an int8 parameter, S its float32 column scales [N] (--quant_type weight_only_int8);
+//   multiply(cast(P), repeat_interleave(S, K / G, axis 0)) + repeat_interleave(O, K / G, axis 0), S and O its group
+//   scales and offsets [G, N] (weight_only_int4).
+bool weight_parameter(const pir::Value& w, Weight* weight) {
+  if (!w.HasOneUse() || !is_float32(w)) return false;
+  pir::Value p = w;
+  pir::Operation* add = defined_by(w, "pd_op.add");  // int4: + the group offsets
+  pir::Operation* multiply = defined_by(add ? add->operand_source(0) : w, "pd_op.multiply");
+  if (add) {
+    weight->feeding.push_back(add);
+    if (!multiply || !multiply->result(0).HasOneUse()) return false;
+  }
+  if (multiply) {
+    weight->feeding.push_back(multiply);
+    p = multiply->operand_source(0);
+    if (!p.HasOneUse()) return false;
+  }
+  pir::Operation* cast = defined_by(p, "pd_op.cast");
+  if (cast) {
+    weight->feeding.push_back(cast);
+    p = cast->operand_source(0);
+  }
+  if (!parameter(p) || pir::GetShapeFromValue(p).size() != 2) return false;
+  const auto dtype = pir::GetDataTypeFromValue(p);
+  const auto shape = pir::GetShapeFromValue(p);
+  if (add) {  // int4: scales and offsets [G, N], each repeated K / G times
+    weight->scale = repeated_parameter(multiply->operand_source(1), shape[0], &weight->feeding);
+    weight->offset = repeated_parameter(add->operand_source(1), shape[0], &weight->feeding);
+    if (!weight->scale || !weight->offset || pir::GetShapeFromValue(weight->scale)[1] != shape[1] ||
+        pir::GetShapeFromValue(weight->offset) != pir::GetShapeFromValue(weight->scale))
+      return false;
+    weight->feeding.push_back(weight->offset.defining_op());
+  } else if (multiply) {  // int8: column scales [N]
+    weight->scale = multiply->operand_source(1);
+    if (!parameter(weight->scale) || !pir::GetDataTypeFromValue(weight->scale).isa<pir::Float32Type>() ||
+        pir::GetShapeFromValue(weight->scale) != std::vector<int64_t>{shape[1]})
+      return false;
+  }
+  if (multiply) {
+    if (!cast || !dtype.isa<pir::Int8Type>()) return false;
+    weight->feeding.push_back(weight->scale.defining_op());
+  } else if (!(dtype.isa<pir::Float32Type>() || dtype.isa<pir::BFloat16Type>() || dtype.isa<pir::Float16Type>())) {
+    return false;
+  }
+  weight->param = p;
+  return true;
+}
+
+}  // namespace paddlellm_passes
