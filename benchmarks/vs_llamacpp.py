@@ -4,7 +4,7 @@
     python benchmarks/vs_llamacpp.py [--batch_sizes 1 4 8 12] [--prompt_tokens 128] [--new_tokens 64]
         [--threads 2] [--runs 2] [--stat best|median] [--output FILE.json]
         [--skip_ours | --skip_llamacpp | --skip_hf | --only_ours] [--ours_export_flags '--block_attn']
-        [--passes_off_batches 1 8] [--quant q8_0]
+        [--passes_off_batches 1 8] [--quant q8_0 | a8w8 | q4_0]
 
 Same weights (the reference model SmolLM2-135M-Instruct, de-quantized to F32), same prompt length, new
 tokens, threads and batch sizes; each measurement is its own process. Steps:
@@ -22,10 +22,11 @@ tokens, threads and batch sizes; each measurement is its own process. Steps:
    (greedy generate, min_new_tokens=N); at the --passes_off_batches sizes also ours with no IR pass
    (--passes none: the portable program as exported). Prompt tok/s and decode tok/s are each tool's own numbers;
    peak RSS is each process's maximum resident set (wait4).
-4. --quant q8_0 | q4_0: llama.cpp runs a GGUF of that type (q8_0: convert_hf_to_gguf.py --outtype q8_0; q4_0:
-   benchmarks/gguf_requantize.py from the F32 GGUF; every matrix, the tied embedding/output included, in blocks
-   of 32 with a float16 scale), ours the export with --quant_type weight_only_int8 (per-column scales) or
-   weight_only_int4 --group_size 32 (a scale and an offset per column and 32 rows), --quant_lm_head; at the
+4. --quant q8_0 | a8w8 | q4_0: llama.cpp runs a GGUF of that type (q8_0, also for a8w8: convert_hf_to_gguf.py
+   --outtype q8_0; q4_0: benchmarks/gguf_requantize.py from the F32 GGUF; every matrix, the tied
+   embedding/output included, in blocks of 32 with a float16 scale), ours the export with --quant_type
+   weight_only_int8 (per-column scales), a8w8 (the same weights, int8 activations per token) or weight_only_int4
+   --group_size 32 (a scale and an offset per column and 32 rows), --quant_lm_head; at the
    --passes_off_batches sizes ours also runs the float32 export (with its IR passes) in place of the passes-off
    run, for the quantized/float32 ratio.
 Prints one Markdown table with the ratios and writes every raw number, the machine (CPU, avx2/avx512/amx),
@@ -58,7 +59,9 @@ CMAKE_ARGS = [
 ]
 TARGETS = ["llama-batched-bench"]
 # --quant: llama.cpp's GGUF type (convert_hf_to_gguf.py --outtype) and our export flags for the same weights
+# (a8w8 against Q8_0: llama.cpp's Q8_0 products also meet int8 activations)
 QUANTS = {"q8_0": ("q8_0", ["--quant_type", "weight_only_int8", "--quant_lm_head"]),
+          "a8w8": ("q8_0", ["--quant_type", "a8w8", "--quant_lm_head"]),
           "q4_0": ("q4_0", ["--quant_type", "weight_only_int4", "--quant_lm_head", "--group_size", "32"])}
 CONVERTER_TYPES = ("f32", "q8_0")  # what convert_hf_to_gguf.py writes; others come from the F32 GGUF by
 # benchmarks/gguf_requantize.py

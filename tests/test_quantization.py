@@ -46,3 +46,11 @@ def test_unknown_quant_type_is_a_user_error():
     assert check_quant_type(None) is None and check_quant_type("weight_only_int8") == "weight_only_int8"
     with pytest.raises(UserError, match="--quant_type a8w4 is not supported"):
         check_quant_type("a8w4")
+
+
+def test_a8w8_needs_input_sizes_in_blocks_of_32():
+    from paddlellm.quantization import check_a8w8_sizes
+
+    check_a8w8_sizes([576, 1536])
+    with pytest.raises(UserError, match="input sizes 40 are not multiples of 32 \\(use weight_only_int8\\)"):
+        check_a8w8_sizes([64, 40])

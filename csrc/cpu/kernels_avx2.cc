@@ -90,6 +90,19 @@ struct V {
     return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u8, s8), _mm256_set1_epi16(1)));
   }
   static reg to_float(ivec v) { return _mm256_cvtepi32_ps(v); }
+  // a8w8: the weights back to signed (q + 128 ^ 0x80), then int8 x int8 as pmaddubsw takes it: |x| unsigned, q with
+  // x's sign (pairs: 127 * 127 * 2 fits 16 bits)
+  static constexpr int A8W8_ROWS = 1;
+  static constexpr int32_t kWeightBias = 0;
+  static ivec biased_weights(const uint8_t* p) {
+    return _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)), _mm256_set1_epi8(-128));
+  }
+  static ivec dot_biased(ivec acc, ivec w, ivec x) {
+    const ivec pairs = _mm256_maddubs_epi16(_mm256_abs_epi8(x), _mm256_sign_epi8(w, x));
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)));
+  }
+  static ivec iset1(int32_t v) { return _mm256_set1_epi32(v); }
+  static ivec isub(ivec a, ivec b) { return _mm256_sub_epi32(a, b); }
 };
 
 #include "attention_body.inc"

@@ -20,8 +20,9 @@ namespace avx512 {
 
 struct V : V512 {
   static constexpr int LINEAR_ROWS = 12;  // input rows a linear tile holds in registers
-  static constexpr bool kIntDot = false;  // AVX-512F alone has no byte dot products: int4 runs on avx2 or vnni
+  static constexpr bool kIntDot = false;  // AVX-512F alone has no byte dot products: int4, a8w8 run on avx2 or vnni
   static constexpr int INT4_ROWS = 1;
+  static constexpr int A8W8_ROWS = 1;
 };
 
 #include "attention_body.inc"

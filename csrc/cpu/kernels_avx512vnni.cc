@@ -1,6 +1,6 @@
-// The int4 linear kernels with AVX-512 VNNI byte dot products (vpdpbusd: 16 columns x 4 rows an instruction);
+// The int4 and a8w8 linear kernels with AVX-512 VNNI byte dot products (vpdpbusd: 16 columns x 4 rows an instruction);
 // the float kernels of this ISA level are kernels_avx512.cc's. Chosen at run time where the CPU has
-// avx512f, avx512bw and avx512vnni (isa.h: has_avx512_vnni); elsewhere int4 runs on the AVX2 kernels.
+// avx512f, avx512bw and avx512vnni (isa.h: has_avx512_vnni); elsewhere int4 and a8w8 run on the AVX2 kernels.
 #include <immintrin.h>
 
 #include <cmath>
@@ -37,6 +37,13 @@ struct V : V512 {
   }
   static ivec dot(ivec acc, ivec u8, ivec s8) { return _mm512_dpbusd_epi32(acc, u8, s8); }
   static reg to_float(ivec v) { return _mm512_cvtepi32_ps(v); }
+  // a8w8: the weights' q + 128 as vpdpbusd's unsigned operand; the sums then hold 128 * the activations' sum more
+  static constexpr int A8W8_ROWS = 4;
+  static constexpr int32_t kWeightBias = 128;
+  static ivec biased_weights(const uint8_t* p) { return _mm512_loadu_si512(p); }
+  static ivec dot_biased(ivec acc, ivec w, ivec x) { return _mm512_dpbusd_epi32(acc, w, x); }
+  static ivec iset1(int32_t v) { return _mm512_set1_epi32(v); }
+  static ivec isub(ivec a, ivec b) { return _mm512_sub_epi32(a, b); }
 };
 
 #include "linear_body.inc"

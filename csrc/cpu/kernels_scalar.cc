@@ -66,6 +66,12 @@ struct V {
     return acc + a[0] * x[0] + a[1] * x[1] + a[2] * x[2] + a[3] * x[3];
   }
   static reg to_float(ivec v) { return static_cast<float>(v); }
+  static constexpr int A8W8_ROWS = 1;  // a8w8: the biased weights as they are, unsigned (dot)
+  static constexpr int32_t kWeightBias = 128;
+  static ivec biased_weights(const uint8_t* p) { return broadcast4(reinterpret_cast<const int8_t*>(p)); }
+  static ivec dot_biased(ivec acc, ivec w, ivec x) { return dot(acc, w, x); }
+  static ivec iset1(int32_t v) { return v; }
+  static ivec isub(ivec a, ivec b) { return a - b; }
 };
 
 #include "attention_body.inc"

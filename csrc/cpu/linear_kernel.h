@@ -22,8 +22,17 @@ constexpr int64_t kScaleRows = 4;
 // (xs = max |x| / 127, xq = round(x / xs), as llama.cpp's Q8 activations), with the block's float sum for the
 // offsets.
 constexpr int64_t kQuantBlock = 32;
+// An a8w8 weight (W = q * scale, q in [-127, 127], one scale per column, --quant_type a8w8; K a multiple of 32)
+// meets int8 activations, quantized as for int4 (per row and block of 32), in byte dot products. It is stored as
+// [ceil(N / 32), 4 + K, 32] uint8: each block starts with its 32 columns' float32 scales, then its K / 4 quads of
+// rows, 128 bytes each: column c's 4 bytes (at 4c) its rows 4o .. 4o + 3, each q + 128 (the unsigned operand of
+// vpdpbusd; the kernels take 128 * the activations' block sum off, or flip the bytes back to signed).
+constexpr int64_t kA8W8Bias = 128;
 
-enum class WeightType { kFloat32, kBFloat16, kInt8, kInt4 };
+enum class WeightType { kFloat32, kBFloat16, kInt8, kInt4, kA8W8 };
+
+// The element type an a8w8 weight's values are read as in the kernels (uint8 stands for int4 there).
+enum class BiasedInt8 : uint8_t {};
 
 struct LinearParams {
   const float* x;  // [M, K]
@@ -32,10 +41,12 @@ struct LinearParams {
   float* y;        // [M, N]
   int64_t M, K, N;
   int64_t group;   // int4: rows per scale
-  // int4: x quantized: xq [M, K] int8, xs and xsum [M, K / kQuantBlock] (each block's scale and float sum)
+  // int4 and a8w8: x quantized: xq [M, K] int8, xs and xsum [M, K / kQuantBlock] (each block's scale and float
+  // sum), xqsum (each block's sum of xq)
   const int8_t* xq;
   const float* xs;
   const float* xsum;
+  const int32_t* xqsum;
 };
 
 // Bytes of one packed block.
@@ -45,6 +56,7 @@ inline int64_t packed_block_bytes(WeightType type, int64_t K, int64_t group) {
     case WeightType::kBFloat16: return K * kLinearBlock * 2;
     case WeightType::kInt8: return (kScaleRows + K) * kLinearBlock;
     case WeightType::kInt4: return (2 * kScaleRows * (K / group) + K / 2) * kLinearBlock;
+    case WeightType::kA8W8: return (kScaleRows + K) * kLinearBlock;
   }
   return 0;
 }
@@ -55,13 +67,13 @@ using LinearFn = void (*)(const LinearParams& p, int64_t nb, int64_t m0, int64_t
 void linear_block_scalar(const LinearParams& p, int64_t nb, int64_t m0, int64_t m1);
 void linear_block_avx2(const LinearParams& p, int64_t nb, int64_t m0, int64_t m1);
 void linear_block_avx512(const LinearParams& p, int64_t nb, int64_t m0, int64_t m1);
-void linear_block_avx512vnni(const LinearParams& p, int64_t nb, int64_t m0, int64_t m1);  // int4 only
+void linear_block_avx512vnni(const LinearParams& p, int64_t nb, int64_t m0, int64_t m1);  // int4 and a8w8 only
 
 // The gate/up projection with SwiGLU applied: weight blocks 2 nb (gate) and 2 nb + 1 (up) give
 // y[m0:m1, 32 nb : 32 nb + 32] = silu(x W_gate) * (x W_up), clipped to N.
 void linear_swiglu_block_scalar(const LinearParams& p, int64_t nb, int64_t m0, int64_t m1);
 void linear_swiglu_block_avx2(const LinearParams& p, int64_t nb, int64_t m0, int64_t m1);
 void linear_swiglu_block_avx512(const LinearParams& p, int64_t nb, int64_t m0, int64_t m1);
-void linear_swiglu_block_avx512vnni(const LinearParams& p, int64_t nb, int64_t m0, int64_t m1);  // int4 only
+void linear_swiglu_block_avx512vnni(const LinearParams& p, int64_t nb, int64_t m0, int64_t m1);  // int4 and a8w8 only
 
 }  // namespace paddlellm_cpu

@@ -20,10 +20,12 @@ using namespace paddlellm_cpu;
 // and lets few-column weights still split over threads by rows.
 static constexpr int64_t kRowsPerItem = 96;
 
-static WeightType weight_type(const paddle::Tensor& w) {
+// A uint8 weight is a8w8 if its rows are 4 + K (its scales, then K rows), else int4 (fewer rows).
+static WeightType weight_type(const paddle::Tensor& w, int64_t K) {
   switch (w.dtype()) {
     case paddle::DataType::INT8: return WeightType::kInt8;
-    case paddle::DataType::UINT8: return WeightType::kInt4;
+    case paddle::DataType::UINT8:
+      return w.shape().size() == 3 && w.shape()[1] == kScaleRows + K ? WeightType::kA8W8 : WeightType::kInt4;
     case paddle::DataType::BFLOAT16: return WeightType::kBFloat16;
     default: return WeightType::kFloat32;
   }
@@ -38,24 +40,29 @@ static int64_t group_of(const paddle::Tensor& w, int64_t K) {
   return K % groups == 0 && (K / groups) % kQuantBlock == 0 ? K / groups : 0;
 }
 
-// x [M, K] -> int8 per row and block of kQuantBlock (linear_kernel.h): xs = max |x| / 127, xq = round(x / xs),
-// and each block's sum of x (in order).
-static void quantize_rows(const float* x, int64_t M, int64_t K, int8_t* xq, float* xs, float* xsum) {
-  const int64_t blocks = K / kQuantBlock;
+// x [M, K] -> int8 per row and block of kQuantBlock (linear_kernel.h): xs = max |x| / 127, xq = round(x / xs) (as
+// x * (1 / xs), to nearest even), each block's sum of x (in order) and of xq.
+static void quantize_rows(const float* x, int64_t M, int64_t K, int8_t* xq, float* xs, float* xsum, int32_t* xqsum) {
+  constexpr int64_t block = kQuantBlock;
+  const int64_t blocks = K / block;
 #pragma omp parallel for schedule(static) if (M * K >= (1 << 16))
   for (int64_t m = 0; m < M; ++m)
     for (int64_t b = 0; b < blocks; ++b) {
-      const float* in = x + m * K + b * kQuantBlock;
+      const float* in = x + m * K + b * block;
       float amax = 0.f, sum = 0.f;
-      for (int64_t k = 0; k < kQuantBlock; ++k) {
+      for (int64_t k = 0; k < block; ++k) {
         amax = std::max(amax, std::fabs(in[k]));
         sum += in[k];
       }
       const float scale = amax / 127.f, inverse = scale > 0.f ? 1.f / scale : 0.f;
-      for (int64_t k = 0; k < kQuantBlock; ++k)
-        xq[m * K + b * kQuantBlock + k] = static_cast<int8_t>(std::nearbyint(in[k] * inverse));
+      int32_t qsum = 0;
+      for (int64_t k = 0; k < block; ++k) {
+        xq[m * K + b * block + k] = static_cast<int8_t>(std::nearbyint(in[k] * inverse));
+        qsum += xq[m * K + b * block + k];
+      }
       xs[m * blocks + b] = scale;
       xsum[m * blocks + b] = sum;
+      xqsum[m * blocks + b] = qsum;
     }
 }
 
@@ -64,17 +71,20 @@ int64_t check_packed_weight(const char* op, const char* name, const paddle::Tens
   const auto dtype = w.dtype();
   PD_CHECK(dtype == paddle::DataType::FLOAT32 || dtype == paddle::DataType::BFLOAT16 ||
                dtype == paddle::DataType::INT8 || dtype == paddle::DataType::UINT8,
-           op, ": ", name, " must be float32, bfloat16, int8 or int4 (uint8)");
+           op, ": ", name, " must be float32, bfloat16, int8 (weight-only) or uint8 (int4, a8w8)");
   const auto s = w.shape();
   PD_CHECK(s.size() == 3 && s[2] == kLinearBlock && s[0] % blocks_per_output_block == 0, op, ": ", name,
            " must be packed as [", blocks_per_output_block == 1 ? "" : "2 * ", "ceil(n / 32), rows, 32]");
   const int64_t out_blocks = s[0] / blocks_per_output_block;
   PD_CHECK(n > (out_blocks - 1) * kLinearBlock && n <= out_blocks * kLinearBlock, op, ": n = ", n,
            " does not fit a weight of ", out_blocks, " blocks of 32 columns");
-  const WeightType type = weight_type(w);
+  const WeightType type = weight_type(w, K);
   if (type == WeightType::kInt4) {
     PD_CHECK(group_of(w, K) > 0, op, ": ", name, " has ", s[1], " rows, which no int4 packing of K = ", K,
              " has (8 * K / group + K / 2, K and group multiples of 32)");
+  } else if (type == WeightType::kA8W8) {
+    PD_CHECK(K % kQuantBlock == 0, op, ": ", name, " is an a8w8 weight (4 + K rows), which needs K a multiple of 32, ",
+             "not ", K);
   } else {
     const int64_t weight_k = s[1] - (type == WeightType::kInt8 ? kScaleRows : 0);
     PD_CHECK(weight_k == K, op, ": the input's last dimension is ", K, " but ", name, "'s K is ", weight_k);
@@ -101,25 +111,29 @@ static std::vector<paddle::Tensor> run_linear(const char* op, const paddle::Tens
 void linear_compute(const float* x, int64_t M, int64_t K, const paddle::Tensor& weight, int64_t n, bool swiglu,
                     float* y) {
   if (M == 0) return;
-  const WeightType type = weight_type(weight);
+  const WeightType type = weight_type(weight, K);
   const int64_t group = type == WeightType::kInt4 ? group_of(weight, K) : 0;
   const int64_t blocks = swiglu ? weight.shape()[0] / 2 : weight.shape()[0];
   prefer_huge_pages(weight.data(), weight.shape()[0] * packed_block_bytes(type, K, group));
-  LinearParams p{x, weight.data(), type, y, M, K, n, group, nullptr, nullptr, nullptr};
+  LinearParams p{x, weight.data(), type, y, M, K, n, group, nullptr, nullptr, nullptr, nullptr};
   std::vector<int8_t> xq;
   std::vector<float> xs, xsum;
-  if (type == WeightType::kInt4) {
+  std::vector<int32_t> xqsum;
+  const bool int_dot = type == WeightType::kInt4 || type == WeightType::kA8W8;
+  if (int_dot) {
     xq.resize(M * K);
     xs.resize(M * (K / kQuantBlock));
     xsum.resize(xs.size());
-    quantize_rows(x, M, K, xq.data(), xs.data(), xsum.data());
+    xqsum.resize(xs.size());
+    quantize_rows(x, M, K, xq.data(), xs.data(), xsum.data(), xqsum.data());
     p.xq = xq.data();
     p.xs = xs.data();
     p.xsum = xsum.data();
+    p.xqsum = xqsum.data();
   }
   int isa = checked_isa();
-  if (type == WeightType::kInt4 && isa == kAvx512 && !has_avx512_vnni()) isa = kAvx2;  // no byte dot products
-  const bool vnni = type == WeightType::kInt4 && isa == kAvx512;
+  if (int_dot && isa == kAvx512 && !has_avx512_vnni()) isa = kAvx2;  // no byte dot products
+  const bool vnni = int_dot && isa == kAvx512;
   const LinearFn fn = swiglu ? (vnni ? linear_swiglu_block_avx512vnni : isa == kAvx512 ? linear_swiglu_block_avx512
                                 : isa == kAvx2 ? linear_swiglu_block_avx2 : linear_swiglu_block_scalar)
                              : (vnni ? linear_block_avx512vnni : isa == kAvx512 ? linear_block_avx512

@@ -25,11 +25,13 @@ bool fetched(const pir::Value& v) {
   return false;
 }
 
-// x @ W, x float32 [..., K], W from a parameter [K, N] (see weight_parameter).
+// x @ W, x float32 [..., K], W from a parameter [K, N] (see weight_parameter); a8w8: x quantized per token in front
+// of an int8 weight with column scales, x then the unquantized input (the kernel quantizes it).
 struct Projection {
   pir::Value x, param, scale, offset;
   std::vector<pir::Operation*> feeding;
   int64_t n = 0;
+  bool a8w8 = false;
 };
 
 bool match_projection(pir::Operation* matmul, Projection* p) {
@@ -43,6 +45,11 @@ bool match_projection(pir::Operation* matmul, Projection* p) {
   p->scale = weight.scale;
   p->offset = weight.offset;
   p->feeding = weight.feeding;
+  if (p->scale && !p->offset) {
+    const pir::Value unquantized = per_token_input(p->x, &p->feeding);
+    p->a8w8 = static_cast<bool>(unquantized);
+    if (p->a8w8) p->x = unquantized;
+  }
   const auto shape = pir::GetShapeFromValue(p->param);
   p->n = shape[1];
   return pir::GetShapeFromValue(p->x).back() == shape[0];
@@ -55,7 +62,7 @@ void replace_projection(pir::Operation* op, pir::Operation* replacement, const P
                         pir::PatternRewriter& rewriter) {
   rewriter.ReplaceAllUsesWith(op->result(0), replacement->result(0));
   erase_with_constants(op, rewriter);
-  for (pir::Operation* feeding : p.feeding) rewriter.EraseOp(feeding);
+  for (pir::Operation* feeding : p.feeding) erase_with_constants(feeding, rewriter);
 }
 
 // A projection inside the layers, x @ W -> paddlellm_linear(x, W packed). The lm_head (its product is fetched) is
@@ -68,7 +75,7 @@ class LinearRewrite : public pir::RewritePattern {
   bool MatchAndRewrite(pir::Operation* matmul, pir::PatternRewriter& rewriter) const override {
     Projection p;
     if (!match_projection(matmul, &p) || fetched(matmul->result(0)) ||
-        !pack_weight(pass_, p.param, false, p.scale, p.offset))
+        !pack_weight(pass_, p.param, false, p.scale, p.offset, p.a8w8))
       return false;
     rewriter.set_insertion_point(matmul);
     replace_projection(matmul,
@@ -95,7 +102,7 @@ class LinearSwigluRewrite : public pir::RewritePattern {
     pir::Operation* matmul = defined_by(swiglu->operand_source(0), "pd_op.matmul");
     Projection p;
     if (matmul == nullptr || !matmul->result(0).HasOneUse() || !match_projection(matmul, &p) || p.n % 2 != 0 ||
-        !pack_weight(pass_, p.param, true, p.scale, p.offset))
+        !pack_weight(pass_, p.param, true, p.scale, p.offset, p.a8w8))
       return false;
     rewriter.set_insertion_point(swiglu);
     pir::Operation* fused = pir::CreateOperationByName("custom_op.paddlellm_linear_swiglu", {p.x, p.param},
@@ -140,7 +147,7 @@ class LmHeadRewrite : public pir::RewritePattern {
     Projection p;
     if (!match_projection(matmul, &p) || !fetched(matmul->result(0))) return false;
     pir::Operation* lookup = tied_embedding(matmul->GetParent(), p.param);
-    if (!pack_weight(pass_, p.param, false, p.scale, p.offset)) return false;
+    if (!pack_weight(pass_, p.param, false, p.scale, p.offset, p.a8w8)) return false;
     rewriter.set_insertion_point(matmul);
     replace_projection(matmul,
                        pir::CreateOperationByName("custom_op.paddlellm_linear", {p.x, p.param}, n_attribute(p.n),

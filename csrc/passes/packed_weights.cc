@@ -2,6 +2,7 @@
 #include "packed_weights.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <memory>
 #include <vector>
@@ -57,8 +58,10 @@ phi::DenseTensor* scope_tensor(pir::Pass* pass, const pir::Value& param) {
 // Quantized weights (int8 values, csrc/cpu/linear_kernel.h): with column scales `scale` [N] float32, int8 blocks
 // [blocks, 4 + K, 32], each block's 32 scales first; with group scales and offsets [G, N] (int4, K / G rows a
 // group, a multiple of 32), uint8 blocks [blocks, 8 G + K / 2, 32]: each group's 32 scales and 32 offsets, then
-// octets of rows, a column's 8 rows in 4 bytes.
-bool pack_weight(pir::Pass* pass, pir::Value param, bool swiglu, pir::Value scale, pir::Value offset) {
+// octets of rows, a column's 8 rows in 4 bytes; with `a8w8` (column scales, for int8 activations; K a multiple of
+// 32), uint8 blocks [blocks, 4 + K, 32]: the 32 scales, then quads of rows, a column's 4 rows in 4 bytes, each
+// q + 128.
+bool pack_weight(pir::Pass* pass, pir::Value param, bool swiglu, pir::Value scale, pir::Value offset, bool a8w8) {
   phi::DenseTensor* weight = scope_tensor(pass, param);
   if (weight == nullptr || weight->dims().size() != 2) return false;
   const int64_t K = weight->dims()[0], N = weight->dims()[1], halves = swiglu ? 2 : 1;
@@ -75,8 +78,9 @@ bool pack_weight(pir::Pass* pass, pir::Value param, bool swiglu, pir::Value scal
                                                                            (K / groups) % 32)))
       return false;
   }
+  if (a8w8 && (!scale || int4 || K % 32 != 0)) return false;
   const bool widen = weight->dtype() == phi::DataType::FLOAT16;
-  const phi::DataType dtype = widen ? phi::DataType::FLOAT32 : int4 ? phi::DataType::UINT8 : weight->dtype();
+  const phi::DataType dtype = widen ? phi::DataType::FLOAT32 : int4 || a8w8 ? phi::DataType::UINT8 : weight->dtype();
   std::shared_ptr<phi::DenseTensor> wide;
   if (widen) {
     wide = std::static_pointer_cast<phi::DenseTensor>(paddle::empty({K, N}, dtype, paddle::CPUPlace()).impl());
@@ -104,8 +108,13 @@ bool pack_weight(pir::Pass* pass, pir::Value param, bool swiglu, pir::Value scal
           std::memcpy(group + kScaleRows * kBlock, offsets->data<float>() + g * N + c0, columns * sizeof(float));
       }
       char* values = block + scale_rows * kBlock * size;
-      if (int4) {  // octets of rows: column c's 4 bytes, byte j = row 8o + j | row 8o + 4 + j << 4
-        const auto* q = reinterpret_cast<const int8_t*>(src);
+      const auto* q = reinterpret_cast<const int8_t*>(src);
+      if (a8w8) {  // quads of rows: column c's 4 bytes, byte j = row 4o + j, + 128
+        for (int64_t o = 0; o < K / 4; ++o)
+          for (int64_t c = 0; c < columns; ++c)
+            for (int64_t j = 0; j < 4; ++j)
+              values[(o * kBlock + c) * 4 + j] = static_cast<char>(q[(4 * o + j) * N + c0 + c] + 128);
+      } else if (int4) {  // octets of rows: column c's 4 bytes, byte j = row 8o + j | row 8o + 4 + j << 4
         for (int64_t o = 0; o < K / 8; ++o)
           for (int64_t c = 0; c < columns; ++c)
             for (int64_t j = 0; j < 4; ++j)
@@ -118,7 +127,7 @@ bool pack_weight(pir::Pass* pass, pir::Value param, bool swiglu, pir::Value scal
     }
   *weight = *packed;
   const pir::Type element = widen ? pir::Float32Type::get(pir::IrContext::Instance())
-                            : int4 ? pir::UInt8Type::get(pir::IrContext::Instance())
+                            : int4 || a8w8 ? pir::UInt8Type::get(pir::IrContext::Instance())
                                    : pir::GetDataTypeFromValue(param);
   set_type(param, {blocks * halves, rows, kBlock}, element);
   return true;
@@ -174,6 +183,41 @@ bool weight_parameter(const pir::Value& w, Weight* weight) {
   }
   weight->param = p;
   return true;
+}
+
+// x = reshape(multiply(round(divide(B, S)), S)) to [tokens, K], B = reshape(X) to [tokens, K / 32, 32], S =
+// scale(clip(max(abs(B), axis -1, keepdim))) by 1 / 127.
+pir::Value per_token_input(const pir::Value& x, std::vector<pir::Operation*>* feeding) {
+  pir::Operation* unblock = defined_by(x, "pd_op.reshape");
+  pir::Operation* multiply = unblock ? defined_by(unblock->operand_source(0), "pd_op.multiply") : nullptr;
+  pir::Operation* round = multiply ? defined_by(multiply->operand_source(0), "pd_op.round") : nullptr;
+  pir::Operation* divide = round ? defined_by(round->operand_source(0), "pd_op.divide") : nullptr;
+  if (!divide || !x.HasOneUse() || !multiply->result(0).HasOneUse() || !round->result(0).HasOneUse() ||
+      !divide->result(0).HasOneUse() || divide->operand_source(1) != multiply->operand_source(1))
+    return pir::Value();
+  const pir::Value B = divide->operand_source(0), S = multiply->operand_source(1);
+  pir::Operation* block = defined_by(B, "pd_op.reshape");
+  const auto shape = pir::GetShapeFromValue(B);
+  if (!block || B.use_count() != 2 || shape.size() != 3 || shape[2] != 32) return pir::Value();
+  const pir::Value X = block->operand_source(0);
+  pir::Operation* scale = defined_by(S, "pd_op.scale");
+  pir::Operation* clip = scale ? defined_by(scale->operand_source(0), "pd_op.clip") : nullptr;
+  pir::Operation* max = clip ? defined_by(clip->operand_source(0), "pd_op.max") : nullptr;
+  pir::Operation* abs = max ? defined_by(max->operand_source(0), "pd_op.abs") : nullptr;
+  if (!abs || abs->operand_source(0) != B || S.use_count() != 2 || !clip->result(0).HasOneUse() ||
+      !max->result(0).HasOneUse() || !abs->result(0).HasOneUse() || !max->attribute<pir::BoolAttribute>("keepdim").data())
+    return pir::Value();
+  pir::Operation* axis = defined_by(max->operand_source(1), "pd_op.full_int_array");
+  const auto rank = static_cast<int64_t>(shape.size());
+  if (!axis || std::abs(full_value(scale->operand_source(1)) * 127.0 - 1.0) > 1e-6 ||
+      scale->attribute<pir::FloatAttribute>("bias").data() != 0.f)
+    return pir::Value();
+  const auto axes = axis->attribute<pir::ArrayAttribute>("value").AsVector();
+  if (axes.size() != 1) return pir::Value();
+  const int64_t a = axes[0].dyn_cast<pir::Int64Attribute>().data();
+  if (a != -1 && a != rank - 1) return pir::Value();
+  feeding->insert(feeding->end(), {unblock, multiply, round, divide, scale, clip, max, abs, block});
+  return X;
 }
 
 }  // namespace paddlellm_passes

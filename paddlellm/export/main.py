@@ -21,7 +21,8 @@ def build_parser():
     add_bool(p, "--block_attn", "a paged KV cache with continuous batching: always on (PaddleNLP's flag, accepted)")
     p.add_argument("--block_size", type=int, default=64, help="tokens per KV cache block")
     p.add_argument("--quant_type", default=None, help=f"quantize the layers' weights: {' | '.join(QUANT_TYPES)} "
-                   "(per output channel, int4 also per --group_size rows; no calibration data; default: none)")
+                   "(per output channel, int4 also per --group_size rows; a8w8: int8 activations per token too; no calibration "
+                   "data; default: none)")
     add_bool(p, "--quant_lm_head", "with --quant_type, quantize the lm_head too (default: it stays float)")
     p.add_argument("--group_size", type=int, default=DEFAULT_GROUP_SIZE,
                    help="weight_only_int4: rows (input features) per scale")

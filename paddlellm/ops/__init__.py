@@ -19,7 +19,7 @@ from paddlellm.ops.build import (cpu_isa, forget_pass_matches, library_device, l
                                  pass_matches, register_ops, supported_isas, use_device)
 
 __all__ = ["write_cache_kv", "block_attention", "linear", "pack_linear_weight", "linear_swiglu", "pack_swiglu_weight",
-           "unpack_linear_weight", "SCALE_ROWS",
+           "unpack_linear_weight", "SCALE_ROWS", "is_a8w8",
            "packed_embedding", "LINEAR_BLOCK", "rms_norm", "fused_add_rms_norm", "rotary_embedding", "swiglu",
            "packed_positions", "final_logits",
            "load_library", "register_ops", "use_device", "library_device", "library_id", "cpu_isa", "supported_isas",
@@ -85,7 +85,12 @@ LINEAR_BLOCK = 32  # output columns per packed weight block (kLinearBlock in csr
 SCALE_ROWS = 4  # an int8 block's 32 float32 column scales, as 4 rows of 32 bytes before its K rows (kScaleRows)
 
 
-def pack_linear_weight(weight, scale=None, offset=None):
+def is_a8w8(packed, k):
+    """Whether a packed uint8 weight of input size k is an a8w8 one (4 + k rows) rather than int4 (fewer)."""
+    return packed.dtype == paddle.uint8 and packed.shape[1] == SCALE_ROWS + k
+
+
+def pack_linear_weight(weight, scale=None, offset=None, a8w8=False):
     """[K, N] -> [ceil(N / 32), K, 32], the layout `linear` reads: block b holds columns 32b..32b+31 row after
     row, zero-padded past N. Plain Paddle ops (pad, reshape, transpose), same dtype. Quantized weights (int8
     values q), as csrc/cpu/linear_kernel.h lays them out:
@@ -94,7 +99,10 @@ def pack_linear_weight(weight, scale=None, offset=None):
     - int4, `scale` and `offset` [K / group, N] (W = q * scale + offset, q in [0, 15], per column and group of
       rows; K and group multiples of 32): each block starts with each group's 32 scales and 32 offsets, then
       its K / 8 octets of rows: column c's 4 bytes, byte j holding rows 8o + j and 8o + 4 + j in its low and high
-      4 bits, [ceil(N / 32), 8 * K / group + K / 2, 32] uint8."""
+      4 bits, [ceil(N / 32), 8 * K / group + K / 2, 32] uint8;
+    - a8w8 (`a8w8`, `scale` [N]: W = q * scale, met by int8 activations; K a multiple of 32): each block starts
+      with its 32 columns' scales, then its K / 4 quads of rows: column c's 4 bytes its rows 4o .. 4o + 3, each
+      q + 128, [ceil(N / 32), 4 + K, 32] uint8."""
     k, n = weight.shape
     padded = -(-n // LINEAR_BLOCK) * LINEAR_BLOCK
     if scale is None:
@@ -112,6 +120,11 @@ def pack_linear_weight(weight, scale=None, offset=None):
     q = np.zeros((k, padded), np.int8)
     q[:, :n] = weight.numpy() if isinstance(weight, paddle.Tensor) else weight
     values = q.reshape(k, blocks, LINEAR_BLOCK).transpose(1, 0, 2)  # [blocks, K, 32]
+    if a8w8:
+        header = by_block(np.asarray(scale, np.float32).reshape(1, n))
+        biased = (values.astype(np.int16) + 128).astype(np.uint8)
+        quads = biased.reshape(blocks, k // 4, 4, LINEAR_BLOCK).transpose(0, 1, 3, 2)  # [b, o, c, j]
+        return paddle.to_tensor(np.concatenate([header, quads.reshape(blocks, k, LINEAR_BLOCK)], axis=1))
     if offset is None:
         header = by_block(np.asarray(scale, np.float32).reshape(1, n))
         return paddle.to_tensor(np.concatenate([header.view(np.int8), values], axis=1))
@@ -123,9 +136,9 @@ def pack_linear_weight(weight, scale=None, offset=None):
 
 
 def quantize_activations(x):
-    """x [..., K] float32 as the int4 kernels see it (csrc/cpu/linear_kernel.h): per row and block of 32 values,
-    xs = max |x| / 127 and xq = round(x / xs) in float32 arithmetic, as the kernel rounds: the float32 values
-    xq * xs, float64 [..., K]. For references and tests."""
+    """x [..., K] float32 as the int4 and a8w8 kernels see it (csrc/cpu/linear_kernel.h): per row and block of 32
+    values, xs = max |x| / 127 and xq = round(x / xs) in float32 arithmetic, as the kernel rounds: the float32
+    values xq * xs, float64 [..., K]. For references and tests."""
     x = np.asarray(x, np.float32)
     blocks = x.reshape(*x.shape[:-1], x.shape[-1] // 32, 32)
     scale = np.abs(blocks).max(axis=-1, keepdims=True) / np.float32(127)
@@ -134,11 +147,15 @@ def quantize_activations(x):
 
 
 def unpack_linear_weight(packed, n, k=None, offsets=True):
-    """The [K, n] float32 numpy matrix a packed weight holds (quantized ones' scales applied; an int4 one needs
-    its K, and with offsets=False leaves its offsets out): for references and tests. With n = None, the
-    [blocks, K, 32] blocks instead."""
+    """The [K, n] float32 numpy matrix a packed weight holds (quantized ones' scales applied; an int4 or a8w8 one
+    needs its K, and with offsets=False an int4 one leaves its offsets out): for references and tests. With
+    n = None, the [blocks, K, 32] blocks instead."""
     raw = packed.numpy()
-    if packed.dtype == paddle.int8:
+    if k is not None and is_a8w8(packed, k):
+        scales = np.ascontiguousarray(raw[:, :SCALE_ROWS]).view(np.float32).reshape(raw.shape[0], 1, LINEAR_BLOCK)
+        quads = raw[:, SCALE_ROWS:].reshape(raw.shape[0], k // 4, LINEAR_BLOCK, 4).transpose(0, 1, 3, 2)
+        values = (quads.reshape(raw.shape[0], k, LINEAR_BLOCK).astype(np.float32) - 128) * scales
+    elif packed.dtype == paddle.int8:
         scales = np.ascontiguousarray(raw[:, :SCALE_ROWS]).view(np.float32).reshape(raw.shape[0], 1, LINEAR_BLOCK)
         values = raw[:, SCALE_ROWS:].astype(np.float32) * scales
     elif packed.dtype == paddle.uint8:
@@ -167,7 +184,7 @@ def linear(x, weight, n):
     return _C_ops._run_custom_op("paddlellm_linear", x, weight, int(n))[0]
 
 
-def pack_swiglu_weight(weight, scale=None, offset=None):
+def pack_swiglu_weight(weight, scale=None, offset=None, a8w8=False):
     """[K, 2F] (gate columns, then up columns) -> [2 * ceil(F / 32), K, 32], the layout `linear_swiglu` reads:
     the packed gate and up blocks interleaved, gate block j then up block j (quantized, with `scale` [2F], or
     `scale` and `offset` [K / group, 2F]: each half as pack_linear_weight packs it)."""
@@ -175,7 +192,7 @@ def pack_swiglu_weight(weight, scale=None, offset=None):
 
     def half(a, i):
         return None if a is None else np.asarray(a)[..., i * f:(i + 1) * f]
-    halves = [pack_linear_weight(weight[:, i * f:(i + 1) * f], half(scale, i), half(offset, i)) for i in (0, 1)]
+    halves = [pack_linear_weight(weight[:, i * f:(i + 1) * f], half(scale, i), half(offset, i), a8w8) for i in (0, 1)]
     return paddle.stack(halves, axis=1).reshape([-1, halves[0].shape[1], LINEAR_BLOCK])
 
 

@@ -81,10 +81,13 @@ def _unpack(packed, n, k):
 
 def _product(x, packed_weight, n):
     """x @ W in float64 as the linear ops compute it. Against an int4 weight (W = q * scale + offset) the q * scale
-    part meets x quantized per row and block of 32 (ops.quantize_activations), the offsets the float x."""
-    from paddlellm.ops import quantize_activations, unpack_linear_weight
+    part meets x quantized per row and block of 32 (ops.quantize_activations), the offsets the float x; an a8w8
+    one meets x quantized so."""
+    from paddlellm.ops import is_a8w8, quantize_activations, unpack_linear_weight
 
     k, xf = x.shape[-1], x.numpy().astype(np.float64)
+    if is_a8w8(packed_weight, k):
+        return quantize_activations(x.numpy()) @ _unpack(packed_weight, n, k)
     if packed_weight.dtype != paddle.uint8:
         return xf @ _unpack(packed_weight, n, k)
     scaled = unpack_linear_weight(packed_weight, n, k, offsets=False).astype(np.float64)

@@ -21,11 +21,11 @@ def _matmul_tolerance(case):
 
 
 def _layer_tolerance(case):
-    # the steps below chained on unit-scale values (measured ~2e-6). With int4 weights each projection quantizes its
-    # input to int8 per block of 32: a float32 ulp of difference upstream (the reference rounds each step on its
-    # own) can move one activation to the next step, xs = max|x| / 127 ~ 0.03, times a column of |w| ~ k^-0.5:
-    # a few 1e-3 where it happens (measured 1.8e-3, NMSE 2e-9)
-    return (1e-5, 5e-3) if str(case.get("w", "")).startswith("int4") else (1e-5, 1e-5)
+    # the steps below chained on unit-scale values (measured ~2e-6). With int4 (a8w8) weights each projection
+    # quantizes its input to int8 per block of 32 (per row): a float32 ulp of difference upstream (the reference
+    # rounds each step on its own) can move one activation to the next step, xs = max|x| / 127 ~ 0.03, times a
+    # column of |w| ~ k^-0.5: a few 1e-3 where it happens (measured 1.8e-3, NMSE 2e-9)
+    return (1e-5, 5e-3) if str(case.get("w", "")).startswith(("int4", "a8w8")) else (1e-5, 1e-5)
 
 
 # (rtol, atol) per kind of op, as a function of the case. Why these numbers: SPEC.md, per op.
@@ -144,15 +144,20 @@ PACKED_DTYPES = WEIGHT_DTYPES + ("int8",)  # int8: per-column scales in each blo
 # around the int4 tiles (AVX-512 VNNI 4, else 1), more than a work item, N past a block
 LINEAR_INT4 = ((1, 576, 960, 64), (2, 32, 33, 32), (5, 64, 64, 32), (12, 576, 100, 576), (100, 96, 65, 32),
                (3, 32, 1, 32))
+# a8w8 on K that are multiples of 32: rows around its tiles (AVX-512 VNNI 4, else 1), more than a work item, N
+# past a block, SmolLM2's down_proj K
+LINEAR_A8W8 = ((1, 576, 960), (2, 32, 33), (5, 64, 64), (17, 1536, 40), (100, 96, 65), (3, 32, 1))
 LINEAR_CASES = (_with_dtypes(tuple(dict(m=m, k=k, n=n) for m, k, n in LINEAR_SHAPES), "w", PACKED_DTYPES)
-                + tuple(dict(m=m, k=k, n=n, w=f"int4_g{g}") for m, k, n, g in LINEAR_INT4))
-LINEAR_BENCH = tuple(dict(m=m, k=576, n=n, w=w) for w in ("float32", "int8", "int4_g64") for m in (1, 12, 64)
+                + tuple(dict(m=m, k=k, n=n, w=f"int4_g{g}") for m, k, n, g in LINEAR_INT4)
+                + tuple(dict(m=m, k=k, n=n, w="a8w8") for m, k, n in LINEAR_A8W8))
+LINEAR_BENCH = tuple(dict(m=m, k=576, n=n, w=w) for w in ("float32", "int8", "int4_g64", "a8w8") for m in (1, 12, 64)
                      for n in (960, 49152))
 
 
 def _packed_weight(rng, k, n, dtype, scale=1.0, swiglu=False):
     """A random [k, n] weight packed for the linear ops: float32 or bfloat16, or quantized as --quant_type stores
-    it: "int8" per column (weight_only_int8), "int4_gG" in groups of G rows (weight_only_int4)."""
+    it: "int8" per column (weight_only_int8), "int4_gG" in groups of G rows (weight_only_int4), "a8w8" per column
+    for int8 activations."""
     from paddlellm import ops
     from paddlellm.quantization import quantize_int4, quantize_int8
 
@@ -160,6 +165,9 @@ def _packed_weight(rng, k, n, dtype, scale=1.0, swiglu=False):
     if dtype in WEIGHT_DTYPES:
         return pack(_randn(rng, k, n, scale=scale, dtype=dtype))
     w = rng.randn(k, n) * scale
+    if dtype == "a8w8":
+        q, scale = quantize_int8(w)
+        return pack(paddle.to_tensor(q), scale, None, True)
     q, *scales = quantize_int8(w) if dtype == "int8" else quantize_int4(w, int(dtype.split("_g")[1]))
     return pack(paddle.to_tensor(q), *scales)
 
@@ -182,11 +190,19 @@ def _make_packed_embedding(case, rng):
     return [paddle.to_tensor(ids), ops.pack_linear_weight(w)], [case["n"]]
 
 
+def _plain_input(x, packed):
+    """The x the model's plain path multiplies: a8w8 quantizes it per row first."""
+    from paddlellm import ops
+    from paddlellm.models.llama.model import quantize_per_token
+
+    return quantize_per_token(x) if ops.is_a8w8(packed, x.shape[-1]) else x
+
+
 def _plain_linear(x, packed, n):
     from paddlellm import ops
 
     w = paddle.to_tensor(ops.unpack_linear_weight(packed, n, x.shape[-1]))
-    return lambda: paddle.matmul(x, w)
+    return lambda: paddle.matmul(_plain_input(x, packed), w)
 
 
 def _plain_linear_swiglu(x, packed, n):
@@ -194,7 +210,7 @@ def _plain_linear_swiglu(x, packed, n):
 
     w = paddle.to_tensor(np.concatenate([ops.unpack_linear_weight(packed[i::2], n, x.shape[-1]) for i in (0, 1)],
                                         axis=1))
-    return lambda: paddle.nn.functional.swiglu(paddle.matmul(x, w))
+    return lambda: paddle.nn.functional.swiglu(paddle.matmul(_plain_input(x, packed[0::2]), w))
 
 
 def _plain_embedding(ids, packed, n):
@@ -312,6 +328,8 @@ LAYER_CASES = (
     dict(seqs="smollm2_decode", kv=3, group=3, d=64, bs=64, hidden=576, f=1536, w="int8"),
     dict(seqs="mixed_decode_chunks_idle", kv=2, group=3, d=16, bs=16, hidden=64, f=96, w="int4_g32"),
     dict(seqs="smollm2_decode", kv=3, group=3, d=64, bs=64, hidden=576, f=1536, w="int4_g64"),
+    dict(seqs="mixed_decode_chunks_idle", kv=2, group=3, d=16, bs=16, hidden=64, f=96, w="a8w8"),
+    dict(seqs="smollm2_decode", kv=3, group=3, d=64, bs=64, hidden=576, f=1536, w="a8w8"),
 )
 LAYER_BENCH = tuple(dict(seqs=s, kv=3, group=3, d=64, bs=64, hidden=576, f=1536, w="float32")
                     for s in ("decode_batch_12", "prompt_chunk_64"))
@@ -343,7 +361,8 @@ def _make_fused_decoder_layer(case, rng):
 
 FINAL_LOGITS_CASES = (dict(t=1, s=1, hidden=64, n=70, w="float32"), dict(t=40, s=3, hidden=64, n=33, w="bfloat16"),
                       dict(t=12, s=12, hidden=96, n=320, w="float32"), dict(t=0, s=0, hidden=64, n=70, w="float32"),
-                      dict(t=5, s=2, hidden=64, n=70, w="int8"), dict(t=5, s=2, hidden=64, n=70, w="int4_g32"))
+                      dict(t=5, s=2, hidden=64, n=70, w="int8"), dict(t=5, s=2, hidden=64, n=70, w="int4_g32"),
+                      dict(t=5, s=2, hidden=64, n=70, w="a8w8"))
 
 
 def _make_final_logits(case, rng):

@@ -65,7 +65,8 @@ def test_reexport_replaces(tiny_llama, tmp_path):
     (["--block_attn", "--block_size", "0"], "--block_size must be a positive number of tokens, got 0"),
     (["--block_attn", "false"], "--block_attn false: the dense-cache step was removed"),
     (["--device", "npu"], "--device npu needs --dtype float16 or bfloat16"),
-    (["--quant_type", "int3"], "--quant_type int3 is not supported (choose one of: weight_only_int8, weight_only_int4)"),
+    (["--quant_type", "int3"],
+     "--quant_type int3 is not supported (choose one of: weight_only_int8, weight_only_int4, a8w8)"),
     (["--quant_type", "weight_only_int4", "--group_size", "48"], "--group_size 48: int4 groups must be a multiple of 32"),
     (["--quant_lm_head"], "--quant_lm_head quantizes the lm_head as --quant_type says (give --quant_type too)"),
     (["--cachekv_int8_type", "dynamic"], "--cachekv_int8_type is not available"),
@@ -150,16 +151,22 @@ def test_export_for_an_absent_device_traces_with_the_cpu_library(tiny_llama, tmp
     assert (manifest.device, manifest.compute_dtype) == ("dcu", "float32")
 
 
-@pytest.mark.parametrize("lm_head", [False, True])
-def test_weight_only_int8_export_stores_int8_projections_with_column_scales(tiny_llama, tmp_path, lm_head):
+@pytest.mark.parametrize("quant_type, lm_head", [("weight_only_int8", False), ("weight_only_int8", True),
+                                                  ("a8w8", True)])
+def test_int8_export_stores_int8_projections_with_column_scales(tiny_llama, tmp_path, quant_type, lm_head):
     """Each layer's 4 projections (and with --quant_lm_head the lm_head) become int8 with float32 scales, one per
-    output column; the embedding and norms stay float32. The manifest records it."""
+    output column; the embedding and norms stay float32. The manifest records it. a8w8 stores the same and
+    quantizes each projection's input per token in the program (one round op each)."""
+    import re
+
     import paddle
 
-    out = export(tiny_llama, tmp_path / "inference", "--quant_type", "weight_only_int8",
+    out = export(tiny_llama, tmp_path / "inference", "--quant_type", quant_type,
                  *(["--quant_lm_head"] if lm_head else []))
     manifest = read_manifest(out)
-    assert (manifest.quant_type, manifest.quant_lm_head, manifest.dtype) == ("weight_only_int8", lm_head, "float32")
+    assert (manifest.quant_type, manifest.quant_lm_head, manifest.dtype) == (quant_type, lm_head, "float32")
+    rounds = len(re.findall(r'"#":"\d+\.round"', (out / "model.json").read_text()))
+    assert rounds == (4 * 2 + lm_head if quant_type == "a8w8" else 0)
     from paddlellm.ops import ops_in_program
 
     program = ops_in_program(out / "model.json")

@@ -8,7 +8,8 @@ from paddlellm.errors import UserError
 from paddlellm.models.llama.checkpoint import read_config, read_state_dict
 from paddlellm.models.llama.config import LlamaConfig
 from paddlellm.models.llama.model import LlamaForCausalLM
-from paddlellm.quantization import DEFAULT_GROUP_SIZE, check_group_size, check_quant_type, quantize_int4, quantize_int8
+from paddlellm.quantization import (DEFAULT_GROUP_SIZE, check_a8w8_sizes, check_group_size, check_quant_type,
+                                    quantize_int4, quantize_int8)
 
 
 def load_config(model_dir):
@@ -33,9 +34,11 @@ def load_model(model_dir, dtype="float32", device="cpu", lora_path=None, portabl
 
         state = merged_state_dict(model_dir, lora_path)
     check_quant_type(quant_type)
+    input_sizes = [config.hidden_size, config.num_attention_heads * config.head_dim, config.intermediate_size]
     if quant_type == "weight_only_int4":
-        check_group_size(group_size, [config.hidden_size, config.num_attention_heads * config.head_dim,
-                                      config.intermediate_size])
+        check_group_size(group_size, input_sizes)
+    elif quant_type == "a8w8":
+        check_a8w8_sizes(input_sizes)
     if quant_type is not None and not portable:
         raise UserError(f"--quant_type {quant_type}: quantized models are exported (llm/predict/export_model.py "
                         "--quant_type), then predicted with --mode static")

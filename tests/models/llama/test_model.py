@@ -120,3 +120,21 @@ def test_narrow_compute_path_stays_close_to_float32(tiny_llama, dtype):
             assert np.abs(first[b] - ref).max() < 0.05 * np.abs(ref).max()
     finally:
         paddle.set_device("cpu")
+
+
+def test_quantize_per_token_is_what_the_a8w8_kernels_multiply():
+    """a8w8's portable form (plain ops) and the kernels' activations (ops.quantize_activations, the references'
+    model of them) round alike: per token and block of 32, xs = max |x| / 127; a zero block stays zero. Up to a
+    float32 ulp (x * (1 / xs) there, x / xs here, each times xs) and a tie landing elsewhere, which random data
+    does not hit."""
+    from paddlellm import ops
+    from paddlellm.models.llama.model import quantize_per_token
+
+    x = np.random.RandomState(0).randn(5, 96).astype(np.float32) * np.float32(3)
+    x[2, 32:64] = 0
+    got = quantize_per_token(paddle.to_tensor(x)).numpy()
+    want = ops.quantize_activations(x)
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=0)
+    assert np.all(got[2, 32:64] == 0)
+    steps = got.reshape(5, 3, 32) / (np.abs(x.reshape(5, 3, 32)).max(-1, keepdims=True) / 127 + 1e-30)
+    assert np.abs(steps - np.round(steps)).max() < 1e-3 and np.abs(steps).max() <= 127 + 1e-3
