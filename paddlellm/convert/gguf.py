@@ -14,9 +14,14 @@ from tqdm import tqdm
 
 from paddlellm.errors import UserError
 from paddlellm.files import atomic_directory
-from paddlellm.models.llama.checkpoint import expected_shapes
+from paddlellm.models.llama.checkpoint import QUANTIZATION_KEY, expected_shapes
 
 SUPPORTED_TYPES = ("F32", "F16", "BF16", "Q4_0", "Q4_1", "Q8_0")
+# --keep_quant: the GGUF types whose blocks are weight_only_int4 in groups of 32 as they are (q * scale + offset:
+# Q4_0's d * (q - 8), Q4_1's d * q + m), and why the others are not kept
+KEPT_INT4 = ("Q4_0", "Q4_1")
+NOT_KEPT = {"Q8_0": "one scale per 32 input values, where weight_only_int8 keeps one per output column: the formats "
+                    "do not line up (convert without --keep_quant, then export with --quant_type weight_only_int8)"}
 GLOBAL_TENSORS = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}
 LAYER_TENSORS = {
     "attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm",
@@ -156,6 +161,31 @@ def check_tensors(reader, cfg):
         raise UserError(f"GGUF lacks {len(missing)} tensors, e.g. {missing[0]} (the file is not a complete llama GGUF)")
 
 
+def check_keepable(reader):
+    """--keep_quant: every layer projection must be Q4_0 or Q4_1 (KEPT_INT4), else a UserError saying why."""
+    for t in reader.tensors:
+        name, qtype = hf_name(t.name), t.tensor_type.name
+        if name and name.endswith("_proj.weight") and qtype not in KEPT_INT4:
+            why = NOT_KEPT.get(qtype, "not quantized: there is nothing to keep (convert without --keep_quant)")
+            raise UserError(f"--keep_quant: tensor {t.name} is {qtype}, {why}")
+
+
+def int4_groups(tensor):
+    """A Q4_0 / Q4_1 tensor as weight_only_int4 in groups of 32 (paddlellm.quantization), HF layout: q [out, in]
+    int8 in [0, 15], scale and offset [out, in / 32] float32, q * scale + offset equal to its de-quantized values
+    (the float16 d and m widened; d * q exact in float32). A block stores element j in the low and 16 + j in the
+    high 4 bits of byte j."""
+    out_features, in_features = (int(n) for n in reversed(tensor.shape.tolist()))
+    q4_1 = tensor.tensor_type.name == "Q4_1"
+    raw = np.asarray(tensor.data, dtype=np.uint8).reshape(-1, 20 if q4_1 else 18)
+    d = raw[:, :2].copy().view(np.float16)[:, 0].astype(np.float32)
+    offset = raw[:, 2:4].copy().view(np.float16)[:, 0].astype(np.float32) if q4_1 else -8 * d
+    nibbles = raw[:, 4:] if q4_1 else raw[:, 2:]
+    q = np.concatenate([nibbles & 15, nibbles >> 4], axis=1).astype(np.int8)
+    groups = (out_features, in_features // 32)
+    return q.reshape(out_features, in_features), d.reshape(groups), offset.reshape(groups)
+
+
 def dequantize(tensor):
     """A GGUF tensor as a float32 numpy array in HF (row-major, [out, in]) layout."""
     data = gguf.quants.dequantize(tensor.data, tensor.tensor_type)
@@ -169,19 +199,22 @@ def unpermute(weight, n_head):
     return np.ascontiguousarray(w.swapaxes(1, 2).reshape(weight.shape))
 
 
-def convert_tensors(reader, cfg):
-    """Dequantize every tensor with a tqdm bar and return {hf_name: float32 array}."""
+def convert_tensors(reader, cfg, keep_quant=False):
+    """Dequantize every tensor with a tqdm bar and return {hf_name: float32 array}; with `keep_quant` the layer
+    projections (Q4_0 / Q4_1, check_keepable) as int4 values `name` with `name`_scale and `name`_offset."""
     out = {}
     for t in tqdm(reader.tensors, desc="converting tensors", unit="tensor"):
         name = hf_name(t.name)
         if not name:
             continue
-        w = dequantize(t)
-        if name.endswith("q_proj.weight"):
-            w = unpermute(w, cfg["num_attention_heads"])
-        elif name.endswith("k_proj.weight"):
-            w = unpermute(w, cfg["num_key_value_heads"])
-        out[name] = w
+        kept = keep_quant and name.endswith("_proj.weight")
+        arrays = dict(zip(("", "_scale", "_offset"), int4_groups(t))) if kept else {"": dequantize(t)}
+        for suffix, w in arrays.items():
+            if name.endswith("q_proj.weight"):
+                w = unpermute(w, cfg["num_attention_heads"])
+            elif name.endswith("k_proj.weight"):
+                w = unpermute(w, cfg["num_key_value_heads"])
+            out[name + suffix] = w
     return out
 
 
@@ -273,18 +306,23 @@ def check_output(out, overwrite):
         raise UserError(f"output directory {out} is not empty (pass --overwrite to replace it, or choose another path)")
 
 
-def convert(gguf_path, output_path, overwrite=False):
-    """Convert `gguf_path` into an HF Llama checkpoint at `output_path`; returns the output Path."""
+def convert(gguf_path, output_path, overwrite=False, keep_quant=False):
+    """Convert `gguf_path` into an HF Llama checkpoint at `output_path`; returns the output Path. With
+    `keep_quant` the layer projections stay quantized (weight_only_int4 in groups of 32, from Q4_0 / Q4_1;
+    config.json says so under QUANTIZATION_KEY): a checkpoint only export_model.py reads."""
     out = Path(output_path).resolve()
     check_output(out, overwrite)
     reader = open_gguf(gguf_path)
     cfg = build_config(reader)
     check_tensors(reader, cfg)
+    if keep_quant:
+        check_keepable(reader)
+        cfg[QUANTIZATION_KEY] = {"quant_type": "weight_only_int4", "group_size": 32}
     tokenizer, flags = build_tokenizer(reader)
     tok_cfg, gen_cfg = tokenizer_files(reader, cfg, flags)
 
     with atomic_directory(out, before_swap=lambda: check_output(out, overwrite)) as tmp:
-        save_file(convert_tensors(reader, cfg), str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        save_file(convert_tensors(reader, cfg, keep_quant), str(tmp / "model.safetensors"), metadata={"format": "pt"})
         tokenizer.save(str(tmp / "tokenizer.json"))
         files = {"config.json": cfg, "tokenizer_config.json": tok_cfg, "generation_config.json": gen_cfg}
         for name, data in files.items():

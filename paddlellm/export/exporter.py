@@ -13,7 +13,7 @@ from paddlellm.device import check_cache_dtype, check_device, check_device_name,
 from paddlellm.errors import UserError
 from paddlellm.export.manifest import MANIFEST_NAME, Manifest, check_block_attn
 from paddlellm.files import atomic_directory
-from paddlellm.models.llama.loader import load_model
+from paddlellm.models.llama.loader import load_model, resolve_quantization
 from paddlellm.quantization import DEFAULT_GROUP_SIZE, check_quant_type
 from paddlellm.quiet import without_stderr_lines
 from paddlellm.tokenizer import copy_tokenizer_files
@@ -41,8 +41,6 @@ def export_model(model_dir, output_path, dtype="float32", device="cpu", lora_pat
         raise UserError(f"--block_size must be a positive number of tokens, got {block_size}")
     check_dtype(dtype)
     check_quant_type(quant_type)
-    if quant_lm_head and quant_type is None:
-        raise UserError("--quant_lm_head quantizes the lm_head as --quant_type says (give --quant_type too)")
     check_device_name(device)
     check_cache_dtype(dtype, device)
     model_dir, output_path = Path(model_dir).resolve(), Path(output_path).resolve()
@@ -56,6 +54,10 @@ def export_model(model_dir, output_path, dtype="float32", device="cpu", lora_pat
         tempfile.TemporaryFile(dir=output_path.parent).close()
     except OSError as exc:
         raise UserError(f"--output_path {output_path} cannot be written: {exc.strerror} (choose a writable location)") from None
+
+    quant_type, group_size = resolve_quantization(model_dir, quant_type, group_size, lora_path)
+    if quant_lm_head and quant_type is None:
+        raise UserError("--quant_lm_head quantizes the lm_head as --quant_type says (give --quant_type too)")
 
     paddle.set_device("cpu")
     started = time.perf_counter()

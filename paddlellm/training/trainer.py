@@ -129,8 +129,11 @@ def assign_checkpoint(model, model_dir):
     multi-process on the CPU. Its names are HF's; its Linear weights are [in, out], lm_head [vocab, hidden].
     Split for tensor parallelism, a parameter holds this rank's contiguous slice along its one split axis
     (columns of q/k/v/gate/up, rows of o/down, vocabulary rows of the embedding and lm_head)."""
-    from paddlellm.models.llama.checkpoint import read_state_dict
+    from paddlellm.models.llama.checkpoint import read_config, read_state_dict, stored_quantization
 
+    if stored_quantization(read_config(model_dir)):
+        raise UserError(f"{model_dir} stores its projections quantized (convert_gguf.py --keep_quant): training "
+                        "needs float weights (convert the GGUF without --keep_quant)")
     state = read_state_dict(model_dir)
     degree, rank = max(model.config.tensor_model_parallel_size, 1), max(model.config.tensor_parallel_rank, 0)
     values = {}

@@ -1,6 +1,7 @@
 """GGUF -> HF Llama conversion, checked against transformers' own GGUF loader and sentencepiece."""
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -437,3 +438,92 @@ def test_cli_nonempty_output_needs_overwrite(tmp_path, synthetic):
 def test_cli_usage_error(tmp_path):
     proc = run_cli("--output_path", tmp_path / "out")
     _assert_clean_failure(proc, tmp_path, "--gguf")
+
+
+# ---------------------------------------------------------------- --keep_quant: Q4_0 / Q4_1 kept as int4
+
+Q4_TYPES = {f"blk.{i}.{name}.weight": (Q.Q4_0 if (i + j) % 2 else Q.Q4_1) for i in range(LAYERS)
+            for j, name in enumerate(("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"))}
+
+
+@pytest.fixture(scope="module")
+def q4_pair(tmp_path_factory):
+    """A tiny GGUF whose projections are Q4_0 and Q4_1 (the rest F32), converted as floats and with --keep_quant."""
+    base = tmp_path_factory.mktemp("q4")
+    write_gguf(base / "q4.gguf", Q4_TYPES)
+    return base, convert(base / "q4.gguf", base / "float"), convert(base / "q4.gguf", base / "kept", keep_quant=True)
+
+
+def test_keep_quant_stores_the_q4_blocks_as_int4_groups_of_32_exactly(q4_pair):
+    """Each projection: int4 values (0..15) with a scale and an offset per output row and 32 inputs, and q * scale +
+    offset is the float conversion's weight bit for bit (Q4_0's d * (q - 8) and Q4_1's d * q + m in float32):
+    nothing went through a float round trip and re-quantization."""
+    from safetensors.numpy import load_file
+
+    _, float_dir, kept_dir = q4_pair
+    floats, kept = load_file(str(float_dir / "model.safetensors")), load_file(str(kept_dir / "model.safetensors"))
+    assert json.loads((kept_dir / "config.json").read_text())["paddlellm_quantization"] == {
+        "quant_type": "weight_only_int4", "group_size": 32}
+    projections = [n for n in floats if n.endswith("_proj.weight")]
+    assert len(projections) == 7 * LAYERS and set(kept) == set(floats) | {
+        n + s for n in projections for s in ("_scale", "_offset")}
+    for name in projections:
+        q, scale, offset = kept[name], kept[name + "_scale"], kept[name + "_offset"]
+        out_features, in_features = floats[name].shape
+        assert q.dtype == np.int8 and q.shape == (out_features, in_features) and 0 <= q.min() and q.max() <= 15
+        assert scale.shape == offset.shape == (out_features, in_features // 32)
+        np.testing.assert_array_equal(q * np.repeat(scale, 32, axis=1) + np.repeat(offset, 32, axis=1),
+                                      floats[name], err_msg=name)
+    for name in set(floats) - set(projections):
+        np.testing.assert_array_equal(kept[name], floats[name], err_msg=name)
+
+
+def test_a_kept_checkpoint_exports_as_int4_with_the_ggufs_own_values(q4_pair):
+    """export_model follows the checkpoint (weight_only_int4, groups of 32, in the manifest); the portable program
+    dequantizes to the float conversion's weights exactly, so its logits are the float export's."""
+    from paddlellm.export.exporter import export_model
+    from paddlellm.export.manifest import read_manifest
+    from paddlellm.predictor.runners import StaticBlockRunner, prompt_logits
+
+    base, float_dir, kept_dir = q4_pair
+    exported = {d.name: export_model(d, base / f"inference_{d.name}") for d in (float_dir, kept_dir)}
+    manifest = read_manifest(exported["kept"])
+    assert (manifest.quant_type, manifest.group_size, manifest.quant_lm_head) == ("weight_only_int4", 32, False)
+    logits = {k: prompt_logits(StaticBlockRunner(v, read_manifest(v), "cpu", 2, passes=[]), [[3, 4, 5, 6], [7]])
+              for k, v in exported.items()}
+    np.testing.assert_allclose(logits["kept"], logits["float"], rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (dict(quant_type="weight_only_int8"), "stores its projections weight_only_int4 in groups of 32 "
+                                          "(convert_gguf.py --keep_quant): export it without --quant_type"),
+    (dict(quant_type="weight_only_int4", group_size=64), "export it without --quant_type"),
+    (dict(lora_path="adapter"), "a LoRA adapter merges into float weights"),
+])
+def test_a_kept_checkpoint_refuses_what_needs_float_weights(q4_pair, tmp_path, flags, message):
+    from paddlellm.export.exporter import export_model
+
+    with pytest.raises(UserError, match=re.escape(message)):
+        export_model(q4_pair[2], tmp_path / "inference", **flags)
+    assert not (tmp_path / "inference").exists()
+
+
+def test_keep_quant_says_why_q8_0_and_float_weights_are_not_kept(tmp_path, synthetic):
+    proc = run_cli("--gguf", synthetic[0], "--output_path", tmp_path / "out", "--keep_quant")
+    _assert_clean_failure(proc, tmp_path, "--keep_quant: tensor blk.0.attn_q.weight is Q8_0, one scale per 32 input "
+                                          "values, where weight_only_int8 keeps one per output column")
+    write_gguf(tmp_path / "f32.gguf")
+    proc = run_cli("--gguf", tmp_path / "f32.gguf", "--output_path", tmp_path / "out", "--keep_quant")
+    assert proc.returncode == 2 and "is F32, not quantized: there is nothing to keep" in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_kept_checkpoint_is_for_export_only(q4_pair):
+    from paddlellm.models.llama.loader import load_model
+    from paddlellm.training.trainer import assign_checkpoint
+
+    with pytest.raises(UserError, match=re.escape("(convert_gguf.py --keep_quant): export it (llm/predict/"
+                                                  "export_model.py), then predict with --mode static")):
+        load_model(q4_pair[2])
+    with pytest.raises(UserError, match=re.escape("training needs float weights")):
+        assign_checkpoint(None, q4_pair[2])

@@ -38,6 +38,16 @@ from paddlellm.errors import UserError
 from paddlellm.files import read_json
 
 REQUIRED_KEYS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
+# config.json of a checkpoint whose layer projections are stored quantized (convert_gguf.py --keep_quant):
+# {"quant_type": "weight_only_int4", "group_size": 32}; each `name` then int8 values with `name`_scale and
+# `name`_offset [out, in / group_size] beside it
+QUANTIZATION_KEY = "paddlellm_quantization"
+
+
+def stored_quantization(config):
+    """(quant_type, group_size) a checkpoint's config.json dict says its projections are stored in, or None."""
+    stored = config.get(QUANTIZATION_KEY)
+    return (stored["quant_type"], stored["group_size"]) if stored else None
 SOURCES = (  # (single file, index file, kind)
     ("model.safetensors", "model.safetensors.index.json", "safetensors"),
     ("pytorch_model.bin", "pytorch_model.bin.index.json", "torch"),
