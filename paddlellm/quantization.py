@@ -19,6 +19,20 @@ QUANT_TYPES = ("weight_only_int8", "weight_only_int4", "a8w8")
 DEFAULT_GROUP_SIZE = 32
 
 
+def check_cachekv_int8_type(kind, device="cpu"):
+    """None (a float cache) or "dynamic": each token's K and V rows of each head stored as int8 with their own
+    scale (max |x| / 127) computed as they are written (csrc/cpu/attention_kernel.h); else a UserError."""
+    if kind == "static":
+        raise UserError("--cachekv_int8_type static needs per-head scales calibrated on data, which paddlellm does "
+                        "not compute (use --cachekv_int8_type dynamic: scales computed per row as it is written)")
+    if kind not in (None, "dynamic"):
+        raise UserError(f"--cachekv_int8_type {kind} is not supported (choose dynamic)")
+    if kind and device != "cpu":
+        raise UserError(f"--cachekv_int8_type {kind}: the int8 KV cache has CPU kernels only, not the {device}'s "
+                        "(export for --device cpu, or drop --cachekv_int8_type)")
+    return kind
+
+
 def check_quant_type(quant_type):
     """None (no quantization) or one of QUANT_TYPES; else a UserError."""
     if quant_type is not None and quant_type not in QUANT_TYPES:

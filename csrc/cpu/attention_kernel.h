@@ -5,13 +5,25 @@
 
 namespace paddlellm_cpu {
 
+// An int8 cache (--cachekv_int8_type dynamic) is [num_blocks, num_kv_heads, block_size, head_dim + 4] int8: each
+// token's row of one head is its head_dim values q then their float32 scale (4 bytes), x ~ q * scale, the scale
+// max |x| / 127 of the row, computed as the row is written.
+constexpr int64_t kCacheScaleBytes = 4;
+
+enum class CacheType { kFloat32, kBFloat16, kInt8 };
+
+// head_dim of a cache whose rows are `row` elements wide.
+inline int64_t cache_head_dim(int64_t row, CacheType type) {
+  return type == CacheType::kInt8 ? row - kCacheScaleBytes : row;
+}
+
 // Everything a work item reads; filled once per op call by paged_ops.cc.
 struct AttnParams {
   const float* q;            // [T, num_heads, head_dim]
   float* out;                // [T, num_heads, head_dim]
-  const void* key_cache;     // [num_blocks, num_kv_heads, block_size, head_dim], float or bf16 bits
-  const void* value_cache;
-  bool cache_bf16;
+  const void* key_cache;     // [num_blocks, num_kv_heads, block_size, head_dim], float or bf16 bits (int8: rows
+  const void* value_cache;   // of head_dim + 4, see kCacheScaleBytes)
+  CacheType cache_type;
   const int32_t* block_tables;  // [S, max_blocks_per_seq]
   int64_t max_blocks_per_seq;
   int64_t num_blocks;

@@ -28,9 +28,18 @@ static uint16_t float_to_bf16_bits(float f) {  // round to nearest even; NaN sta
   return static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
 }
 
+static CacheType cache_type(const paddle::Tensor& cache) {
+  switch (cache.dtype()) {
+    case paddle::DataType::BFLOAT16: return CacheType::kBFloat16;
+    case paddle::DataType::INT8: return CacheType::kInt8;
+    default: return CacheType::kFloat32;
+  }
+}
+
 // Shapes and dtypes shared by both ops; block ids checked for every position the step touches.
 struct Batch {
   int64_t T, S, max_blocks, num_blocks, kv_heads, block_size, head_dim;
+  CacheType cache;
   const int32_t* tables;
   const int32_t* this_time;
   const int32_t* decoder;
@@ -45,12 +54,17 @@ static Batch check_batch(const char* op, int64_t T, const paddle::Tensor& key_ca
   PD_CHECK(kc.size() == 4, op, ": key_cache must be [num_blocks, num_kv_heads, block_size, head_dim]");
   PD_CHECK(value_cache.shape() == kc, op, ": value_cache must have key_cache's shape");
   PD_CHECK(key_cache.dtype() == value_cache.dtype(), op, ": key_cache and value_cache dtypes differ");
-  PD_CHECK(key_cache.dtype() == paddle::DataType::FLOAT32 || key_cache.dtype() == paddle::DataType::BFLOAT16,
-           op, ": caches must be float32 or bfloat16");
+  PD_CHECK(key_cache.dtype() == paddle::DataType::FLOAT32 || key_cache.dtype() == paddle::DataType::BFLOAT16 ||
+               key_cache.dtype() == paddle::DataType::INT8,
+           op, ": caches must be float32, bfloat16 or int8 (rows of head_dim + 4: values, then their scale)");
+  const CacheType type = cache_type(key_cache);
+  PD_CHECK(type != CacheType::kInt8 || kc[3] > kCacheScaleBytes, op, ": an int8 cache's rows hold head_dim values ",
+           "and a 4-byte scale, so its last dimension must exceed 4");
   auto bt = block_tables.shape();
   PD_CHECK(bt.size() == 2 && block_tables.dtype() == paddle::DataType::INT32, op,
            ": block_tables must be int32 [num_seqs, max_blocks_per_seq]");
-  Batch b{T, bt[0], bt[1], kc[0], kc[1], kc[2], kc[3], block_tables.data<int32_t>(), nullptr, nullptr};
+  Batch b{T, bt[0], bt[1], kc[0], kc[1], kc[2], cache_head_dim(kc[3], type), type, block_tables.data<int32_t>(),
+          nullptr, nullptr};
   PD_CHECK(seq_lens_this_time.dtype() == paddle::DataType::INT32 && seq_lens_this_time.numel() == b.S, op,
            ": seq_lens_this_time must be int32 [num_seqs]");
   PD_CHECK(seq_lens_decoder.dtype() == paddle::DataType::INT32 && seq_lens_decoder.numel() == b.S, op,
@@ -82,9 +96,20 @@ using namespace paddlellm_cpu;
 
 // ---------------------------------------------------------------- write_cache_kv
 
+// An int8 cache row (attention_kernel.h): scale = max |x| / 127, q = round(x / scale) (as x * (1 / scale), to
+// nearest even), then the scale's 4 bytes.
+static void quantize_row(const float* in, int64_t D, int8_t* out) {
+  float amax = 0.f;
+  for (int64_t d = 0; d < D; ++d) amax = std::max(amax, std::fabs(in[d]));
+  const float scale = amax / 127.f, inverse = scale > 0.f ? 1.f / scale : 0.f;
+  for (int64_t d = 0; d < D; ++d) out[d] = static_cast<int8_t>(std::nearbyint(in[d] * inverse));
+  std::memcpy(out + D, &scale, sizeof scale);
+}
+
 template <typename Src, typename Dst>
 static void write_rows(const Batch& b, const Src* src, Dst* cache) {
   const int64_t H = b.kv_heads, D = b.head_dim;
+  const int64_t row_size = std::is_same<Dst, int8_t>::value ? D + kCacheScaleBytes : D;
   std::vector<int64_t> seq_of(b.T), pos_of(b.T);
   for (int64_t s = 0, row = 0; s < b.S; ++s)
     for (int64_t i = 0; i < b.this_time[s]; ++i, ++row) {
@@ -97,9 +122,11 @@ static void write_rows(const Batch& b, const Src* src, Dst* cache) {
     const int64_t blk = b.tables[seq_of[row] * b.max_blocks + p / b.block_size];
     for (int64_t h = 0; h < H; ++h) {
       const Src* in = src + (row * H + h) * D;
-      Dst* out = cache + ((blk * H + h) * b.block_size + p % b.block_size) * D;
+      Dst* out = cache + ((blk * H + h) * b.block_size + p % b.block_size) * row_size;
       if constexpr (std::is_same<Src, Dst>::value) {
         std::memcpy(out, in, D * sizeof(Dst));
+      } else if constexpr (std::is_same<Dst, int8_t>::value) {
+        quantize_row(in, D, out);
       } else {
         for (int64_t d = 0; d < D; ++d) out[d] = float_to_bf16_bits(in[d]);
       }
@@ -108,7 +135,9 @@ static void write_rows(const Batch& b, const Src* src, Dst* cache) {
 }
 
 static void write_one(const Batch& b, const paddle::Tensor& x, paddle::Tensor& cache) {
-  if (x.dtype() == cache.dtype() && x.dtype() == paddle::DataType::FLOAT32) {
+  if (b.cache == CacheType::kInt8) {
+    write_rows(b, x.data<float>(), cache.data<int8_t>());
+  } else if (x.dtype() == cache.dtype() && x.dtype() == paddle::DataType::FLOAT32) {
     write_rows(b, x.data<float>(), cache.data<float>());
   } else if (x.dtype() == cache.dtype()) {  // bfloat16 into bfloat16: raw bits
     write_rows(b, static_cast<const uint16_t*>(x.data()), static_cast<uint16_t*>(cache.data()));
@@ -129,8 +158,8 @@ void WriteCacheKV(const paddle::Tensor& key, const paddle::Tensor& value, paddle
   PD_CHECK(ks[1] == b.kv_heads && ks[2] == b.head_dim, op, ": key is [", ks[0], ", ", ks[1], ", ", ks[2],
            "] but the cache holds ", b.kv_heads, " kv heads of head_dim ", b.head_dim);
   for (const paddle::Tensor* x : {&key, &value})
-    PD_CHECK(x->dtype() == paddle::DataType::FLOAT32 || x->dtype() == key_cache.dtype(), op,
-             ": key/value must be float32 or the cache's dtype");
+    PD_CHECK(x->dtype() == paddle::DataType::FLOAT32 || (b.cache != CacheType::kInt8 && x->dtype() == key_cache.dtype()),
+             op, ": key/value must be float32 or the (float) cache's dtype");
   if (b.T == 0) return;
   write_one(b, key, key_cache);
   write_one(b, value, value_cache);
@@ -181,7 +210,7 @@ std::vector<paddle::Tensor> BlockAttention(const paddle::Tensor& q, const paddle
   p.out = out.data<float>();
   p.key_cache = key_cache.data();
   p.value_cache = value_cache.data();
-  p.cache_bf16 = key_cache.dtype() == paddle::DataType::BFLOAT16;
+  p.cache_type = b.cache;
   p.block_tables = b.tables;
   p.max_blocks_per_seq = b.max_blocks;
   p.num_blocks = b.num_blocks;

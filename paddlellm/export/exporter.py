@@ -14,27 +14,30 @@ from paddlellm.errors import UserError
 from paddlellm.export.manifest import MANIFEST_NAME, Manifest, check_block_attn
 from paddlellm.files import atomic_directory
 from paddlellm.models.llama.loader import load_model, resolve_quantization
-from paddlellm.quantization import DEFAULT_GROUP_SIZE, check_quant_type
+from paddlellm.quantization import DEFAULT_GROUP_SIZE, check_cachekv_int8_type, check_quant_type
 from paddlellm.quiet import without_stderr_lines
 from paddlellm.tokenizer import copy_tokenizer_files
 
 
 def step_input_specs(config, cache_dtype, block_size):
     """Inputs of the exported step (see LlamaForCausalLM.forward), in order: the packed token ids,
-    per-sequence lengths and block tables (PaddleNLP's names), then the paged k/v cache of each layer. The
-    number of sequences, tokens and blocks is free: the pool's size is chosen at predict time."""
-    caches = [InputSpec([None, config.num_key_value_heads, block_size, config.head_dim], cache_dtype,
+    per-sequence lengths and block tables (PaddleNLP's names), then the paged k/v cache of each layer (rows of
+    ops.cache_row). The number of sequences, tokens and blocks is free: the pool's size is chosen at predict
+    time."""
+    row = ops.cache_row(config.head_dim, cache_dtype)
+    caches = [InputSpec([None, config.num_key_value_heads, block_size, row], cache_dtype,
                         f"{kind}_cache_{i}") for i in range(config.num_hidden_layers) for kind in ("key", "value")]
     return [InputSpec([None], "int64", "input_ids"), InputSpec([None], "int32", "seq_lens_this_time"),
             InputSpec([None], "int32", "seq_lens_decoder"), InputSpec([None, None], "int32", "block_tables"), caches]
 
 
 def export_model(model_dir, output_path, dtype="float32", device="cpu", lora_path=None, block_attn=None,
-                 block_size=64, quant_type=None, quant_lm_head=False, group_size=DEFAULT_GROUP_SIZE):
+                 block_size=64, quant_type=None, quant_lm_head=False, group_size=DEFAULT_GROUP_SIZE,
+                 cachekv_int8_type=None):
     """Export `model_dir` (a checkpoint, with the LoRA adapter at `lora_path` merged in) into `output_path`:
     the step over a paged KV cache of `block_size`-token blocks, for `device`'s op library, its projections
     quantized as `quant_type` says (int4 in groups of `group_size` rows; the lm_head too with `quant_lm_head`;
-    see paddlellm.quantization). `block_attn` (PaddleNLP's
+    see paddlellm.quantization), the KV cache int8 with `cachekv_int8_type` "dynamic". `block_attn` (PaddleNLP's
     flag) is accepted; block attention is the only step there is. The directory appears whole or not at all."""
     check_block_attn(block_attn)
     if not (isinstance(block_size, int) and block_size >= 1):
@@ -42,6 +45,7 @@ def export_model(model_dir, output_path, dtype="float32", device="cpu", lora_pat
     check_dtype(dtype)
     check_quant_type(quant_type)
     check_device_name(device)
+    check_cachekv_int8_type(cachekv_int8_type, device)
     check_cache_dtype(dtype, device)
     model_dir, output_path = Path(model_dir).resolve(), Path(output_path).resolve()
     if output_path == model_dir:
@@ -63,10 +67,12 @@ def export_model(model_dir, output_path, dtype="float32", device="cpu", lora_pat
     started = time.perf_counter()
     _log(f"loading {model_dir} as {dtype}" + (f" with the LoRA adapter {lora_path}" if lora_path else "")
          + (f", quantized {quant_type}" + (f" in groups of {group_size}" if quant_type == "weight_only_int4" else "")
-            + (" (the lm_head too)" if quant_lm_head else "") if quant_type else ""))
+            + (" (the lm_head too)" if quant_lm_head else "") if quant_type else "")
+         + (f", the KV cache int8 ({cachekv_int8_type})" if cachekv_int8_type else ""))
     model = load_model(model_dir, dtype=dtype, device=device, lora_path=lora_path, portable=True,
                        quant_type=quant_type, quant_lm_head=quant_lm_head, group_size=group_size)
-    config, cache_dtype = model.config, compute_dtype(dtype, device)
+    config, math_dtype = model.config, compute_dtype(dtype, device)
+    cache_dtype = "int8" if cachekv_int8_type else math_dtype
     if ops.library_device() != device:
         _log(f"the {device} is not present here: tracing with the CPU op library (same op signatures)")
     ops.load_library()  # (the CPU's is built on first use), before tracing needs it
@@ -80,12 +86,12 @@ def export_model(model_dir, output_path, dtype="float32", device="cpu", lora_pat
         copy_tokenizer_files(model_dir, staging)
         plain, cache_names = [spec.name for spec in specs[:-1]], [spec.name for spec in specs[-1]]
         Manifest(
-            model_type="llama", dtype=dtype, compute_dtype=cache_dtype, device=device,
+            model_type="llama", dtype=dtype, compute_dtype=math_dtype, device=device,
             num_layers=config.num_hidden_layers, num_kv_heads=config.num_key_value_heads,
             head_dim=config.head_dim, max_position_embeddings=config.max_position_embeddings,
             vocab_size=config.vocab_size, block_size=block_size, inputs=plain + cache_names,
             outputs=["logits"], quant_type=quant_type, quant_lm_head=quant_lm_head,
-            group_size=group_size if quant_type == "weight_only_int4" else None,
+            group_size=group_size if quant_type == "weight_only_int4" else None, cachekv_int8_type=cachekv_int8_type,
             versions={"paddle": paddle.__version__, "paddlellm": paddlellm.__version__},
         ).write(staging)
     _log(f"exported to {output_path} in {time.perf_counter() - started:.1f}s")

@@ -26,7 +26,8 @@ def build_parser():
     add_bool(p, "--quant_lm_head", "with --quant_type, quantize the lm_head too (default: it stays float)")
     p.add_argument("--group_size", type=int, default=DEFAULT_GROUP_SIZE,
                    help="weight_only_int4: rows (input features) per scale")
-    p.add_argument("--cachekv_int8_type", default=None, help="int8 KV cache; not available in this version (default: none)")
+    p.add_argument("--cachekv_int8_type", default=None,
+                   help="dynamic: an int8 KV cache, each row's scale computed as it is written (CPU; default: none)")
     add_debug(p)
     return p
 
@@ -37,11 +38,10 @@ def main(argv):
         raise UserError("--inference_model false is not supported: paddlellm exports only the inference model (drop the flag)")
     if args.block_size < 1:
         raise UserError(f"--block_size must be a positive number of tokens, got {args.block_size}")
-    if args.cachekv_int8_type:
-        raise UserError("--cachekv_int8_type is not available in this version of paddlellm (drop --cachekv_int8_type)")
     export_model(args.model_name_or_path, args.output_path, dtype=args.dtype, device=args.device,
                  lora_path=args.lora_path, block_attn=args.block_attn, block_size=args.block_size,
-                 quant_type=args.quant_type, quant_lm_head=bool(args.quant_lm_head), group_size=args.group_size)
+                 quant_type=args.quant_type, quant_lm_head=bool(args.quant_lm_head), group_size=args.group_size,
+                 cachekv_int8_type=args.cachekv_int8_type)
     return 0
 
 

@@ -16,7 +16,7 @@ FORMAT_VERSION = 3  # 3: the portable program, fused by the device's IR passes a
 class Manifest:
     model_type: str
     dtype: str  # weights
-    compute_dtype: str  # matmuls and the KV cache (activations between ops are float32)
+    compute_dtype: str  # matmuls and the KV cache unless int8 (activations between ops are float32)
     device: str  # the device the program was exported for
     num_layers: int
     num_kv_heads: int
@@ -32,11 +32,15 @@ class Manifest:
     quant_type: Optional[str] = None  # the layers' projections (paddlellm.quantization), None: in `dtype`
     quant_lm_head: bool = False  # the lm_head quantized too
     group_size: Optional[int] = None  # weight_only_int4: rows per scale
-    cachekv_int8_type: Optional[str] = None
+    cachekv_int8_type: Optional[str] = None  # "dynamic": the KV cache int8, scales per row (ops.cache_row)
     program: str = "model.json"
     params: str = "model.pdiparams"
     versions: dict = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
+
+    @property
+    def cache_dtype(self):
+        return "int8" if self.cachekv_int8_type else self.compute_dtype
 
     def write(self, directory):
         (Path(directory) / MANIFEST_NAME).write_text(json.dumps(asdict(self), indent=2) + "\n")

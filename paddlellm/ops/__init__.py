@@ -19,7 +19,8 @@ from paddlellm.ops.build import (cpu_isa, forget_pass_matches, library_device, l
                                  pass_matches, register_ops, supported_isas, use_device)
 
 __all__ = ["write_cache_kv", "block_attention", "linear", "pack_linear_weight", "linear_swiglu", "pack_swiglu_weight",
-           "unpack_linear_weight", "SCALE_ROWS", "is_a8w8",
+           "unpack_linear_weight", "SCALE_ROWS", "is_a8w8", "cache_row", "quantize_cache_rows",
+           "dequantize_cache_rows", "CACHE_SCALE_BYTES",
            "packed_embedding", "LINEAR_BLOCK", "rms_norm", "fused_add_rms_norm", "rotary_embedding", "swiglu",
            "packed_positions", "final_logits",
            "load_library", "register_ops", "use_device", "library_device", "library_id", "cpu_isa", "supported_isas",
@@ -79,6 +80,32 @@ def describe_ops(counts):
         return "no paddlellm ops (plain Paddle ops only)"
     kernels = f"CPU kernels, {cpu_isa()}" if library_device() == "cpu" else f"{library_device()} kernels"
     return ", ".join(f"{name} x{n}" for name, n in counts.items()) + f" ({kernels})"
+
+
+CACHE_SCALE_BYTES = 4  # an int8 cache row's float32 scale, after its head_dim values (csrc/cpu/attention_kernel.h)
+
+
+def cache_row(head_dim, dtype):
+    """Elements of one token's row of one head in a KV cache of `dtype`: head_dim, and for int8 its scale's 4
+    bytes too (--cachekv_int8_type dynamic: x ~ q * scale per row, scale = max |x| / 127)."""
+    return head_dim + CACHE_SCALE_BYTES if str(dtype).split(".")[-1] == "int8" else head_dim
+
+
+def quantize_cache_rows(x):
+    """x [..., head_dim] float32 -> [..., head_dim + 4] int8 rows as the CPU's write_cache_kv stores them: q =
+    round(x / scale) (x * (1 / scale) in float32, to nearest even), scale = max |x| / 127, its bytes last."""
+    x = np.asarray(x, np.float32)
+    scale = np.abs(x).max(axis=-1, keepdims=True) / np.float32(127)
+    inverse = np.divide(np.float32(1), scale, out=np.zeros_like(scale), where=scale > 0)
+    q = np.rint(x * inverse).astype(np.int8)
+    return np.concatenate([q, np.ascontiguousarray(scale).view(np.int8)], axis=-1)
+
+
+def dequantize_cache_rows(rows):
+    """[..., head_dim + 4] int8 cache rows -> [..., head_dim] float32 values q * scale."""
+    rows = np.ascontiguousarray(rows, np.int8)
+    scale = np.ascontiguousarray(rows[..., -CACHE_SCALE_BYTES:]).view(np.float32)
+    return rows[..., :-CACHE_SCALE_BYTES].astype(np.float32) * scale
 
 
 LINEAR_BLOCK = 32  # output columns per packed weight block (kLinearBlock in csrc/cpu/linear_kernel.h)

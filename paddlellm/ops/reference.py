@@ -25,19 +25,29 @@ def _token_slots(block_tables, seq_lens_this_time, seq_lens_decoder, block_size)
 
 def write_cache_kv_ref(key, value, key_cache, value_cache, block_tables, seq_lens_this_time, seq_lens_decoder):
     """Returns new (key_cache, value_cache) with token i of sequence s at position
-    seq_lens_decoder[s] + i of its block table; the inputs are left unchanged."""
+    seq_lens_decoder[s] + i of its block table (an int8 cache: quantized per row, ops.quantize_cache_rows); the
+    inputs are left unchanged."""
+    from paddlellm.ops import quantize_cache_rows
+
     block_size = key_cache.shape[2]
     new_k, new_v = key_cache.clone(), value_cache.clone()
     for row, block, slot in _token_slots(block_tables, seq_lens_this_time, seq_lens_decoder, block_size):
-        new_k[block, :, slot, :] = key[row].astype(key_cache.dtype)
-        new_v[block, :, slot, :] = value[row].astype(value_cache.dtype)
+        for new, x in ((new_k, key[row]), (new_v, value[row])):
+            if new.dtype == paddle.int8:
+                new[block, :, slot, :] = paddle.to_tensor(quantize_cache_rows(x.numpy()))
+            else:
+                new[block, :, slot, :] = x.astype(new.dtype)
     return new_k, new_v
 
 
 def _sequence_kv(cache, table, length):
     """[num_kv_heads, length, head_dim] float64: positions 0..length-1 of one sequence."""
+    from paddlellm.ops import dequantize_cache_rows
+
     num_blocks_used = -(-length // cache.shape[2])
     blocks = paddle.to_tensor(table[:num_blocks_used].astype("int64"))
+    if cache.dtype == paddle.int8:
+        cache = paddle.to_tensor(dequantize_cache_rows(cache.numpy()))
     gathered = paddle.gather(cache.astype("float32"), blocks).astype("float64")  # [nb, kvh, bs, d]
     kvh, d = cache.shape[1], cache.shape[3]
     return gathered.transpose([1, 0, 2, 3]).reshape([kvh, -1, d])[:, :length]

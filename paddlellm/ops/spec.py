@@ -88,7 +88,7 @@ SEQUENCES = {
     "decode_batch_12": [(160, 1)] * 12,
     "prompt_chunk_64": [(0, 64)],
 }
-CACHE_DTYPES = ("float32", "bfloat16")
+CACHE_DTYPES = ("float32", "bfloat16", "int8")  # int8: rows of head_dim values and their scale (cache_row)
 
 
 def paged_batch(case, rng):
@@ -105,9 +105,15 @@ def paged_batch(case, rng):
         start += count
     tokens = sum(n for _, n in seqs)
     dtype = case.get("cache", "float32")
+
+    def cache():  # int8: garbage rows quantized as written ones are (their scales are read for cached tokens)
+        if dtype == "int8":
+            from paddlellm.ops import quantize_cache_rows
+
+            return paddle.to_tensor(quantize_cache_rows(rng.randn(num_blocks, kvh, bs, d).astype(np.float32)))
+        return _randn(rng, num_blocks, kvh, bs, d, dtype=dtype)
     return dict(q=_randn(rng, tokens, kvh * case["group"], d), key=_randn(rng, tokens, kvh, d),
-                value=_randn(rng, tokens, kvh, d), key_cache=_randn(rng, num_blocks, kvh, bs, d, dtype=dtype),
-                value_cache=_randn(rng, num_blocks, kvh, bs, d, dtype=dtype),
+                value=_randn(rng, tokens, kvh, d), key_cache=cache(), value_cache=cache(),
                 block_tables=paddle.to_tensor(tables),
                 seq_lens_this_time=paddle.to_tensor(np.array([n for _, n in seqs], np.int32)),
                 seq_lens_decoder=paddle.to_tensor(np.array([past for past, _ in seqs], np.int32)))

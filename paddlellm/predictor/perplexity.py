@@ -147,7 +147,8 @@ def main(argv):
         result = perplexity(runner, ids, args.max_seq_length, args.stride, bar.update)
     if args.output_file:
         write_json(args.output_file, {**asdict(result), "model": str(model_dir), "data_file": str(data),
-                                      "quant_type": manifest.quant_type, "dtype": manifest.dtype})
+                                      "quant_type": manifest.quant_type, "cachekv_int8_type": manifest.cachekv_int8_type,
+                                      "dtype": manifest.dtype})
     print(f"perplexity {result.perplexity:.4f} over {result.tokens} tokens of {data.name} ({result.windows} windows "
           f"of {result.max_seq_length}, stride {result.stride}) in {result.seconds:.1f}s", flush=True)
     return 0

@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import paddle
 
+from paddlellm import ops
 from paddlellm.device import paddle_place
 from paddlellm.export.manifest import Manifest
 
@@ -60,12 +61,12 @@ def block_step_inputs(plan):
 
 
 class BlockRunner:
-    """A pool of KV blocks ([num_blocks, kv_heads, block_size, head_dim] per layer, k then v) and the block
-    step over it; subclasses run the step. The pool is sized at predict time and may be re-sized between
-    runs (allocate)."""
+    """A pool of KV blocks ([num_blocks, kv_heads, block_size, row] per layer, k then v; row: ops.cache_row, the
+    head_dim, and an int8 cache's scale) and the block step over it; subclasses run the step. The pool is sized at
+    predict time and may be re-sized between runs (allocate)."""
 
     def __init__(self, num_layers, num_kv_heads, head_dim, block_size, dtype, num_blocks=0):
-        self.shape = [0, num_kv_heads, block_size, head_dim]
+        self.shape = [0, num_kv_heads, block_size, ops.cache_row(head_dim, dtype)]
         self.num_layers, self.block_size, self.dtype = num_layers, block_size, dtype
         self.num_blocks, self.caches = 0, []
         if num_blocks:
@@ -106,7 +107,7 @@ class StaticBlockRunner(BlockRunner):
         from paddlellm.ops.passes import pipeline
 
         m = manifest
-        super().__init__(m.num_layers, m.num_kv_heads, m.head_dim, m.block_size, m.compute_dtype, num_blocks)
+        super().__init__(m.num_layers, m.num_kv_heads, m.head_dim, m.block_size, m.cache_dtype, num_blocks)
         if passes is None:
             passes = pipeline(device)
         self.predictor, self.program_path = create_predictor(model_dir, manifest, device, threads, passes, ir_debug)

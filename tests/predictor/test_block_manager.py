@@ -170,3 +170,17 @@ def test_pool_size_from_a_memory_budget():
 def test_an_empty_pool_is_a_user_error():
     with pytest.raises(UserError, match="at least one block"):
         BlockManager(num_blocks=0, block_size=16)
+
+
+def test_an_int8_cache_holds_about_four_times_a_float32_one_in_the_same_memory():
+    """--kv_cache_memory_gb sizes the pool by the bytes of a block: an int8 row of head_dim 64 is 64 values and
+    a 4-byte scale (68 bytes) where float32 takes 256, so 256 / 68 = 3.76x the blocks (twice what a 16-bit cache
+    holds, and then some)."""
+    from paddlellm.predictor.args import PredictorArgs
+    from paddlellm.predictor.llm import fixed_pool_blocks
+    from paddlellm.predictor.runners import BlockRunner
+
+    args = PredictorArgs("unused", kv_cache_memory_gb=0.25, src_length=100, max_length=28)
+    blocks = {dtype: fixed_pool_blocks(args, BlockRunner(30, 3, 64, 64, dtype)) for dtype in ("float32", "int8")}
+    assert blocks == {"float32": 2 ** 28 // (2 * 30 * 3 * 64 * 64 * 4), "int8": 2 ** 28 // (2 * 30 * 3 * 64 * 68)}
+    assert 3.7 < blocks["int8"] / blocks["float32"] < 3.8

@@ -236,10 +236,6 @@ class LlamaForCausalLM(nn.Layer):
             return ops.packed_embedding(input_ids, self.lm_head, self.config.vocab_size)
         return cast(F.embedding(input_ids, self.embed_tokens), "float32")
 
-    def cache_shape(self, num_blocks, block_size):
-        """Shape of each of the 2 * num_layers paged cache tensors (k0, v0, k1, v1, ...)."""
-        return [num_blocks, self.config.num_key_value_heads, block_size, self.config.head_dim]
-
     def forward(self, input_ids, seq_lens_this_time, seq_lens_decoder, block_tables, caches):
         """One step over a packed batch without padding: sequence s brings seq_lens_this_time[s] tokens
         (a prompt chunk or one decode token; rows in sequence order in input_ids [tokens]) at positions
