@@ -3,8 +3,9 @@
 weight_only_int8: per output column, symmetric: scale = max |w| / 127, q = round(w / scale) in [-127, 127]
 (int8), W ~ q * scale. Activations stay float32: the kernels widen q and apply the scales to their sums.
 weight_only_int4: per output column and group of --group_size rows (along K), asymmetric, as llama.cpp's Q4_1
-does it per block of 32: offset = min w, scale = (max w - min w) / 15, q = round((w - offset) / scale) in
-[0, 15] (4 bits); W ~ q * scale + offset. The group's smallest and largest entries are kept exactly. The int4
+does it per block of 32: offset = min w, scale = (max w - min w) / 15, both rounded to float16 (as Q4_1 stores
+d and m; the CPU kernels read them so), q = round((w - offset) / scale) in [0, 15] (4 bits); W ~ q * scale +
+offset. The int4
 kernels multiply int8 activations (per row and block of 32 values, as llama.cpp's Q8), the offsets the float x.
 a8w8: the weights as weight_only_int8; the activations quantized to int8 on the fly, per token and block of 32
 values (xs = max |x| / 127 over the block, as the int4 kernels and llama.cpp's Q8_0 products do; no calibration
@@ -67,14 +68,16 @@ def check_a8w8_sizes(input_sizes):
 
 
 def quantize_int4(weight, group_size=DEFAULT_GROUP_SIZE):
-    """[K, N] float -> (q [K, N] int8 in [0, 15], scale [K / group_size, N], offset [K / group_size, N] float32):
-    q * scale + offset ~ weight, scale and offset repeated over each group's rows. A constant group gets
-    scale 1 (q 0)."""
+    """[K, N] float -> (q [K, N] int8 in [0, 15], scale [K / group_size, N], offset [K / group_size, N] float32 of
+    float16 values): q * scale + offset ~ weight, scale and offset repeated over each group's rows. A constant group
+    gets scale 1 (q 0)."""
     w = np.asarray(weight, np.float32)
     k, n = w.shape
     check_group_size(group_size, [k])
     groups = w.reshape(k // group_size, group_size, n)
-    low, high = groups.min(axis=1), groups.max(axis=1)
-    scale = np.where(high > low, (high - low) / 15.0, 1.0).astype(np.float32)
+    low = groups.min(axis=1).astype(np.float16).astype(np.float32)
+    high = groups.max(axis=1)
+    scale = np.where(high > low, (high - low) / 15.0, 1.0).astype(np.float16).astype(np.float32)
+    scale = np.where(scale > 0, scale, 1.0).astype(np.float32)  # a spread below float16's range
     q = np.clip(np.rint((groups - low[:, None, :]) / scale[:, None, :]), 0, 15).astype(np.int8)
-    return q.reshape(k, n), scale, low.astype(np.float32)
+    return q.reshape(k, n), scale, low

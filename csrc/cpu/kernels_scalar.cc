@@ -36,6 +36,13 @@ struct V {
     *lo = static_cast<float>(*p & 15);
     *hi = static_cast<float>(*p >> 4);
   }
+  static reg load_f16(const uint16_t* p) {  // as kernels_avx2.cc's: bits moved over, times 2^112, the sign back
+    uint32_t magnitude = static_cast<uint32_t>(*p & 0x7fff) << 13, two_112 = 0x77800000u;
+    float m, scale;
+    memcpy(&m, &magnitude, sizeof m);
+    memcpy(&scale, &two_112, sizeof scale);
+    return (*p & 0x8000) ? -(m * scale) : m * scale;
+  }
   static reg load_bf16(const uint16_t* p) {
     uint32_t u = static_cast<uint32_t>(*p) << 16;
     float f;

@@ -13,9 +13,9 @@ constexpr int64_t kLinearBlock = 32;
 // is still one contiguous stream, its scales read with it (as llama.cpp's block_q8_0 keeps its scale).
 constexpr int64_t kScaleRows = 4;
 // An int4 weight (W = q * scale + offset, q in [0, 15], a scale and an offset per column and group of `group`
-// rows, as llama.cpp's Q4_1 per block; group and K multiples of 32) is stored as
-// [ceil(N / 32), 8 * K / group + K / 2, 32] uint8: each block starts with its K / group groups' 32 float32
-// scales and 32 float32 offsets, then its K / 8 octets of rows, 128 bytes each: column c's 4 bytes (at 4c),
+// rows, as llama.cpp's Q4_1 per block; group and K multiples of 32; scales and offsets float16 values) is stored
+// as [ceil(N / 32), 4 * K / group + K / 2, 32] uint8: each block starts with its K / group groups' 32 float16
+// scales and 32 float16 offsets (128 bytes a group, as Q4_1's d and m), then its K / 8 octets of rows, 128 bytes each: column c's 4 bytes (at 4c),
 // byte j holding q[8o + j][c] in its low and q[8o + 4 + j][c] in its high 4 bits. So a 4-byte lane is one
 // column's 8 rows, as byte dot products (vpdpbusd, pmaddubsw) take them against 4 + 4 int8 activations.
 // The int4 kernels multiply int8 activations: x quantized per row and block of kQuantBlock values
@@ -55,7 +55,7 @@ inline int64_t packed_block_bytes(WeightType type, int64_t K, int64_t group) {
     case WeightType::kFloat32: return K * kLinearBlock * 4;
     case WeightType::kBFloat16: return K * kLinearBlock * 2;
     case WeightType::kInt8: return (kScaleRows + K) * kLinearBlock;
-    case WeightType::kInt4: return (2 * kScaleRows * (K / group) + K / 2) * kLinearBlock;
+    case WeightType::kInt4: return (kScaleRows * (K / group) + K / 2) * kLinearBlock;
     case WeightType::kA8W8: return (kScaleRows + K) * kLinearBlock;
   }
   return 0;

@@ -31,12 +31,12 @@ static WeightType weight_type(const paddle::Tensor& w, int64_t K) {
   }
 }
 
-// An int4 weight's group (linear_kernel.h) from its row count for K rows: its K / group groups' 8 rows of scales
-// and offsets, then K / 2 rows of values. 0 if no group fits.
+// An int4 weight's group (linear_kernel.h) from its row count for K rows: its K / group groups' 4 rows of float16
+// scales and offsets, then K / 2 rows of values. 0 if no group fits.
 static int64_t group_of(const paddle::Tensor& w, int64_t K) {
   const int64_t rows = w.shape()[1], scale_rows = rows - K / 2;
-  if (K % kQuantBlock != 0 || scale_rows < 2 * kScaleRows || scale_rows % (2 * kScaleRows) != 0) return 0;
-  const int64_t groups = scale_rows / (2 * kScaleRows);
+  if (K % kQuantBlock != 0 || scale_rows < kScaleRows || scale_rows % kScaleRows != 0) return 0;
+  const int64_t groups = scale_rows / kScaleRows;
   return K % groups == 0 && (K / groups) % kQuantBlock == 0 ? K / groups : 0;
 }
 
@@ -81,7 +81,7 @@ int64_t check_packed_weight(const char* op, const char* name, const paddle::Tens
   const WeightType type = weight_type(w, K);
   if (type == WeightType::kInt4) {
     PD_CHECK(group_of(w, K) > 0, op, ": ", name, " has ", s[1], " rows, which no int4 packing of K = ", K,
-             " has (8 * K / group + K / 2, K and group multiples of 32)");
+             " has (4 * K / group + K / 2, K and group multiples of 32)");
   } else if (type == WeightType::kA8W8) {
     PD_CHECK(K % kQuantBlock == 0, op, ": ", name, " is an a8w8 weight (4 + K rows), which needs K a multiple of 32, ",
              "not ", K);

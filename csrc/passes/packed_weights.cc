@@ -57,8 +57,8 @@ phi::DenseTensor* scope_tensor(pir::Pass* pass, const pir::Value& param) {
 // float32 and bfloat16 stay as they are; float16, which the CPU kernels do not read, becomes float32 (exactly).
 // Quantized weights (int8 values, csrc/cpu/linear_kernel.h): with column scales `scale` [N] float32, int8 blocks
 // [blocks, 4 + K, 32], each block's 32 scales first; with group scales and offsets [G, N] (int4, K / G rows a
-// group, a multiple of 32), uint8 blocks [blocks, 8 G + K / 2, 32]: each group's 32 scales and 32 offsets, then
-// octets of rows, a column's 8 rows in 4 bytes; with `a8w8` (column scales, for int8 activations; K a multiple of
+// group, a multiple of 32; float16 values), uint8 blocks [blocks, 4 G + K / 2, 32]: each group's 32 scales and 32
+// offsets as float16, then octets of rows, a column's 8 rows in 4 bytes; with `a8w8` (column scales, for int8 activations; K a multiple of
 // 32), uint8 blocks [blocks, 4 + K, 32]: the 32 scales, then quads of rows, a column's 4 rows in 4 bytes, each
 // q + 128.
 bool pack_weight(pir::Pass* pass, pir::Value param, bool swiglu, pir::Value scale, pir::Value offset, bool a8w8) {
@@ -89,7 +89,7 @@ bool pack_weight(pir::Pass* pass, pir::Value param, bool swiglu, pir::Value scal
     for (int64_t i = 0; i < K * N; ++i) out[i] = static_cast<float>(narrow[i]);
   }
   const int64_t n = N / halves, blocks = (n + kBlock - 1) / kBlock;
-  const int64_t scale_rows = kScaleRows * groups * (int4 ? 2 : 1);
+  const int64_t scale_rows = kScaleRows * groups;  // int4: 32 float16 scales and 32 offsets a group
   const int64_t rows = scale_rows + (int4 ? K / 2 : K);
   const size_t size = phi::SizeOf(dtype);
   auto packed = std::static_pointer_cast<phi::DenseTensor>(
@@ -101,11 +101,17 @@ bool pack_weight(pir::Pass* pass, pir::Value param, bool swiglu, pir::Value scal
     for (int64_t b = 0; b < blocks; ++b) {
       const int64_t columns = std::min(kBlock, n - b * kBlock), c0 = half * n + b * kBlock;
       char* block = dst + (b * halves + half) * rows * kBlock * size;
-      for (int64_t g = 0; g < groups; ++g) {  // 32 float32 scales (and offsets) a group (zero past N)
-        char* group = block + g * (int4 ? 2 : 1) * kScaleRows * kBlock;
-        std::memcpy(group, scales->data<float>() + g * N + c0, columns * sizeof(float));
-        if (int4)
-          std::memcpy(group + kScaleRows * kBlock, offsets->data<float>() + g * N + c0, columns * sizeof(float));
+      for (int64_t g = 0; g < groups; ++g) {  // 32 scales (int4: float16, and 32 offsets) a group (zero past N)
+        char* group = block + g * kScaleRows * kBlock;
+        if (int4) {
+          auto* halves16 = reinterpret_cast<phi::dtype::float16*>(group);
+          for (int64_t c = 0; c < columns; ++c) {
+            halves16[c] = phi::dtype::float16(scales->data<float>()[g * N + c0 + c]);
+            halves16[kBlock + c] = phi::dtype::float16(offsets->data<float>()[g * N + c0 + c]);
+          }
+        } else {
+          std::memcpy(group, scales->data<float>() + g * N + c0, columns * sizeof(float));
+        }
       }
       char* values = block + scale_rows * kBlock * size;
       const auto* q = reinterpret_cast<const int8_t*>(src);

@@ -124,9 +124,9 @@ def pack_linear_weight(weight, scale=None, offset=None, a8w8=False):
     - int8, `scale` [N] float32 (W = q * scale per column): each block starts with its 32 columns' scales (their
       float32 bytes as 4 rows of 32 int8), [ceil(N / 32), 4 + K, 32] int8;
     - int4, `scale` and `offset` [K / group, N] (W = q * scale + offset, q in [0, 15], per column and group of
-      rows; K and group multiples of 32): each block starts with each group's 32 scales and 32 offsets, then
-      its K / 8 octets of rows: column c's 4 bytes, byte j holding rows 8o + j and 8o + 4 + j in its low and high
-      4 bits, [ceil(N / 32), 8 * K / group + K / 2, 32] uint8;
+      rows; K and group multiples of 32; float16 values, stored as such): each block starts with each group's 32
+      scales and 32 offsets, then its K / 8 octets of rows: column c's 4 bytes, byte j holding rows 8o + j and
+      8o + 4 + j in its low and high 4 bits, [ceil(N / 32), 4 * K / group + K / 2, 32] uint8;
     - a8w8 (`a8w8`, `scale` [N]: W = q * scale, met by int8 activations; K a multiple of 32): each block starts
       with its 32 columns' scales, then its K / 4 quads of rows: column c's 4 bytes its rows 4o .. 4o + 3, each
       q + 128, [ceil(N / 32), 4 + K, 32] uint8."""
@@ -138,11 +138,11 @@ def pack_linear_weight(weight, scale=None, offset=None, a8w8=False):
         return weight.reshape([k, padded // LINEAR_BLOCK, LINEAR_BLOCK]).transpose([1, 0, 2]).contiguous()
     blocks = padded // LINEAR_BLOCK
 
-    def by_block(rows):  # [R, N] float32 -> their bytes, [blocks, 4 R, 32]
-        full = np.zeros((len(rows), padded), np.float32)
+    def by_block(rows, dtype=np.float32):  # [R, N] -> their bytes in dtype, [blocks, R * 32 * itemsize / 32, 32]
+        full = np.zeros((len(rows), padded), dtype)
         full[:, :n] = rows
         as_bytes = full.reshape(len(rows), blocks, LINEAR_BLOCK).transpose(1, 0, 2).copy().view(np.uint8)
-        return as_bytes.reshape(blocks, SCALE_ROWS * len(rows), LINEAR_BLOCK)
+        return as_bytes.reshape(blocks, -1, LINEAR_BLOCK)
 
     q = np.zeros((k, padded), np.int8)
     q[:, :n] = weight.numpy() if isinstance(weight, paddle.Tensor) else weight
@@ -156,7 +156,8 @@ def pack_linear_weight(weight, scale=None, offset=None, a8w8=False):
         header = by_block(np.asarray(scale, np.float32).reshape(1, n))
         return paddle.to_tensor(np.concatenate([header.view(np.int8), values], axis=1))
     scale, offset = np.asarray(scale, np.float32), np.asarray(offset, np.float32)
-    header = by_block(np.stack([scale, offset], axis=1).reshape(2 * len(scale), n))  # per group: scales, offsets
+    groups = np.stack([scale, offset], axis=1).reshape(2 * len(scale), n)  # per group: scales, offsets
+    header = by_block(groups, np.float16)
     octets = values.astype(np.uint8).reshape(blocks, k // 8, 2, 4, LINEAR_BLOCK)  # [b, o, low/high, j, c]
     lanes = (octets[:, :, 0] | (octets[:, :, 1] << 4)).transpose(0, 1, 3, 2)  # [b, o, c, j]
     return paddle.to_tensor(np.concatenate([header, lanes.reshape(blocks, k // 2, LINEAR_BLOCK)], axis=1))
@@ -186,10 +187,10 @@ def unpack_linear_weight(packed, n, k=None, offsets=True):
         scales = np.ascontiguousarray(raw[:, :SCALE_ROWS]).view(np.float32).reshape(raw.shape[0], 1, LINEAR_BLOCK)
         values = raw[:, SCALE_ROWS:].astype(np.float32) * scales
     elif packed.dtype == paddle.uint8:
-        groups = (raw.shape[1] - k // 2) // (2 * SCALE_ROWS)
-        header = np.ascontiguousarray(raw[:, : 2 * SCALE_ROWS * groups]).view(np.float32)
+        groups = (raw.shape[1] - k // 2) // SCALE_ROWS
+        header = np.ascontiguousarray(raw[:, : SCALE_ROWS * groups]).view(np.float16).astype(np.float32)
         header = header.reshape(raw.shape[0], groups, 2, LINEAR_BLOCK)
-        lanes = raw[:, 2 * SCALE_ROWS * groups:].reshape(raw.shape[0], k // 8, LINEAR_BLOCK, 4)  # [b, o, c, j]
+        lanes = raw[:, SCALE_ROWS * groups:].reshape(raw.shape[0], k // 8, LINEAR_BLOCK, 4)  # [b, o, c, j]
         q = np.stack([lanes & 15, lanes >> 4], axis=2).transpose(0, 1, 2, 4, 3)  # [b, o, low/high, j, c]
         q = q.reshape(raw.shape[0], k, LINEAR_BLOCK).astype(np.float32)
         values = q * np.repeat(header[:, :, 0], k // groups, axis=1)

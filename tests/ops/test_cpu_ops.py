@@ -205,7 +205,7 @@ def test_linear_bad_inputs_are_clear_errors():
               "the input's last dimension is 9 but weight's K is 8"),
              ((paddle.ones([2, 6]), ops.pack_linear_weight(paddle.ones([8, 40], "int8"), np.ones([2, 40]),
                                                            np.zeros([2, 40])), 40),
-              "weight has 20 rows, which no int4 packing of K = 6 has")]
+              "weight has 12 rows, which no int4 packing of K = 6 has")]
     for args, message in cases:
         if message is None:  # an int8 weight of K = 8: fine
             assert ops.linear(*args).shape == [2, 40]
