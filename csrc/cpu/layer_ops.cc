@@ -7,7 +7,6 @@
 #include <cstring>
 #include <vector>
 
-#include "attention_kernel.h"
 #include "linear_kernel.h"
 #include "op_kernels.h"
 #include "paddle/extension.h"
@@ -27,9 +26,8 @@ void FusedDecoderLayer(paddle::Tensor& h, paddle::Tensor& delta, const paddle::T
   PD_CHECK(h.dtype() == paddle::DataType::FLOAT32 && delta.dtype() == paddle::DataType::FLOAT32, op,
            ": h and delta must be float32");
   PD_CHECK(cs.size() == 4, op, ": key_cache must be [num_blocks, num_kv_heads, block_size, head_dim]");
-  const auto cache = key_cache.dtype() == paddle::DataType::INT8 ? paddlellm_cpu::CacheType::kInt8
-                                                                 : paddlellm_cpu::CacheType::kFloat32;
-  const int64_t T = hs[0], H = hs[1], kv_heads = cs[1], D = paddlellm_cpu::cache_head_dim(cs[3], cache);
+  const int64_t T = hs[0], H = hs[1], kv_heads = cs[1];
+  const int64_t D = paddlellm_cpu::cache_head_dim(cs[3], paddlellm_cpu::cache_type(key_cache));
   PD_CHECK(num_heads > 0 && num_heads % kv_heads == 0, op, ": num_heads ", num_heads,
            " is not a multiple of the cache's ", kv_heads, " kv heads");
   const int64_t qkv_n = (num_heads + 2 * kv_heads) * D;

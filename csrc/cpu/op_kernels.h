@@ -3,6 +3,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "attention_kernel.h"
 #include "paddle/extension.h"
 
 // linear_ops.cc: y[M, n] = x[M, K] @ W (W packed, see linear_kernel.h); with swiglu, the gate/up form.
@@ -18,6 +19,9 @@ std::vector<paddle::Tensor> FusedAddRmsNorm(const paddle::Tensor& x, const paddl
 void RotaryEmbedding(paddle::Tensor& q, paddle::Tensor& k, const paddle::Tensor& positions,
                      const paddle::Tensor& inv_freq, bool interleaved);
 // paged_ops.cc
+namespace paddlellm_cpu {
+CacheType cache_type(const paddle::Tensor& cache);  // a KV cache's element type (attention_kernel.h)
+}  // namespace paddlellm_cpu
 void WriteCacheKV(const paddle::Tensor& key, const paddle::Tensor& value, paddle::Tensor& key_cache,
                   paddle::Tensor& value_cache, const paddle::Tensor& block_tables,
                   const paddle::Tensor& seq_lens_this_time, const paddle::Tensor& seq_lens_decoder);

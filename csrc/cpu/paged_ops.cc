@@ -17,6 +17,7 @@
 
 #include "attention_kernel.h"
 #include "isa.h"
+#include "op_kernels.h"
 #include "paddle/extension.h"
 
 namespace paddlellm_cpu {
@@ -28,7 +29,7 @@ static uint16_t float_to_bf16_bits(float f) {  // round to nearest even; NaN sta
   return static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
 }
 
-static CacheType cache_type(const paddle::Tensor& cache) {
+CacheType cache_type(const paddle::Tensor& cache) {
   switch (cache.dtype()) {
     case paddle::DataType::BFLOAT16: return CacheType::kBFloat16;
     case paddle::DataType::INT8: return CacheType::kInt8;
