@@ -1,16 +1,18 @@
 """Weight quantization at export (no calibration data): what each --quant_type stores for a projection [K, N].
 
-weight_only_int8: per output column, symmetric: scale = max |w| / 127, q = round(w / scale) in [-127, 127]
-(int8), W ~ q * scale. Activations stay float32: the kernels widen q and apply the scales to their sums.
+weight_only_int8: per output column (with --group_size, per column and group of that many rows, as llama.cpp's
+Q8_0 per block of 32), symmetric: scale = max |w| / 127, q = round(w / scale) in [-127, 127] (int8), W ~ q * scale.
+Activations stay float32: the kernels widen q and apply the scales (per column to their sums, per group to the
+weights).
 weight_only_int4: per output column and group of --group_size rows (along K), asymmetric, as llama.cpp's Q4_1
 does it per block of 32: offset = min w, scale = (max w - min w) / 15, both rounded to float16 (as Q4_1 stores
 d and m; the CPU kernels read them so), q = round((w - offset) / scale) in [0, 15] (4 bits); W ~ q * scale +
-offset. The int4
-kernels multiply int8 activations (per row and block of 32 values, as llama.cpp's Q8), the offsets the float x.
-a8w8: the weights as weight_only_int8; the activations quantized to int8 on the fly, per token and block of 32
-values (xs = max |x| / 127 over the block, as the int4 kernels and llama.cpp's Q8_0 products do; no calibration
-data), so the products are int8 dot products. One scale for the whole token measured +4.1% perplexity on SmolLM2
-(outliers in a few channels), blocks of 32 +0.7%.
+offset. The int4 kernels multiply int8 activations (per row and block of 32 values, as llama.cpp's Q8), the
+offsets the float x.
+a8w8: the weights as weight_only_int8 per column; the activations quantized to int8 on the fly, per token and block
+of 32 values (xs = max |x| / 127 over the block, as the int4 kernels and llama.cpp's Q8_0 products do; no
+calibration data), so the products are int8 dot products. One scale for the whole token measured +4.1% perplexity
+on SmolLM2 (outliers in a few channels), blocks of 32 +0.7%.
 """
 import numpy as np
 
@@ -34,6 +36,17 @@ def check_cachekv_int8_type(kind, device="cpu"):
     return kind
 
 
+def group_size_for(quant_type, group_size):
+    """The rows per scale a --quant_type stores with --group_size `group_size` (None: not given): int4 groups of 32 by
+    default; int8 per column (None) unless given (as Q8_0's groups of 32); a8w8 per column only."""
+    if quant_type == "weight_only_int4":
+        return DEFAULT_GROUP_SIZE if group_size is None else group_size
+    if group_size is not None and quant_type != "weight_only_int8":
+        raise UserError(f"--group_size {group_size} applies to --quant_type weight_only_int4 or weight_only_int8 "
+                        f"(rows per scale), not to {quant_type or 'an unquantized export'} (drop --group_size)")
+    return group_size
+
+
 def check_quant_type(quant_type):
     """None (no quantization) or one of QUANT_TYPES; else a UserError."""
     if quant_type is not None and quant_type not in QUANT_TYPES:
@@ -41,20 +54,27 @@ def check_quant_type(quant_type):
     return quant_type
 
 
-def quantize_int8(weight):
-    """[K, N] float -> (q [K, N] int8, scale [N] float32), per column: q * scale ~ weight. An all-zero column
-    gets scale 1 (q 0)."""
+def quantize_int8(weight, group_size=None):
+    """[K, N] float -> (q [K, N] int8, scale [N] float32), per column: q * scale ~ weight; with `group_size`, per
+    column and group of that many rows, scale [K / group_size, N] (each repeated over its group's rows). An
+    all-zero column (group) gets scale 1 (q 0)."""
     w = np.asarray(weight, np.float32)
-    scale = np.abs(w).max(axis=0) / 127.0 if w.shape[0] else np.zeros(w.shape[1], np.float32)
+    k, n = w.shape
+    if group_size is not None:
+        check_group_size(group_size, [k])
+    groups = w.reshape(k // group_size if group_size else 1, group_size or k, n)
+    scale = np.abs(groups).max(axis=1) / 127.0 if k else np.zeros((1, n), np.float32)
     scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
-    return np.clip(np.rint(w / scale), -127, 127).astype(np.int8), scale
+    q = np.clip(np.rint(groups / scale[:, None, :]), -127, 127).astype(np.int8).reshape(k, n)
+    return q, scale if group_size else scale[0]
 
 
 def check_group_size(group_size, input_sizes):
-    """int4 groups: a multiple of 32 (the kernels' activation blocks) dividing every projection's input size."""
+    """Groups of rows (int4, grouped int8): a multiple of 32 (the int4 kernels' activation blocks) dividing every
+    projection's input size."""
     bad = sorted({k for k in input_sizes if k % max(group_size, 1)})
     if group_size < 32 or group_size % 32 or bad:
-        raise UserError(f"--group_size {group_size}: int4 groups must be a multiple of 32 dividing every "
+        raise UserError(f"--group_size {group_size}: groups must be a multiple of 32 dividing every "
                         f"projection's input size ({', '.join(map(str, sorted(set(input_sizes))))}) "
                         "(choose e.g. 32 or 64)")
 

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from paddlellm.errors import UserError
-from paddlellm.quantization import check_group_size, check_quant_type, quantize_int4, quantize_int8
+from paddlellm.quantization import check_group_size, check_quant_type, group_size_for, quantize_int4, quantize_int8
 
 
 def test_int8_per_column_reconstructs_within_half_a_step():
@@ -17,6 +17,28 @@ def test_int8_per_column_reconstructs_within_half_a_step():
     # each column's largest magnitude maps to +-127 exactly; rounding to nearest: error at most half a step
     assert (np.abs(q).max(axis=0)[np.arange(40) != 7] == 127).all()
     assert (np.abs(q * scale - w) <= scale / 2 * (1 + 1e-6)).all()
+
+
+def test_int8_per_group_scales_each_group_on_its_own():
+    """With a group size each column's groups of rows get their own scale: a group of small weights keeps its
+    precision next to a group of large ones (one scale a column would round it to a few steps)."""
+    rng = np.random.RandomState(2)
+    w = rng.randn(64, 8).astype(np.float32)
+    w[:32] *= 1e-3
+    q, scale = quantize_int8(w, 32)
+    assert q.dtype == np.int8 and scale.shape == (2, 8)
+    step = np.repeat(scale, 32, axis=0)
+    assert (np.abs(q).reshape(2, 32, 8).max(axis=1) == 127).all() and (np.abs(q * step - w) <= step / 2 * 1.000001).all()
+    np.testing.assert_allclose(scale[0] / scale[1], np.abs(w[:32]).max(0) / np.abs(w[32:]).max(0), rtol=1e-6)
+
+
+def test_group_size_for_each_quant_type():
+    assert group_size_for("weight_only_int4", None) == 32 and group_size_for("weight_only_int4", 64) == 64
+    assert group_size_for("weight_only_int8", None) is None and group_size_for("weight_only_int8", 32) == 32
+    assert group_size_for("a8w8", None) is None and group_size_for(None, None) is None
+    for quant_type in ("a8w8", None):
+        with pytest.raises(UserError, match="--group_size 32 applies to --quant_type weight_only_int4 or "):
+            group_size_for(quant_type, 32)
 
 
 def test_int4_per_group_keeps_each_groups_ends_and_rounds_within_half_a_step():
@@ -41,7 +63,7 @@ def test_int4_per_group_keeps_each_groups_ends_and_rounds_within_half_a_step():
 def test_int4_groups_must_be_multiples_of_32_dividing_every_input_size():
     check_group_size(32, [576, 1536])
     for size in (16, 0, 100, 128):  # 128 does not divide 576
-        with pytest.raises(UserError, match=f"--group_size {size}: int4 groups must be a multiple of 32 dividing"):
+        with pytest.raises(UserError, match=f"--group_size {size}: groups must be a multiple of 32 dividing"):
             check_group_size(size, [576, 1536])
 
 

@@ -8,9 +8,10 @@ namespace paddlellm_cpu {
 // Output columns per packed weight block. A weight [K, N] is stored as [ceil(N / 32), K, 32]: block b holds
 // columns 32b .. 32b+31 row after row (zeros past N), so one block is one contiguous stream of K * 32 values.
 constexpr int64_t kLinearBlock = 32;
-// An int8 weight (W = q * scale, one scale per column) is stored as [ceil(N / 32), 4 + K, 32] int8: each block
-// starts with its 32 columns' float32 scales (128 bytes: 4 rows of 32), then its K rows of 32 int8, so a block
-// is still one contiguous stream, its scales read with it (as llama.cpp's block_q8_0 keeps its scale).
+// An int8 weight (W = q * scale, one scale per column and group of `group` rows; group K: per column) is stored as
+// [ceil(N / 32), 4 * K / group + K, 32] int8: each block starts with each group's 32 float32 scales (128 bytes: 4
+// rows of 32), then its K rows of 32 int8, so a block is still one contiguous stream, its scales read with it (as
+// llama.cpp's block_q8_0 keeps its scale; a Q8_0 weight is groups of 32).
 constexpr int64_t kScaleRows = 4;
 // An int4 weight (W = q * scale + offset, q in [0, 15], a scale and an offset per column and group of `group`
 // rows, as llama.cpp's Q4_1 per block; group and K multiples of 32; scales and offsets float16 values) is stored
@@ -40,7 +41,7 @@ struct LinearParams {
   WeightType w_type;
   float* y;        // [M, N]
   int64_t M, K, N;
-  int64_t group;   // int4: rows per scale
+  int64_t group;   // int8 and int4: rows per scale (int8 per column: K)
   // int4 and a8w8: x quantized: xq [M, K] int8, xs and xsum [M, K / kQuantBlock] (each block's scale and float
   // sum), xqsum (each block's sum of xq)
   const int8_t* xq;
@@ -54,7 +55,7 @@ inline int64_t packed_block_bytes(WeightType type, int64_t K, int64_t group) {
   switch (type) {
     case WeightType::kFloat32: return K * kLinearBlock * 4;
     case WeightType::kBFloat16: return K * kLinearBlock * 2;
-    case WeightType::kInt8: return (kScaleRows + K) * kLinearBlock;
+    case WeightType::kInt8: return (kScaleRows * (K / group) + K) * kLinearBlock;
     case WeightType::kInt4: return (kScaleRows * (K / group) + K / 2) * kLinearBlock;
     case WeightType::kA8W8: return (kScaleRows + K) * kLinearBlock;
   }

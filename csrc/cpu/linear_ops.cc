@@ -31,13 +31,15 @@ static WeightType weight_type(const paddle::Tensor& w, int64_t K) {
   }
 }
 
-// An int4 weight's group (linear_kernel.h) from its row count for K rows: its K / group groups' 4 rows of float16
-// scales and offsets, then K / 2 rows of values. 0 if no group fits.
+// A quantized weight's group (linear_kernel.h) from its row count for K rows: int8, its K / group groups' 4 rows of
+// float32 scales, then K rows of values; int4, 4 rows of float16 scales and offsets a group, then K / 2 rows of
+// values. Groups are multiples of 32 but an int8 weight's one group of K (per column). 0 if no group fits.
 static int64_t group_of(const paddle::Tensor& w, int64_t K) {
-  const int64_t rows = w.shape()[1], scale_rows = rows - K / 2;
-  if (K % kQuantBlock != 0 || scale_rows < kScaleRows || scale_rows % kScaleRows != 0) return 0;
+  const bool int8 = w.dtype() == paddle::DataType::INT8;
+  const int64_t rows = w.shape()[1], scale_rows = rows - (int8 ? K : K / 2);
+  if ((!int8 && K % kQuantBlock != 0) || K <= 0 || scale_rows < kScaleRows || scale_rows % kScaleRows != 0) return 0;
   const int64_t groups = scale_rows / kScaleRows;
-  return K % groups == 0 && (K / groups) % kQuantBlock == 0 ? K / groups : 0;
+  return K % groups == 0 && ((int8 && groups == 1) || (K / groups) % kQuantBlock == 0) ? K / groups : 0;
 }
 
 // x [M, K] -> int8 per row and block of kQuantBlock (linear_kernel.h): xs = max |x| / 127, xq = round(x / xs) (as
@@ -82,12 +84,14 @@ int64_t check_packed_weight(const char* op, const char* name, const paddle::Tens
   if (type == WeightType::kInt4) {
     PD_CHECK(group_of(w, K) > 0, op, ": ", name, " has ", s[1], " rows, which no int4 packing of K = ", K,
              " has (4 * K / group + K / 2, K and group multiples of 32)");
+  } else if (type == WeightType::kInt8) {
+    PD_CHECK(group_of(w, K) > 0, op, ": ", name, " has ", s[1], " rows, which no int8 packing of K = ", K,
+             " has (4 * K / group + K, group K or a multiple of 32 dividing K)");
   } else if (type == WeightType::kA8W8) {
     PD_CHECK(K % kQuantBlock == 0, op, ": ", name, " is an a8w8 weight (4 + K rows), which needs K a multiple of 32, ",
              "not ", K);
   } else {
-    const int64_t weight_k = s[1] - (type == WeightType::kInt8 ? kScaleRows : 0);
-    PD_CHECK(weight_k == K, op, ": the input's last dimension is ", K, " but ", name, "'s K is ", weight_k);
+    PD_CHECK(s[1] == K, op, ": the input's last dimension is ", K, " but ", name, "'s K is ", s[1]);
   }
   return K;
 }
@@ -112,7 +116,7 @@ void linear_compute(const float* x, int64_t M, int64_t K, const paddle::Tensor& 
                     float* y) {
   if (M == 0) return;
   const WeightType type = weight_type(weight, K);
-  const int64_t group = type == WeightType::kInt4 ? group_of(weight, K) : 0;
+  const int64_t group = type == WeightType::kInt4 || type == WeightType::kInt8 ? group_of(weight, K) : 0;
   const int64_t blocks = swiglu ? weight.shape()[0] / 2 : weight.shape()[0];
   prefer_huge_pages(weight.data(), weight.shape()[0] * packed_block_bytes(type, K, group));
   LinearParams p{x, weight.data(), type, y, M, K, n, group, nullptr, nullptr, nullptr, nullptr};

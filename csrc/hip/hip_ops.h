@@ -29,6 +29,12 @@ int rotary_embedding(float* q, float* k, const int32_t* positions, const float* 
 // out[r, j] = silu(x[r, j]) * x[r, F + j] for x [rows, 2F].
 int swiglu(const float* x, float* out, int64_t rows, int64_t F, void* stream);
 
+// out [M, N] = x [M, K] @ W, W[k, n] = weight[k, n] * scale[k / (K / G), n] (+ offset[k / (K / G), n]);
+// weight int8 [K, N] row-major, scale and offset (nullptr: none) float32 [G, N], G >= 1 dividing K.
+// M = 0 or N = 0: nothing launched.
+int weight_only_linear(const float* x, const int8_t* weight, const float* scale, const float* offset, float* out,
+                       int64_t M, int64_t K, int64_t N, int64_t G, void* stream);
+
 // ---------------------------------------------------------------- paged (block) cache ops
 
 // The packed batch of one step, as both cache ops see it.

@@ -1,5 +1,5 @@
-// Paddle bindings of the HIP elementwise layer ops (the kernels: rms_norm.hip, rotary_embedding.hip,
-// swiglu.hip). Same op names, inputs, outputs, attributes and in-place maps as csrc/cpu/model_ops.cc;
+// Paddle bindings of the HIP layer ops (the kernels: rms_norm.hip, rotary_embedding.hip, swiglu.hip,
+// weight_only_linear.hip). Same op names, inputs, outputs, attributes and in-place maps as csrc/cpu/model_ops.cc;
 // semantics in paddlellm/ops/SPEC.md. GPU tensors; weights may also be float16 here.
 #include <cstdint>
 #include <vector>
@@ -176,3 +176,62 @@ PD_BUILD_OP(paddlellm_swiglu)
     .SetKernelFn(PD_KERNEL(SwiGLU))
     .SetInferShapeFn(PD_INFER_SHAPE(SwiGLUInferShape))
     .SetInferDtypeFn(PD_INFER_DTYPE(SwiGLUInferDtype));
+
+// ---------------------------------------------------------------- weight_only_linear
+
+std::vector<paddle::Tensor> WeightOnlyLinear(const paddle::Tensor& x, const paddle::Tensor& weight,
+                                             const paddle::Tensor& scale,
+                                             const paddle::optional<paddle::Tensor>& offset) {
+  const char* op = "paddlellm_weight_only_linear";
+  check_f32(op, "x", x, x);
+  check_gpu(op, "weight", weight, x);
+  check_f32(op, "scale", scale, x);
+  const auto xs = x.shape(), ws = weight.shape(), ss = scale.shape();
+  PD_CHECK(!xs.empty(), op, ": x must be [..., K], got a scalar");
+  PD_CHECK(weight.dtype() == paddle::DataType::INT8, op, ": weight must be int8, got ", dtype_str(weight.dtype()));
+  PD_CHECK(ws.size() == 2, op, ": weight must be 2-D [K, N], got ", shape_str(ws));
+  const int64_t K = xs.back(), N = ws[1];
+  PD_CHECK(ws[0] == K, op, ": weight ", shape_str(ws), " must have K = ", K, " (x's last dim) rows");
+  int64_t G = 1;
+  if (ss.size() == 2) G = ss[0];
+  PD_CHECK((ss.size() == 1 && ss[0] == N) || (ss.size() == 2 && ss[1] == N && G >= 1 && K % G == 0), op,
+           ": scale must be [N] or [G, N] with G >= 1 dividing K (N = ", N, ", K = ", K, "), got ", shape_str(ss));
+  const float* off = nullptr;
+  if (offset) {
+    check_f32(op, "offset", *offset, x);
+    PD_CHECK(offset->shape() == ss, op, ": offset must have scale's shape ", shape_str(ss), ", got ",
+             shape_str(offset->shape()));
+    off = offset->data<float>();
+  }
+  int64_t M = 1;
+  for (size_t i = 0; i + 1 < xs.size(); ++i) M *= xs[i];
+  std::vector<int64_t> os(xs.begin(), xs.end() - 1);
+  os.push_back(N);
+  auto out = paddle::empty(os, paddle::DataType::FLOAT32, x.place());
+  if (M == 0 || N == 0) return {out};
+  check_launch(op, kernels::weight_only_linear(x.data<float>(), weight.data<int8_t>(), scale.data<float>(), off,
+                                               out.data<float>(), M, K, N, G, stream_of(x)));
+  return {out};
+}
+
+std::vector<std::vector<int64_t>> WeightOnlyLinearInferShape(const std::vector<int64_t>& x,
+                                                             const std::vector<int64_t>& weight,
+                                                             const std::vector<int64_t>& scale,
+                                                             const paddle::optional<std::vector<int64_t>>& offset) {
+  std::vector<int64_t> out = x;
+  if (!out.empty()) out.back() = weight.size() == 2 ? weight[1] : -1;
+  return {out};
+}
+
+std::vector<paddle::DataType> WeightOnlyLinearInferDtype(const paddle::DataType& x, const paddle::DataType& weight,
+                                                         const paddle::DataType& scale,
+                                                         const paddle::optional<paddle::DataType>& offset) {
+  return {paddle::DataType::FLOAT32};
+}
+
+PD_BUILD_OP(paddlellm_weight_only_linear)
+    .Inputs({"x", "weight", "scale", paddle::Optional("offset")})
+    .Outputs({"out"})
+    .SetKernelFn(PD_KERNEL(WeightOnlyLinear))
+    .SetInferShapeFn(PD_INFER_SHAPE(WeightOnlyLinearInferShape))
+    .SetInferDtypeFn(PD_INFER_DTYPE(WeightOnlyLinearInferDtype));

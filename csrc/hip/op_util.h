@@ -27,6 +27,10 @@ inline const char* dtype_str(paddle::DataType t) {
       return "float16";
     case paddle::DataType::FLOAT64:
       return "float64";
+    case paddle::DataType::INT8:
+      return "int8";
+    case paddle::DataType::UINT8:
+      return "uint8";
     case paddle::DataType::INT32:
       return "int32";
     case paddle::DataType::INT64:

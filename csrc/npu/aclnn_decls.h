@@ -68,6 +68,14 @@ PADDLELLM_ACLNN_API(aclnnApplyRotaryPosEmb, aclTensor* queryRef, aclTensor* keyR
 // out = silu(A) * B, A and B the first and second halves of x along dim.
 PADDLELLM_ACLNN_API(aclnnSwiGlu, const aclTensor* x, int64_t dim, const aclTensor* out)
 
+// y = x @ ((weight + antiquantOffset) * antiquantScale) (+ bias), x (m, k) and y (m, n) float16/bfloat16,
+// weight int8 (k, n) ND; antiquantScale/antiquantOffset x's dtype, (n,) per channel (antiquantGroupSize 0) or
+// (ceil(k / group), n) per group (antiquantGroupSize = group, a multiple of 32 in [32, k - 1]); quantScale,
+// quantOffset (output quantization) and bias may be null. k and n in [1, 65535], m >= 1.
+PADDLELLM_ACLNN_API(aclnnWeightQuantBatchMatmulV2, const aclTensor* x, const aclTensor* weight,
+                    const aclTensor* antiquantScale, const aclTensor* antiquantOffset, const aclTensor* quantScale,
+                    const aclTensor* quantOffset, const aclTensor* bias, int antiquantGroupSize, const aclTensor* y)
+
 // varRef[indices[i]] = updates[i] (indices int32/int64 [N, k], updates [N, varRef.shape[k:]]), in place.
 PADDLELLM_ACLNN_API(aclnnScatterNdUpdate, aclTensor* varRef, const aclTensor* indices, const aclTensor* updates)
 

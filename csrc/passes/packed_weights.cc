@@ -55,9 +55,9 @@ phi::DenseTensor* scope_tensor(pir::Pass* pass, const pir::Value& param) {
 // [ceil(N / 32), K, 32], block b holding columns 32b.. row after row, zero past N. With `swiglu`, the first half
 // of the columns (gate) and the second (up) are packed apart and their blocks interleaved (ops.pack_swiglu_weight).
 // float32 and bfloat16 stay as they are; float16, which the CPU kernels do not read, becomes float32 (exactly).
-// Quantized weights (int8 values, csrc/cpu/linear_kernel.h): with column scales `scale` [N] float32, int8 blocks
-// [blocks, 4 + K, 32], each block's 32 scales first; with group scales and offsets [G, N] (int4, K / G rows a
-// group, a multiple of 32; float16 values), uint8 blocks [blocks, 4 G + K / 2, 32]: each group's 32 scales and 32
+// Quantized weights (int8 values, csrc/cpu/linear_kernel.h): with column scales `scale` [N] float32 (or group
+// scales [G, N], K / G rows a group, a multiple of 32), int8 blocks [blocks, 4 G + K, 32], each group's 32 scales
+// first; with group scales and offsets [G, N] (int4; float16 values), uint8 blocks [blocks, 4 G + K / 2, 32]: each group's 32 scales and 32
 // offsets as float16, then octets of rows, a column's 8 rows in 4 bytes; with `a8w8` (column scales, for int8 activations; K a multiple of
 // 32), uint8 blocks [blocks, 4 + K, 32]: the 32 scales, then quads of rows, a column's 4 rows in 4 bytes, each
 // q + 128.
@@ -69,16 +69,17 @@ bool pack_weight(pir::Pass* pass, pir::Value param, bool swiglu, pir::Value scal
   const phi::DenseTensor* scales = scale ? scope_tensor(pass, scale) : nullptr;
   const phi::DenseTensor* offsets = offset ? scope_tensor(pass, offset) : nullptr;
   const bool int4 = static_cast<bool>(offset);
-  const int64_t groups = !scale ? 0 : int4 ? pir::GetShapeFromValue(scale)[0] : 1;
+  const auto scale_shape = scale ? pir::GetShapeFromValue(scale) : std::vector<int64_t>{};
+  const int64_t groups = !scale ? 0 : scale_shape.size() == 2 ? scale_shape[0] : 1;
   if (scale) {  // int8 values; float32 scales (and offsets) of `groups` rows a column
     auto fits = [&](const phi::DenseTensor* t) {
       return t != nullptr && t->dtype() == phi::DataType::FLOAT32 && t->numel() == groups * N;
     };
-    if (weight->dtype() != phi::DataType::INT8 || !fits(scales) || (int4 && (!fits(offsets) || K % groups ||
-                                                                           (K / groups) % 32)))
+    if (weight->dtype() != phi::DataType::INT8 || !fits(scales) || (int4 && !fits(offsets)) || K % groups ||
+        ((int4 || groups > 1) && (K / groups) % 32))
       return false;
   }
-  if (a8w8 && (!scale || int4 || K % 32 != 0)) return false;
+  if (a8w8 && (!scale || int4 || groups != 1 || K % 32 != 0)) return false;
   const bool widen = weight->dtype() == phi::DataType::FLOAT16;
   const phi::DataType dtype = widen ? phi::DataType::FLOAT32 : int4 || a8w8 ? phi::DataType::UINT8 : weight->dtype();
   std::shared_ptr<phi::DenseTensor> wide;
@@ -144,8 +145,8 @@ bool pack_weight(pir::Pass* pass, pir::Value param, bool swiglu, pir::Value scal
 //   w itself, a float32 parameter;
 //   cast(P) to float32, P a bfloat16 or float16 parameter;
 //   multiply(cast(P), S), P an int8 parameter, S its float32 column scales [N] (--quant_type weight_only_int8);
-//   multiply(cast(P), repeat_interleave(S, K / G, axis 0)) + repeat_interleave(O, K / G, axis 0), S and O its group
-//   scales and offsets [G, N] (weight_only_int4).
+//   multiply(cast(P), repeat_interleave(S, K / G, axis 0)), S its group scales [G, N] (grouped weight_only_int8);
+//   that + repeat_interleave(O, K / G, axis 0), O its group offsets [G, N] (weight_only_int4).
 bool weight_parameter(const pir::Value& w, Weight* weight) {
   if (!w.HasOneUse() || !is_float32(w)) return false;
   pir::Value p = w;
@@ -175,6 +176,9 @@ bool weight_parameter(const pir::Value& w, Weight* weight) {
         pir::GetShapeFromValue(weight->offset) != pir::GetShapeFromValue(weight->scale))
       return false;
     weight->feeding.push_back(weight->offset.defining_op());
+  } else if (multiply && defined_by(multiply->operand_source(1), "pd_op.repeat_interleave")) {  // int8: [G, N]
+    weight->scale = repeated_parameter(multiply->operand_source(1), shape[0], &weight->feeding);
+    if (!weight->scale || pir::GetShapeFromValue(weight->scale)[1] != shape[1]) return false;
   } else if (multiply) {  // int8: column scales [N]
     weight->scale = multiply->operand_source(1);
     if (!parameter(weight->scale) || !pir::GetDataTypeFromValue(weight->scale).isa<pir::Float32Type>() ||

@@ -17,11 +17,10 @@ from paddlellm.files import atomic_directory
 from paddlellm.models.llama.checkpoint import QUANTIZATION_KEY, expected_shapes
 
 SUPPORTED_TYPES = ("F32", "F16", "BF16", "Q4_0", "Q4_1", "Q8_0")
-# --keep_quant: the GGUF types whose blocks are weight_only_int4 in groups of 32 as they are (q * scale + offset:
-# Q4_0's d * (q - 8), Q4_1's d * q + m), and why the others are not kept
-KEPT_INT4 = ("Q4_0", "Q4_1")
-NOT_KEPT = {"Q8_0": "one scale per 32 input values, where weight_only_int8 keeps one per output column: the formats "
-                    "do not line up (convert without --keep_quant, then export with --quant_type weight_only_int8)"}
+# --keep_quant: the GGUF types whose blocks are a paddlellm quantization as they are, in groups of 32 rows: Q4_0's
+# d * (q - 8) and Q4_1's d * q + m as weight_only_int4 (q * scale + offset), Q8_0's d * q as weight_only_int8
+KEPT = {"Q4_0": "weight_only_int4", "Q4_1": "weight_only_int4", "Q8_0": "weight_only_int8"}
+KEPT_GROUP = 32  # the blocks' values
 GLOBAL_TENSORS = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}
 LAYER_TENSORS = {
     "attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm",
@@ -162,28 +161,38 @@ def check_tensors(reader, cfg):
 
 
 def check_keepable(reader):
-    """--keep_quant: every layer projection must be Q4_0 or Q4_1 (KEPT_INT4), else a UserError saying why."""
+    """--keep_quant: the quant_type every layer projection's blocks are (KEPT), else a UserError saying why."""
+    kinds = {}
     for t in reader.tensors:
         name, qtype = hf_name(t.name), t.tensor_type.name
-        if name and name.endswith("_proj.weight") and qtype not in KEPT_INT4:
-            why = NOT_KEPT.get(qtype, "not quantized: there is nothing to keep (convert without --keep_quant)")
-            raise UserError(f"--keep_quant: tensor {t.name} is {qtype}, {why}")
+        if name and name.endswith("_proj.weight"):
+            if qtype not in KEPT:  # (check_tensors admits only these and floats)
+                raise UserError(f"--keep_quant: tensor {t.name} is {qtype}, not quantized: there is nothing to keep "
+                                "(convert without --keep_quant)")
+            kinds.setdefault(KEPT[qtype], qtype)
+    if len(kinds) > 1:
+        raise UserError(f"--keep_quant: the projections mix {' and '.join(kinds.values())} blocks, which an export "
+                        f"stores as one type ({' or '.join(kinds)}): convert without --keep_quant")
+    return next(iter(kinds))
 
 
-def int4_groups(tensor):
-    """A Q4_0 / Q4_1 tensor as weight_only_int4 in groups of 32 (paddlellm.quantization), HF layout: q [out, in]
-    int8 in [0, 15], scale and offset [out, in / 32] float32, q * scale + offset equal to its de-quantized values
-    (the float16 d and m widened; d * q exact in float32). A block stores element j in the low and 16 + j in the
-    high 4 bits of byte j."""
+def kept_blocks(tensor):
+    """A Q4_0 / Q4_1 / Q8_0 tensor as paddlellm stores it in groups of 32 (paddlellm.quantization), HF layout:
+    {"": q [out, in] int8, "_scale": [out, in / 32] float32 (, "_offset": the same)}, q * scale (+ offset) equal
+    to its de-quantized values (the float16 d and m widened; d * q exact in float32). weight_only_int4 (Q4_0: offset
+    -8d; Q4_1: m) with q in [0, 15], a block storing element j in the low and 16 + j in the high 4 bits of byte j;
+    weight_only_int8 (Q8_0) with the block's 32 int8 values as they are."""
     out_features, in_features = (int(n) for n in reversed(tensor.shape.tolist()))
-    q4_1 = tensor.tensor_type.name == "Q4_1"
-    raw = np.asarray(tensor.data, dtype=np.uint8).reshape(-1, 20 if q4_1 else 18)
+    kind = tensor.tensor_type.name
+    raw = np.asarray(tensor.data, dtype=np.uint8).reshape(-1, {"Q4_0": 18, "Q4_1": 20, "Q8_0": 34}[kind])
     d = raw[:, :2].copy().view(np.float16)[:, 0].astype(np.float32)
-    offset = raw[:, 2:4].copy().view(np.float16)[:, 0].astype(np.float32) if q4_1 else -8 * d
-    nibbles = raw[:, 4:] if q4_1 else raw[:, 2:]
+    groups = (out_features, in_features // KEPT_GROUP)
+    if kind == "Q8_0":
+        return {"": raw[:, 2:].view(np.int8).reshape(out_features, in_features), "_scale": d.reshape(groups)}
+    offset = raw[:, 2:4].copy().view(np.float16)[:, 0].astype(np.float32) if kind == "Q4_1" else -8 * d
+    nibbles = raw[:, 4:] if kind == "Q4_1" else raw[:, 2:]
     q = np.concatenate([nibbles & 15, nibbles >> 4], axis=1).astype(np.int8)
-    groups = (out_features, in_features // 32)
-    return q.reshape(out_features, in_features), d.reshape(groups), offset.reshape(groups)
+    return {"": q.reshape(out_features, in_features), "_scale": d.reshape(groups), "_offset": offset.reshape(groups)}
 
 
 def dequantize(tensor):
@@ -201,14 +210,14 @@ def unpermute(weight, n_head):
 
 def convert_tensors(reader, cfg, keep_quant=False):
     """Dequantize every tensor with a tqdm bar and return {hf_name: float32 array}; with `keep_quant` the layer
-    projections (Q4_0 / Q4_1, check_keepable) as int4 values `name` with `name`_scale and `name`_offset."""
+    projections (check_keepable) as their int8 values `name` with `name`_scale (and int4's `name`_offset)."""
     out = {}
     for t in tqdm(reader.tensors, desc="converting tensors", unit="tensor"):
         name = hf_name(t.name)
         if not name:
             continue
         kept = keep_quant and name.endswith("_proj.weight")
-        arrays = dict(zip(("", "_scale", "_offset"), int4_groups(t))) if kept else {"": dequantize(t)}
+        arrays = kept_blocks(t) if kept else {"": dequantize(t)}
         for suffix, w in arrays.items():
             if name.endswith("q_proj.weight"):
                 w = unpermute(w, cfg["num_attention_heads"])
@@ -308,16 +317,16 @@ def check_output(out, overwrite):
 
 def convert(gguf_path, output_path, overwrite=False, keep_quant=False):
     """Convert `gguf_path` into an HF Llama checkpoint at `output_path`; returns the output Path. With
-    `keep_quant` the layer projections stay quantized (weight_only_int4 in groups of 32, from Q4_0 / Q4_1;
-    config.json says so under QUANTIZATION_KEY): a checkpoint only export_model.py reads."""
+    `keep_quant` the layer projections stay quantized in groups of 32 (weight_only_int4 from Q4_0 / Q4_1,
+    weight_only_int8 from Q8_0; config.json says so under QUANTIZATION_KEY): a checkpoint only export_model.py
+    reads."""
     out = Path(output_path).resolve()
     check_output(out, overwrite)
     reader = open_gguf(gguf_path)
     cfg = build_config(reader)
     check_tensors(reader, cfg)
     if keep_quant:
-        check_keepable(reader)
-        cfg[QUANTIZATION_KEY] = {"quant_type": "weight_only_int4", "group_size": 32}
+        cfg[QUANTIZATION_KEY] = {"quant_type": check_keepable(reader), "group_size": KEPT_GROUP}
     tokenizer, flags = build_tokenizer(reader)
     tok_cfg, gen_cfg = tokenizer_files(reader, cfg, flags)
 

@@ -14,7 +14,7 @@ from paddlellm.errors import UserError
 from paddlellm.export.manifest import MANIFEST_NAME, Manifest, check_block_attn
 from paddlellm.files import atomic_directory
 from paddlellm.models.llama.loader import load_model, resolve_quantization
-from paddlellm.quantization import DEFAULT_GROUP_SIZE, check_cachekv_int8_type, check_quant_type
+from paddlellm.quantization import check_cachekv_int8_type, check_quant_type, group_size_for
 from paddlellm.quiet import without_stderr_lines
 from paddlellm.tokenizer import copy_tokenizer_files
 
@@ -32,11 +32,12 @@ def step_input_specs(config, cache_dtype, block_size):
 
 
 def export_model(model_dir, output_path, dtype="float32", device="cpu", lora_path=None, block_attn=None,
-                 block_size=64, quant_type=None, quant_lm_head=False, group_size=DEFAULT_GROUP_SIZE,
+                 block_size=64, quant_type=None, quant_lm_head=False, group_size=None,
                  cachekv_int8_type=None):
     """Export `model_dir` (a checkpoint, with the LoRA adapter at `lora_path` merged in) into `output_path`:
     the step over a paged KV cache of `block_size`-token blocks, for `device`'s op library, its projections
-    quantized as `quant_type` says (int4 in groups of `group_size` rows; the lm_head too with `quant_lm_head`;
+    quantized as `quant_type` says (in groups of `group_size` rows: quantization.group_size_for; the lm_head too
+    with `quant_lm_head`;
     see paddlellm.quantization), the KV cache int8 with `cachekv_int8_type` "dynamic". `block_attn` (PaddleNLP's
     flag) is accepted; block attention is the only step there is. The directory appears whole or not at all."""
     check_block_attn(block_attn)
@@ -44,6 +45,7 @@ def export_model(model_dir, output_path, dtype="float32", device="cpu", lora_pat
         raise UserError(f"--block_size must be a positive number of tokens, got {block_size}")
     check_dtype(dtype)
     check_quant_type(quant_type)
+    group_size = group_size_for(quant_type, group_size)
     check_device_name(device)
     check_cachekv_int8_type(cachekv_int8_type, device)
     check_cache_dtype(dtype, device)
@@ -66,7 +68,7 @@ def export_model(model_dir, output_path, dtype="float32", device="cpu", lora_pat
     paddle.set_device("cpu")
     started = time.perf_counter()
     _log(f"loading {model_dir} as {dtype}" + (f" with the LoRA adapter {lora_path}" if lora_path else "")
-         + (f", quantized {quant_type}" + (f" in groups of {group_size}" if quant_type == "weight_only_int4" else "")
+         + (f", quantized {quant_type}" + (f" in groups of {group_size}" if group_size else "")
             + (" (the lm_head too)" if quant_lm_head else "") if quant_type else "")
          + (f", the KV cache int8 ({cachekv_int8_type})" if cachekv_int8_type else ""))
     model = load_model(model_dir, dtype=dtype, device=device, lora_path=lora_path, portable=True,
@@ -91,7 +93,7 @@ def export_model(model_dir, output_path, dtype="float32", device="cpu", lora_pat
             head_dim=config.head_dim, max_position_embeddings=config.max_position_embeddings,
             vocab_size=config.vocab_size, block_size=block_size, inputs=plain + cache_names,
             outputs=["logits"], quant_type=quant_type, quant_lm_head=quant_lm_head,
-            group_size=group_size if quant_type == "weight_only_int4" else None, cachekv_int8_type=cachekv_int8_type,
+            group_size=group_size, cachekv_int8_type=cachekv_int8_type,
             versions={"paddle": paddle.__version__, "paddlellm": paddlellm.__version__},
         ).write(staging)
     _log(f"exported to {output_path} in {time.perf_counter() - started:.1f}s")

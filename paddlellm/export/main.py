@@ -21,11 +21,12 @@ def build_parser():
     add_bool(p, "--block_attn", "a paged KV cache with continuous batching: always on (PaddleNLP's flag, accepted)")
     p.add_argument("--block_size", type=int, default=64, help="tokens per KV cache block")
     p.add_argument("--quant_type", default=None, help=f"quantize the layers' weights: {' | '.join(QUANT_TYPES)} "
-                   "(per output channel, int4 also per --group_size rows; a8w8: int8 activations per token too; no calibration "
-                   "data; default: none)")
+                   "(per output channel, int4 and optionally int8 also per --group_size rows; a8w8: int8 activations per "
+                   "token too; no calibration data; default: none)")
     add_bool(p, "--quant_lm_head", "with --quant_type, quantize the lm_head too (default: it stays float)")
-    p.add_argument("--group_size", type=int, default=DEFAULT_GROUP_SIZE,
-                   help="weight_only_int4: rows (input features) per scale")
+    p.add_argument("--group_size", type=int, default=None,
+                   help=f"rows (input features) per scale: weight_only_int4 (default {DEFAULT_GROUP_SIZE}), "
+                   "weight_only_int8 (default: one scale per column)")
     p.add_argument("--cachekv_int8_type", default=None,
                    help="dynamic: an int8 KV cache, each row's scale computed as it is written (CPU; default: none)")
     add_debug(p)

@@ -31,7 +31,7 @@ class Manifest:
     cache_layout: str = "blocks"  # [num_blocks, kv_heads, block_size, head_dim] per layer, k then v
     quant_type: Optional[str] = None  # the layers' projections (paddlellm.quantization), None: in `dtype`
     quant_lm_head: bool = False  # the lm_head quantized too
-    group_size: Optional[int] = None  # weight_only_int4: rows per scale
+    group_size: Optional[int] = None  # weight_only_int4, grouped weight_only_int8: rows per scale
     cachekv_int8_type: Optional[str] = None  # "dynamic": the KV cache int8, scales per row (ops.cache_row)
     program: str = "model.json"
     params: str = "model.pdiparams"
@@ -41,6 +41,12 @@ class Manifest:
     @property
     def cache_dtype(self):
         return "int8" if self.cachekv_int8_type else self.compute_dtype
+
+    @property
+    def quantized_projections(self):
+        """How many of the program's matmuls read a quantized weight: 4 a layer (qkv, o, gate_up, down), the
+        lm_head with quant_lm_head."""
+        return (4 * self.num_layers + int(self.quant_lm_head)) if self.quant_type else 0
 
     def write(self, directory):
         (Path(directory) / MANIFEST_NAME).write_text(json.dumps(asdict(self), indent=2) + "\n")

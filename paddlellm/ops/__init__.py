@@ -19,7 +19,7 @@ from paddlellm.ops.build import (cpu_isa, forget_pass_matches, library_device, l
                                  pass_matches, register_ops, supported_isas, use_device)
 
 __all__ = ["write_cache_kv", "block_attention", "linear", "pack_linear_weight", "linear_swiglu", "pack_swiglu_weight",
-           "unpack_linear_weight", "SCALE_ROWS", "is_a8w8", "cache_row", "quantize_cache_rows",
+           "unpack_linear_weight", "weight_only_linear", "SCALE_ROWS", "is_a8w8", "cache_row", "quantize_cache_rows",
            "dequantize_cache_rows", "CACHE_SCALE_BYTES",
            "packed_embedding", "LINEAR_BLOCK", "rms_norm", "fused_add_rms_norm", "rotary_embedding", "swiglu",
            "packed_positions", "final_logits",
@@ -121,8 +121,9 @@ def pack_linear_weight(weight, scale=None, offset=None, a8w8=False):
     """[K, N] -> [ceil(N / 32), K, 32], the layout `linear` reads: block b holds columns 32b..32b+31 row after
     row, zero-padded past N. Plain Paddle ops (pad, reshape, transpose), same dtype. Quantized weights (int8
     values q), as csrc/cpu/linear_kernel.h lays them out:
-    - int8, `scale` [N] float32 (W = q * scale per column): each block starts with its 32 columns' scales (their
-      float32 bytes as 4 rows of 32 int8), [ceil(N / 32), 4 + K, 32] int8;
+    - int8, `scale` [N] or [K / group, N] float32 (W = q * scale per column, or per column and group of rows;
+      groups multiples of 32): each block starts with each group's 32 scales (their float32 bytes as 4 rows of 32
+      int8), [ceil(N / 32), 4 * K / group + K, 32] int8;
     - int4, `scale` and `offset` [K / group, N] (W = q * scale + offset, q in [0, 15], per column and group of
       rows; K and group multiples of 32; float16 values, stored as such): each block starts with each group's 32
       scales and 32 offsets, then its K / 8 octets of rows: column c's 4 bytes, byte j holding rows 8o + j and
@@ -153,7 +154,7 @@ def pack_linear_weight(weight, scale=None, offset=None, a8w8=False):
         quads = biased.reshape(blocks, k // 4, 4, LINEAR_BLOCK).transpose(0, 1, 3, 2)  # [b, o, c, j]
         return paddle.to_tensor(np.concatenate([header, quads.reshape(blocks, k, LINEAR_BLOCK)], axis=1))
     if offset is None:
-        header = by_block(np.asarray(scale, np.float32).reshape(1, n))
+        header = by_block(np.asarray(scale, np.float32).reshape(-1, n))
         return paddle.to_tensor(np.concatenate([header.view(np.int8), values], axis=1))
     scale, offset = np.asarray(scale, np.float32), np.asarray(offset, np.float32)
     groups = np.stack([scale, offset], axis=1).reshape(2 * len(scale), n)  # per group: scales, offsets
@@ -175,8 +176,8 @@ def quantize_activations(x):
 
 
 def unpack_linear_weight(packed, n, k=None, offsets=True):
-    """The [K, n] float32 numpy matrix a packed weight holds (quantized ones' scales applied; an int4 or a8w8 one
-    needs its K, and with offsets=False an int4 one leaves its offsets out): for references and tests. With
+    """The [K, n] float32 numpy matrix a packed weight holds (quantized ones' scales applied; an int4, a8w8 or
+    grouped int8 one needs its K, and with offsets=False an int4 one leaves its offsets out): for references and tests. With
     n = None, the [blocks, K, 32] blocks instead."""
     raw = packed.numpy()
     if k is not None and is_a8w8(packed, k):
@@ -184,8 +185,11 @@ def unpack_linear_weight(packed, n, k=None, offsets=True):
         quads = raw[:, SCALE_ROWS:].reshape(raw.shape[0], k // 4, LINEAR_BLOCK, 4).transpose(0, 1, 3, 2)
         values = (quads.reshape(raw.shape[0], k, LINEAR_BLOCK).astype(np.float32) - 128) * scales
     elif packed.dtype == paddle.int8:
-        scales = np.ascontiguousarray(raw[:, :SCALE_ROWS]).view(np.float32).reshape(raw.shape[0], 1, LINEAR_BLOCK)
-        values = raw[:, SCALE_ROWS:].astype(np.float32) * scales
+        groups = 1 if k is None else (raw.shape[1] - k) // SCALE_ROWS
+        scales = np.ascontiguousarray(raw[:, : SCALE_ROWS * groups]).view(np.float32)
+        scales = np.repeat(scales.reshape(raw.shape[0], groups, LINEAR_BLOCK), (raw.shape[1] - SCALE_ROWS * groups)
+                           // groups, axis=1)
+        values = raw[:, SCALE_ROWS * groups:].astype(np.float32) * scales
     elif packed.dtype == paddle.uint8:
         groups = (raw.shape[1] - k // 2) // SCALE_ROWS
         header = np.ascontiguousarray(raw[:, : SCALE_ROWS * groups]).view(np.float16).astype(np.float32)
@@ -210,6 +214,14 @@ def linear(x, weight, n):
     its scales; op paddlellm_linear, float32 accumulation) -> [..., n] float32."""
     register_ops()
     return _C_ops._run_custom_op("paddlellm_linear", x, weight, int(n))[0]
+
+
+def weight_only_linear(x, weight, scale, offset=None):
+    """x [..., K] float32 @ W [K, N] for a weight as the portable program stores it: int8 values [K, N], W = weight
+    * scale (+ offset), scale and offset float32 [N] or [G, N] (each row for K / G weight rows) -> [..., N] float32
+    (op paddlellm_weight_only_linear: what the device passes put in place of the dequantize-then-matmul form)."""
+    register_ops()
+    return _C_ops._run_custom_op("paddlellm_weight_only_linear", x, weight, scale, offset)[0]
 
 
 def pack_swiglu_weight(weight, scale=None, offset=None, a8w8=False):

@@ -72,7 +72,8 @@ def check_case(op: OpSpec, case: dict, backend="cpu", seed=0) -> CheckResult:
 
     label = case_label(case)
     inputs, attrs = op.make(case, np.random.RandomState(seed))
-    expected = _as_tuple(getattr(reference, f"{op.name}_ref")(*[t.clone() for t in inputs], *attrs))
+    expected = _as_tuple(getattr(reference, f"{op.name}_ref")(*[t if t is None else t.clone() for t in inputs],
+                                                                  *attrs))  # None: an absent optional input
     buffers = []
     for i, name in enumerate(op.inputs):
         if name in op.inplace and inputs[i].shape[0] > 0:

@@ -3,13 +3,14 @@ place of the plain Paddle subgraphs of the portable exported step when the predi
 PaddleNLP names its passes where the meaning carries over). Per pass: what it does, the backends whose op
 library it inserts ops of, and how often it matches on a Llama of L layers. PIPELINES: each device's passes, in
 order (the predictor's --passes / --disable_passes change them); a pass that did not pay for itself in
-benchmarks/passes_ab.py stays out of them (in_pipeline=False) but can be asked for.
+benchmarks/passes_ab.py stays out of them (in_pipelines=()) but can be asked for, as can a pass a library has
+while its device's pipeline has a better one (the CPU's packed linear passes take what the weight-only pass would).
 
 The CPU's passes also repack the projection weights (in the predictor's parameter scope, see csrc/passes/cpu_passes.cc):
 the rewritten program is cached with them.
 """
 from dataclasses import dataclass
-from typing import Callable, Tuple
+from typing import Callable, Optional, Tuple
 
 from paddlellm.errors import UserError
 
@@ -19,11 +20,15 @@ class PassSpec:
     name: str
     summary: str
     backends: Tuple[str, ...]
-    count: Callable[[int], int]  # expected matches on a Llama of L layers
+    count: Callable[[int, int], int]  # expected matches on a Llama of L layers with Q quantized projections
     count_text: str
-    in_pipeline: bool = True  # False: only on request (--passes), measured not to pay for itself
-    def expected(self, num_layers):
-        return self.count(num_layers)
+    in_pipelines: Optional[Tuple[str, ...]] = None  # the backends whose pipeline runs it (None: all its backends)
+
+    def expected(self, num_layers, quantized_projections=0):
+        return self.count(num_layers, quantized_projections)
+
+    def in_pipeline(self, backend):
+        return backend in (self.backends if self.in_pipelines is None else self.in_pipelines)
 
     def describe_expected(self):
         return self.count_text
@@ -31,36 +36,40 @@ class PassSpec:
 
 PASSES = (
     PassSpec("paddlellm_rms_norm_pass", "the RMSNorm subgraph (x * rsqrt(mean(x * x) + eps) * w) -> paddlellm_rms_norm",
-             ("cpu", "hip", "npu"), lambda layers: 2 * layers + 1, "2 per layer + 1 more"),
+             ("cpu", "hip", "npu"), lambda layers, _: 2 * layers + 1, "2 per layer + 1 more"),
     # every norm but the first layer's input norm has an add before it
     PassSpec("remove_residual_in_rms_norm", "a residual add and the RMSNorm of its sum -> paddlellm_fused_add_rms_norm",
-             ("cpu", "hip", "npu"), lambda layers: 2 * layers, "2 per layer"),
+             ("cpu", "hip", "npu"), lambda layers, _: 2 * layers, "2 per layer"),
     PassSpec("paddlellm_rotary_pass", "the rotate-half RoPE subgraph of q and k -> paddlellm_rotary_embedding, in place",
-             ("cpu", "hip", "npu"), lambda layers: layers, "1 per layer"),
+             ("cpu", "hip", "npu"), lambda layers, _: layers, "1 per layer"),
     PassSpec("paddlellm_swiglu_pass", "Paddle's swiglu -> paddlellm_swiglu", ("cpu", "hip", "npu"),
-             lambda layers: layers, "1 per layer"),
+             lambda layers, _: layers, "1 per layer"),
     PassSpec("paddlellm_linear_swiglu_pass", "swiglu(x @ W_gate_up) -> paddlellm_linear_swiglu, W packed gate/up "
-             "interleaved (in the predictor's weights)", ("cpu",), lambda layers: layers, "1 per layer"),
+             "interleaved (in the predictor's weights)", ("cpu",), lambda layers, _: layers, "1 per layer"),
     PassSpec("paddlellm_linear_pass", "a layer's projection x @ W -> paddlellm_linear, W packed in 32-column blocks",
-             ("cpu",), lambda layers: 3 * layers, "3 per layer: qkv, o, down"),
+             ("cpu",), lambda layers, _: 3 * layers, "3 per layer: qkv, o, down"),
+    PassSpec("paddlellm_weight_only_linear_pass", "a projection x @ dequantize(W) over an int8 weight (--quant_type) "
+             "-> paddlellm_weight_only_linear, the weight read as stored (on the CPU the linear passes pack it instead)",
+             ("cpu", "hip", "npu"), lambda layers, quantized: quantized,
+             "1 per quantized projection: 4 per layer (+ the lm_head) when quantized", in_pipelines=("hip", "npu")),
     PassSpec("llama_fuse_lm_head", "the lm_head x @ W -> paddlellm_linear, W packed; a tied embedding is looked up in "
-             "it (paddlellm_packed_embedding) and its copy dropped", ("cpu",), lambda layers: 1, "1"),
+             "it (paddlellm_packed_embedding) and its copy dropped", ("cpu",), lambda layers, _: 1, "1"),
     PassSpec("llama_fuse_lm_head_with_slice", "each sequence's last row (the gathers), the final norm and the packed "
              "lm_head -> paddlellm_final_logits (not in the pipeline: no faster, benchmarks/passes_ab.py)", ("cpu",),
-             lambda layers: 1, "1", in_pipeline=False),
+             lambda layers, _: 1, "1", in_pipelines=()),
     PassSpec("llama_fuse_get_padding_offset", "the packed batch's positions and last rows (cumsum, arange, "
-             "repeat_interleave, ...) -> paddlellm_packed_positions", ("cpu",), lambda layers: 1, "1"),
+             "repeat_interleave, ...) -> paddlellm_packed_positions", ("cpu",), lambda layers, _: 1, "1"),
     PassSpec("llama_fuse_attention_layer_begin", "the first decoder layer (its input the embedding, no residual add) "
-             "-> paddlellm_fused_decoder_layer", ("cpu",), lambda layers: 1, "1"),
+             "-> paddlellm_fused_decoder_layer", ("cpu",), lambda layers, _: 1, "1"),
     PassSpec("llama_fuse_attention_layer", "a decoder layer between the first and the last -> "
-             "paddlellm_fused_decoder_layer", ("cpu",), lambda layers: max(layers - 2, 0),
+             "paddlellm_fused_decoder_layer", ("cpu",), lambda layers, _: max(layers - 2, 0),
              "1 per layer but the first and last"),
     PassSpec("llama_fuse_attention_layer_end", "the last decoder layer (the final norm reads its output) -> "
-             "paddlellm_fused_decoder_layer", ("cpu",), lambda layers: min(layers - 1, 1), "1 (0 with one layer)"),
+             "paddlellm_fused_decoder_layer", ("cpu",), lambda layers, _: min(layers - 1, 1), "1 (0 with one layer)"),
 )
 BY_NAME = {p.name: p for p in PASSES}
 BACKEND_OF_DEVICE = {"cpu": "cpu", "npu": "npu", "dcu": "hip", "gpu": "hip"}
-PIPELINES = {device: tuple(p.name for p in PASSES if backend in p.backends and p.in_pipeline)
+PIPELINES = {device: tuple(p.name for p in PASSES if p.in_pipeline(backend))
              for device, backend in BACKEND_OF_DEVICE.items()}
 
 

@@ -109,6 +109,18 @@ def linear_ref(x, packed_weight, n):
     return paddle.to_tensor(_product(x, packed_weight, n).astype(np.float32))
 
 
+def weight_only_linear_ref(x, weight, scale, offset=None):
+    """x @ (weight * scale + offset) in float64 (returned as float32), scale and offset [N] or [G, N], each row
+    repeated over its K / G weight rows."""
+    q = weight.numpy().astype(np.float64)
+
+    def repeated(a):
+        rows = a.numpy().astype(np.float64).reshape(-1, q.shape[1])
+        return np.repeat(rows, q.shape[0] // rows.shape[0], axis=0)
+    w = q * repeated(scale) + (repeated(offset) if offset is not None else 0.0)
+    return paddle.to_tensor((x.numpy().astype(np.float64) @ w).astype(np.float32))
+
+
 def packed_embedding_ref(ids, packed_weight, n):
     """Rows `ids` of W^T [n, K] (float32), W unpacked from [ceil(n / 32), K, 32]."""
     w = _unpack(packed_weight, n, packed_weight.shape[1])

@@ -151,24 +151,26 @@ LINEAR_SHAPES = ((1, 576, 960), (2, 7, 33), (5, 13, 1), (11, 64, 31), (12, 64, 6
                  (100, 5, 65), (3, 3, 32))
 WEIGHT_DTYPES = ("float32", "bfloat16")
 PACKED_DTYPES = WEIGHT_DTYPES + ("int8",)  # int8: per-column scales in each block (--quant_type weight_only_int8)
-# int4 (weight_only_int4) in groups of 32 (the smallest), 64 and 576 rows, on K that are multiples of 32: rows
-# around the int4 tiles (AVX-512 VNNI 4, else 1), more than a work item, N past a block
+# int4 (weight_only_int4) and grouped int8 (weight_only_int8 --group_size, Q8_0) in groups of 32 (the smallest), 64
+# and 576 rows, on K that are multiples of 32: rows around the int4 tiles (AVX-512 VNNI 4, else 1) and the float
+# ones, more than a work item, N past a block
 LINEAR_INT4 = ((1, 576, 960, 64), (2, 32, 33, 32), (5, 64, 64, 32), (12, 576, 100, 576), (100, 96, 65, 32),
                (3, 32, 1, 32))
 # a8w8 on K that are multiples of 32: rows around its tiles (AVX-512 VNNI 4, else 1), more than a work item, N
 # past a block, SmolLM2's down_proj K
 LINEAR_A8W8 = ((1, 576, 960), (2, 32, 33), (5, 64, 64), (17, 1536, 40), (100, 96, 65), (3, 32, 1))
 LINEAR_CASES = (_with_dtypes(tuple(dict(m=m, k=k, n=n) for m, k, n in LINEAR_SHAPES), "w", PACKED_DTYPES)
-                + tuple(dict(m=m, k=k, n=n, w=f"int4_g{g}") for m, k, n, g in LINEAR_INT4)
+                + tuple(dict(m=m, k=k, n=n, w=f"int{bits}_g{g}") for m, k, n, g in LINEAR_INT4 for bits in (4, 8))
                 + tuple(dict(m=m, k=k, n=n, w="a8w8") for m, k, n in LINEAR_A8W8))
-LINEAR_BENCH = tuple(dict(m=m, k=576, n=n, w=w) for w in ("float32", "int8", "int4_g64", "a8w8") for m in (1, 12, 64)
+LINEAR_BENCH = tuple(dict(m=m, k=576, n=n, w=w) for w in ("float32", "int8", "int8_g32", "int4_g64", "a8w8")
+                     for m in (1, 12, 64)
                      for n in (960, 49152))
 
 
 def _packed_weight(rng, k, n, dtype, scale=1.0, swiglu=False):
     """A random [k, n] weight packed for the linear ops: float32 or bfloat16, or quantized as --quant_type stores
-    it: "int8" per column (weight_only_int8), "int4_gG" in groups of G rows (weight_only_int4), "a8w8" per column
-    for int8 activations."""
+    it: "int8" per column (weight_only_int8), "int8_gG" and "int4_gG" in groups of G rows (weight_only_int8
+    --group_size G, weight_only_int4), "a8w8" per column for int8 activations."""
     from paddlellm import ops
     from paddlellm.quantization import quantize_int4, quantize_int8
 
@@ -179,7 +181,8 @@ def _packed_weight(rng, k, n, dtype, scale=1.0, swiglu=False):
     if dtype == "a8w8":
         q, scale = quantize_int8(w)
         return pack(paddle.to_tensor(q), scale, None, True)
-    q, *scales = quantize_int8(w) if dtype == "int8" else quantize_int4(w, int(dtype.split("_g")[1]))
+    group = int(dtype.split("_g")[1]) if "_g" in dtype else None
+    q, *scales = quantize_int8(w, group) if dtype.startswith("int8") else quantize_int4(w, group)
     return pack(paddle.to_tensor(q), *scales)
 
 
@@ -228,6 +231,41 @@ def _plain_embedding(ids, packed, n):
     blocks, k, width = packed.shape
     table = packed.astype("float32").transpose([1, 0, 2]).reshape([k, blocks * width])[:, :n].t().contiguous()
     return lambda: paddle.nn.functional.embedding(ids, table)
+
+
+# the portable program's quantized weights (weight_only_int8 / a8w8 per column, weight_only_int4 in groups of G rows
+# with offsets), and grouped scales without offsets: one row, SmolLM2's shapes, N and K off any tile, no rows
+WEIGHT_ONLY_CASES = tuple(dict(m=m, k=k, n=n, w=w) for m, k, n, w in (
+    (1, 576, 960, "int8"), (12, 576, 192, "int8"), (7, 64, 31, "int8"), (3, 1, 100, "int8"), (0, 32, 8, "int8"),
+    (1, 576, 960, "int4_g64"), (5, 64, 33, "int4_g32"), (25, 96, 70, "int4_g32"), (17, 1536, 40, "int4_g1536"),
+    (12, 576, 192, "groups_18"), (4, 9, 65, "groups_3")))
+
+
+def _make_weight_only_linear(case, rng):
+    """x and a random weight quantized as paddlellm.quantization does it: "int8" per column, "int4_gG" in groups of
+    G rows with offsets, "groups_G" int8 values with G rows of positive scales and no offsets."""
+    from paddlellm.quantization import quantize_int4, quantize_int8
+
+    k, n, kind = case["k"], case["n"], case["w"]
+    w = rng.randn(k, n) * k ** -0.5
+    if kind == "int8":
+        q, scale, offset = *quantize_int8(w), None
+    elif kind.startswith("int4"):
+        q, scale, offset = quantize_int4(w, int(kind.split("_g")[1]))
+    else:
+        q = rng.randint(-127, 128, (k, n)).astype(np.int8)
+        scale, offset = rng.uniform(0.5, 1.5, (int(kind.split("_")[1]), n)).astype(np.float32) / 127, None
+    tensors = [paddle.to_tensor(a) if a is not None else None for a in (q, scale, offset)]
+    return [_randn(rng, case["m"], k), *tensors], []
+
+
+def _plain_weight_only_linear(x, weight, scale, offset):
+    """model.linear's dequantize-then-matmul form (grouped scales without offsets: zero offsets)."""
+    from paddlellm.models.llama.model import linear
+
+    if offset is None and len(scale.shape) == 2:
+        offset = paddle.zeros_like(scale)
+    return lambda: linear(x, weight, weight.shape[1], "float32", scale, offset)
 
 
 # ---------------------------------------------------------------- the model ops
@@ -337,6 +375,7 @@ LAYER_CASES = (
     dict(seqs="small_blocks", kv=2, group=1, d=16, bs=8, hidden=32, f=64, w="float32", cache="bfloat16"),
     dict(seqs="mixed_decode_chunks_idle", kv=2, group=3, d=16, bs=16, hidden=64, f=96, w="int8"),
     dict(seqs="smollm2_decode", kv=3, group=3, d=64, bs=64, hidden=576, f=1536, w="int8"),
+    dict(seqs="mixed_decode_chunks_idle", kv=2, group=3, d=16, bs=16, hidden=64, f=96, w="int8_g32"),
     dict(seqs="mixed_decode_chunks_idle", kv=2, group=3, d=16, bs=16, hidden=64, f=96, w="int4_g32"),
     dict(seqs="smollm2_decode", kv=3, group=3, d=64, bs=64, hidden=576, f=1536, w="int4_g64"),
     dict(seqs="mixed_decode_chunks_idle", kv=2, group=3, d=16, bs=16, hidden=64, f=96, w="a8w8"),
@@ -415,6 +454,10 @@ OPS = (
     OpSpec("linear_swiglu", "matmul", "silu(x @ W_gate) * (x @ W_up), gate/up blocks interleaved",
            ("x", "weight"), ("n",), ("out",), _make_linear_swiglu, LINEAR_CASES, isa_kernels=True,
            plain=_plain_linear_swiglu, bench_cases=tuple(dict(m=m, k=576, n=1536, w="float32") for m in (1, 12, 64))),
+    OpSpec("weight_only_linear", "matmul", "x @ (q * scale + offset), the quantized weight as the program stores it",
+           ("x", "weight", "scale", "offset"), (), ("out",), _make_weight_only_linear, WEIGHT_ONLY_CASES,
+           backends=("cpu", "hip", "npu"), plain=_plain_weight_only_linear,
+           bench_cases=tuple(dict(m=m, k=576, n=960, w=w) for w in ("int8", "int4_g64") for m in (1, 12, 64))),
     OpSpec("packed_embedding", "exact", "rows of W^T from the packed W (a tied embedding)", ("ids", "weight"),
            ("n",), ("out",), _make_packed_embedding,
            _with_dtypes((dict(t=1, k=7, n=70), dict(t=6, k=576, n=1000), dict(t=0, k=5, n=33)), "w", WEIGHT_DTYPES),

@@ -92,10 +92,11 @@ class PassPipeline:
         layers = self.manifest.num_layers
         for name in self.names:
             spec = pass_table.BY_NAME[name]
-            log(f"--- Running IR pass [{name}]: {matches[name]} matches (expected {spec.expected(layers)}: "
+            expected = spec.expected(layers, self.manifest.quantized_projections)
+            log(f"--- Running IR pass [{name}]: {matches[name]} matches (expected {expected}: "
                 f"{spec.describe_expected()})")
-            if matches[name] < spec.expected(layers):
-                log(f"warning: IR pass {name} matched {matches[name]} times, fewer than the {spec.expected(layers)} "
+            if matches[name] < expected:
+                log(f"warning: IR pass {name} matched {matches[name]} times, fewer than the {expected} "
                     f"expected on a Llama of {layers} layers: part of the program keeps its plain ops")
         if self.ir_debug:
             write_ir_dumps(out, self.ir_debug)

@@ -440,37 +440,45 @@ def test_cli_usage_error(tmp_path):
     _assert_clean_failure(proc, tmp_path, "--gguf")
 
 
-# ---------------------------------------------------------------- --keep_quant: Q4_0 / Q4_1 kept as int4
+# ---------------------------------------------------------------- --keep_quant: Q4_0 / Q4_1 kept as int4, Q8_0 as int8
 
-Q4_TYPES = {f"blk.{i}.{name}.weight": (Q.Q4_0 if (i + j) % 2 else Q.Q4_1) for i in range(LAYERS)
-            for j, name in enumerate(("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"))}
-
-
-@pytest.fixture(scope="module")
-def q4_pair(tmp_path_factory):
-    """A tiny GGUF whose projections are Q4_0 and Q4_1 (the rest F32), converted as floats and with --keep_quant."""
-    base = tmp_path_factory.mktemp("q4")
-    write_gguf(base / "q4.gguf", Q4_TYPES)
-    return base, convert(base / "q4.gguf", base / "float"), convert(base / "q4.gguf", base / "kept", keep_quant=True)
+PROJECTIONS = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
+KEPT_TYPES = {  # the projections' blocks, the rest F32
+    "weight_only_int4": {f"blk.{i}.{name}.weight": (Q.Q4_0 if (i + j) % 2 else Q.Q4_1) for i in range(LAYERS)
+                         for j, name in enumerate(PROJECTIONS)},
+    "weight_only_int8": {f"blk.{i}.{name}.weight": Q.Q8_0 for i in range(LAYERS) for name in PROJECTIONS}}
 
 
-def test_keep_quant_stores_the_q4_blocks_as_int4_groups_of_32_exactly(q4_pair):
-    """Each projection: int4 values (0..15) with a scale and an offset per output row and 32 inputs, and q * scale +
-    offset is the float conversion's weight bit for bit (Q4_0's d * (q - 8) and Q4_1's d * q + m in float32):
-    nothing went through a float round trip and re-quantization."""
+@pytest.fixture(scope="module", params=sorted(KEPT_TYPES))
+def kept_pair(request, tmp_path_factory):
+    """(quant_type, directory, float conversion, --keep_quant conversion) of a tiny GGUF whose projections are
+    Q4_0 and Q4_1 (weight_only_int4), or Q8_0 (weight_only_int8)."""
+    base = tmp_path_factory.mktemp(request.param)
+    write_gguf(base / "q.gguf", KEPT_TYPES[request.param])
+    return (request.param, base, convert(base / "q.gguf", base / "float"),
+            convert(base / "q.gguf", base / "kept", keep_quant=True))
+
+
+def test_keep_quant_stores_the_blocks_as_groups_of_32_exactly(kept_pair):
+    """Each projection: int8 values (int4: 0..15) with a scale (int4: and an offset) per output row and 32 inputs,
+    and q * scale (+ offset) is the float conversion's weight bit for bit (Q4_0's d * (q - 8), Q4_1's d * q + m and
+    Q8_0's d * q in float32): nothing went through a float round trip and re-quantization."""
     from safetensors.numpy import load_file
 
-    _, float_dir, kept_dir = q4_pair
+    quant_type, _, float_dir, kept_dir = kept_pair
     floats, kept = load_file(str(float_dir / "model.safetensors")), load_file(str(kept_dir / "model.safetensors"))
     assert json.loads((kept_dir / "config.json").read_text())["paddlellm_quantization"] == {
-        "quant_type": "weight_only_int4", "group_size": 32}
+        "quant_type": quant_type, "group_size": 32}
+    int4 = quant_type == "weight_only_int4"
+    suffixes = ("_scale", "_offset") if int4 else ("_scale",)
     projections = [n for n in floats if n.endswith("_proj.weight")]
-    assert len(projections) == 7 * LAYERS and set(kept) == set(floats) | {
-        n + s for n in projections for s in ("_scale", "_offset")}
+    assert len(projections) == 7 * LAYERS and set(kept) == set(floats) | {n + s for n in projections for s in suffixes}
     for name in projections:
-        q, scale, offset = kept[name], kept[name + "_scale"], kept[name + "_offset"]
+        q, scale = kept[name], kept[name + "_scale"]
+        offset = kept[name + "_offset"] if int4 else np.zeros_like(scale)
         out_features, in_features = floats[name].shape
-        assert q.dtype == np.int8 and q.shape == (out_features, in_features) and 0 <= q.min() and q.max() <= 15
+        assert q.dtype == np.int8 and q.shape == (out_features, in_features)
+        assert (0 <= q.min() and q.max() <= 15) if int4 else (q.min() < -64 and q.max() > 64)  # the int8 range used
         assert scale.shape == offset.shape == (out_features, in_features // 32)
         np.testing.assert_array_equal(q * np.repeat(scale, 32, axis=1) + np.repeat(offset, 32, axis=1),
                                       floats[name], err_msg=name)
@@ -478,52 +486,58 @@ def test_keep_quant_stores_the_q4_blocks_as_int4_groups_of_32_exactly(q4_pair):
         np.testing.assert_array_equal(kept[name], floats[name], err_msg=name)
 
 
-def test_a_kept_checkpoint_exports_as_int4_with_the_ggufs_own_values(q4_pair):
-    """export_model follows the checkpoint (weight_only_int4, groups of 32, in the manifest); the portable program
-    dequantizes to the float conversion's weights exactly, so its logits are the float export's."""
+def test_a_kept_checkpoint_exports_with_the_ggufs_own_values(kept_pair):
+    """export_model follows the checkpoint (its type, groups of 32, in the manifest); the portable program
+    dequantizes to the float conversion's weights exactly, so its logits are the float export's; the CPU's passes
+    pack the kept blocks (every projection fused) and the logits stay within float32 rounding of them."""
     from paddlellm.export.exporter import export_model
     from paddlellm.export.manifest import read_manifest
     from paddlellm.predictor.runners import StaticBlockRunner, prompt_logits
 
-    base, float_dir, kept_dir = q4_pair
+    quant_type, base, float_dir, kept_dir = kept_pair
     exported = {d.name: export_model(d, base / f"inference_{d.name}") for d in (float_dir, kept_dir)}
     manifest = read_manifest(exported["kept"])
-    assert (manifest.quant_type, manifest.group_size, manifest.quant_lm_head) == ("weight_only_int4", 32, False)
-    logits = {k: prompt_logits(StaticBlockRunner(v, read_manifest(v), "cpu", 2, passes=[]), [[3, 4, 5, 6], [7]])
+    assert (manifest.quant_type, manifest.group_size, manifest.quant_lm_head) == (quant_type, 32, False)
+    prompts = [[3, 4, 5, 6], [7]]
+    logits = {k: prompt_logits(StaticBlockRunner(v, read_manifest(v), "cpu", 2, passes=[]), prompts)
               for k, v in exported.items()}
     np.testing.assert_allclose(logits["kept"], logits["float"], rtol=0, atol=1e-5)
+    if quant_type == "weight_only_int8":  # (int4's kernels quantize the activations: test_passes.py bounds that)
+        fused = prompt_logits(StaticBlockRunner(exported["kept"], manifest, "cpu", 2), prompts)
+        np.testing.assert_allclose(fused, logits["float"], rtol=0, atol=1e-4)
 
 
 @pytest.mark.parametrize("flags, message", [
-    (dict(quant_type="weight_only_int8"), "stores its projections weight_only_int4 in groups of 32 "
-                                          "(convert_gguf.py --keep_quant): export it without --quant_type"),
+    (dict(quant_type="a8w8"), "(convert_gguf.py --keep_quant): export it without --quant_type"),
     (dict(quant_type="weight_only_int4", group_size=64), "export it without --quant_type"),
     (dict(lora_path="adapter"), "a LoRA adapter merges into float weights"),
 ])
-def test_a_kept_checkpoint_refuses_what_needs_float_weights(q4_pair, tmp_path, flags, message):
+def test_a_kept_checkpoint_refuses_what_needs_float_weights(kept_pair, tmp_path, flags, message):
     from paddlellm.export.exporter import export_model
 
     with pytest.raises(UserError, match=re.escape(message)):
-        export_model(q4_pair[2], tmp_path / "inference", **flags)
+        export_model(kept_pair[3], tmp_path / "inference", **flags)
     assert not (tmp_path / "inference").exists()
 
 
-def test_keep_quant_says_why_q8_0_and_float_weights_are_not_kept(tmp_path, synthetic):
-    proc = run_cli("--gguf", synthetic[0], "--output_path", tmp_path / "out", "--keep_quant")
-    _assert_clean_failure(proc, tmp_path, "--keep_quant: tensor blk.0.attn_q.weight is Q8_0, one scale per 32 input "
-                                          "values, where weight_only_int8 keeps one per output column")
+def test_keep_quant_says_why_mixed_and_float_projections_are_not_kept(tmp_path):
+    mixed = dict(KEPT_TYPES["weight_only_int8"], **{"blk.1.ffn_down.weight": Q.Q4_0})
+    write_gguf(tmp_path / "mixed.gguf", mixed)
+    proc = run_cli("--gguf", tmp_path / "mixed.gguf", "--output_path", tmp_path / "out", "--keep_quant")
+    _assert_clean_failure(proc, tmp_path, "--keep_quant: the projections mix Q8_0 and Q4_0 blocks, which an export "
+                                          "stores as one type (weight_only_int8 or weight_only_int4)")
     write_gguf(tmp_path / "f32.gguf")
     proc = run_cli("--gguf", tmp_path / "f32.gguf", "--output_path", tmp_path / "out", "--keep_quant")
     assert proc.returncode == 2 and "is F32, not quantized: there is nothing to keep" in proc.stderr
     assert not (tmp_path / "out").exists()
 
 
-def test_a_kept_checkpoint_is_for_export_only(q4_pair):
+def test_a_kept_checkpoint_is_for_export_only(kept_pair):
     from paddlellm.models.llama.loader import load_model
     from paddlellm.training.trainer import assign_checkpoint
 
     with pytest.raises(UserError, match=re.escape("(convert_gguf.py --keep_quant): export it (llm/predict/"
                                                   "export_model.py), then predict with --mode static")):
-        load_model(q4_pair[2])
+        load_model(kept_pair[3])
     with pytest.raises(UserError, match=re.escape("training needs float weights")):
-        assign_checkpoint(None, q4_pair[2])
+        assign_checkpoint(None, kept_pair[3])

@@ -68,7 +68,11 @@ def test_reexport_replaces(tiny_llama, tmp_path):
     (["--device", "npu"], "--device npu needs --dtype float16 or bfloat16"),
     (["--quant_type", "int3"],
      "--quant_type int3 is not supported (choose one of: weight_only_int8, weight_only_int4, a8w8)"),
-    (["--quant_type", "weight_only_int4", "--group_size", "48"], "--group_size 48: int4 groups must be a multiple of 32"),
+    (["--quant_type", "weight_only_int4", "--group_size", "48"], "--group_size 48: groups must be a multiple of 32"),
+    (["--quant_type", "weight_only_int8", "--group_size", "48"], "--group_size 48: groups must be a multiple of 32"),
+    (["--quant_type", "a8w8", "--group_size", "32"],
+     "--group_size 32 applies to --quant_type weight_only_int4 or weight_only_int8 (rows per scale), not to a8w8"),
+    (["--group_size", "32"], "not to an unquantized export (drop --group_size)"),
     (["--quant_lm_head"], "--quant_lm_head quantizes the lm_head as --quant_type says (give --quant_type too)"),
     (["--cachekv_int8_type", "static"], "--cachekv_int8_type static needs per-head scales calibrated on data"),
     (["--cachekv_int8_type", "int4"], "--cachekv_int8_type int4 is not supported (choose dynamic)"),
@@ -199,6 +203,23 @@ def test_weight_only_int4_export_stores_group_scales_and_offsets(tiny_llama, tmp
     groups = sorted(tuple(v.shape) for v in params.values() if v.dtype == paddle.float32 and len(v.shape) == 2
                     and v.shape[0] in (2, 4))
     assert groups == sorted([(2, 128), (2, 256), (2, 64), (4, 64)] * 2 * 2)
+
+
+def test_grouped_weight_only_int8_export_stores_group_scales(tiny_llama, tmp_path):
+    """--quant_type weight_only_int8 --group_size 32 (as Q8_0): int8 values with a float32 scale per column and group
+    of 32 rows, no offsets; the manifest records the group size (without --group_size: one scale a column, None)."""
+    import paddle
+
+    out = export(tiny_llama, tmp_path / "inference", "--quant_type", "weight_only_int8", "--group_size", "32")
+    manifest = read_manifest(out)
+    assert (manifest.quant_type, manifest.group_size) == ("weight_only_int8", 32)
+    params = paddle.jit.load(str(out / "model")).state_dict()
+    assert len([v for v in params.values() if v.dtype == paddle.int8]) == 8
+    groups = sorted(tuple(v.shape) for v in params.values() if v.dtype == paddle.float32 and len(v.shape) == 2
+                    and v.shape[0] in (2, 4))
+    assert groups == sorted([(2, 128), (2, 256), (2, 64), (4, 64)] * 2)  # as int4's scales above, no offsets
+    per_column = export(tiny_llama, tmp_path / "per_column", "--quant_type", "weight_only_int8")
+    assert read_manifest(per_column).group_size is None
 
 
 def test_int8_kv_cache_export_takes_int8_cache_rows_with_their_scales(tiny_llama, tmp_path):

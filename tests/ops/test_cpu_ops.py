@@ -202,7 +202,9 @@ def test_linear_bad_inputs_are_clear_errors():
              ((x, packed.astype("float16"), 40), "weight must be float32, bfloat16, int8 \\(weight-only\\) or uint8"),
              ((x, ops.pack_linear_weight(paddle.ones([8, 40], "int8"), np.ones(40)), 40), None),
              ((paddle.ones([2, 9]), ops.pack_linear_weight(paddle.ones([8, 40], "int8"), np.ones(40)), 40),
-              "the input's last dimension is 9 but weight's K is 8"),
+              "weight has 12 rows, which no int8 packing of K = 9 has"),
+             ((paddle.ones([2, 4]), ops.pack_linear_weight(paddle.ones([8, 40], "int8"), np.ones(40)), 40),
+              "weight has 12 rows, which no int8 packing of K = 4 has"),  # not 2 groups of 2: groups are 32k
              ((paddle.ones([2, 6]), ops.pack_linear_weight(paddle.ones([8, 40], "int8"), np.ones([2, 40]),
                                                            np.zeros([2, 40])), 40),
               "weight has 12 rows, which no int4 packing of K = 6 has")]

@@ -36,9 +36,12 @@ def test_every_pipeline_lists_known_passes_of_its_backend_in_table_order():
     for device, names in PIPELINES.items():
         assert list(names) == [n for n in order if n in names]
     assert PIPELINES["dcu"] == PIPELINES["gpu"]  # one library, csrc/hip
-    # every pass inserts ops the CPU has; the CPU pipeline holds all but those measured not to pay
-    assert set(PIPELINES["cpu"]) == {p.name for p in PASSES if p.in_pipeline} and "cpu" in BY_NAME[
-        "llama_fuse_lm_head_with_slice"].backends and "llama_fuse_lm_head_with_slice" not in PIPELINES["cpu"]
+    # every pass inserts ops the CPU has; the CPU pipeline holds all but those measured not to pay and the
+    # weight-only pass, whose projections its linear passes pack instead; the devices' hold it
+    assert all("cpu" in p.backends for p in PASSES)
+    assert set(PIPELINES["cpu"]) == {p.name for p in PASSES} - {"llama_fuse_lm_head_with_slice",
+                                                                 "paddlellm_weight_only_linear_pass"}
+    assert all("paddlellm_weight_only_linear_pass" in PIPELINES[d] for d in ("npu", "dcu"))
 
 
 def test_pipeline_flags():
@@ -66,7 +69,7 @@ def test_each_pass_matches_as_expected_and_keeps_the_logits(portable, spec):
     before = names[: names.index(spec.name)]
     reference = logits_with(portable, before)
     got = logits_with(portable, before + [spec.name])
-    assert ops.pass_matches(spec.name) == spec.expected(read_manifest(portable).num_layers)
+    assert ops.pass_matches(spec.name) == spec.expected(read_manifest(portable).num_layers)  # float: 0 weight-only
     np.testing.assert_allclose(got, reference, rtol=0, atol=2e-5)
 
 
@@ -109,19 +112,20 @@ def test_the_cpu_pipeline_fuses_narrow_weights_too(tmp_path_factory, dtype):
     np.testing.assert_allclose(fused, reference, rtol=0, atol=2e-5)
 
 
-@pytest.mark.parametrize("quant_type, bound", [("weight_only_int8", 0.05), ("weight_only_int4", 0.6),
-                                               ("a8w8", 0.1)])
-def test_the_cpu_pipeline_fuses_a_quantized_export_as_a_float_one(checkpoint, tmp_path, quant_type, bound):
-    """--quant_type ... --quant_lm_head: the projections and the lm_head are cast(int8) * scale (int4: * the group
-    scales + the group offsets, each repeated over its group; a8w8: with x quantized per token in front) in the
-    portable program; the linear passes pack them as int8 / int4 / a8w8 blocks with their scales and every pass
-    matches as on float weights. int8: logits within 2e-5
+@pytest.mark.parametrize("quant_type, group_size, bound", [
+    ("weight_only_int8", None, 0.05), ("weight_only_int8", 32, 0.05), ("weight_only_int4", 32, 0.6), ("a8w8", None, 0.1)])
+def test_the_cpu_pipeline_fuses_a_quantized_export_as_a_float_one(checkpoint, tmp_path, quant_type, group_size,
+                                                                   bound):
+    """--quant_type ... --quant_lm_head: the projections and the lm_head are cast(int8) * scale (grouped int8: * the
+    group scales, int4: and + the group offsets, each repeated over its group; a8w8: with x quantized per token in
+    front) in the portable program; the linear passes pack them as int8 / int4 / a8w8 blocks with their scales and
+    every pass matches as on float weights. int8: logits within 2e-5
     of the unfused program, which holds the same values and scales: the kernel applies a column's scale to its
     sum, a float32 rounding per product moved (the same tolerance as for float weights above)."""
     from paddlellm.export.exporter import export_model
 
     quantized = export_model(checkpoint, tmp_path / "quantized", quant_type=quant_type, quant_lm_head=True,
-                             group_size=32)
+                             group_size=group_size)
     reference = logits_with(quantized, [])
     got = logits_with(quantized, None)
     layers = read_manifest(quantized).num_layers
@@ -144,3 +148,71 @@ def test_the_cpu_pipeline_fuses_a_quantized_export_as_a_float_one(checkpoint, tm
     # the README)
     exact = logits_with(export_model(checkpoint, tmp_path / "float"), [])
     assert np.sqrt(np.mean((got - exact) ** 2) / np.mean(exact ** 2)) < bound
+
+
+@pytest.mark.parametrize("quant_type, group_size", [("weight_only_int8", None), ("weight_only_int8", 32),
+                                                    ("weight_only_int4", 32), ("a8w8", None)])
+def test_the_device_pipeline_takes_quantized_projections_as_stored(checkpoint, tmp_path, quant_type, group_size):
+    """The hip/npu pipeline's passes, run here on the CPU library (which has their ops): every quantized projection,
+    the lm_head too, becomes paddlellm_weight_only_linear over the int8 values and scales as exported, and the
+    logits stay within float32 rounding of the unfused program (the op sums q * x per group, then scales: a float32
+    rounding per product moved, as for paddlellm_linear above)."""
+    from paddlellm.export.exporter import export_model
+
+    quantized = export_model(checkpoint, tmp_path / "quantized", quant_type=quant_type, quant_lm_head=True,
+                             group_size=group_size)
+    manifest = read_manifest(quantized)
+    reference = logits_with(quantized, [])
+    device_passes = list(PIPELINES["npu"])
+    got = logits_with(quantized, device_passes)
+    assert {n: ops.pass_matches(n) for n in device_passes} == {
+        n: BY_NAME[n].expected(3, manifest.quantized_projections) for n in device_passes}
+    assert manifest.quantized_projections == 13  # 4 a layer and the lm_head
+    np.testing.assert_allclose(got, reference, rtol=0, atol=2e-5)
+
+
+@pytest.mark.parametrize("quant_type", ["weight_only_int8", "weight_only_int4"])
+def test_the_weight_only_pass_takes_a_16_bit_matmul_with_its_casts(tmp_path, quant_type):
+    """On a device the matmuls run in the 16-bit compute dtype: cast(cast(x) @ cast(dequantize(W))) to float32.
+    A CPU cannot export such a model (export_model refuses), so one projection in that form, as model.linear writes
+    it, is saved here; the pass takes the casts with it (the CPU then runs no bfloat16 matmul, which it has no
+    kernel for) and the program's output is the op's own, bit for bit."""
+    import paddle
+
+    from paddlellm.models.llama.model import linear
+    from paddlellm.quantization import quantize_int4, quantize_int8
+
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((64, 40)).astype(np.float32)
+    stored = quantize_int8(w) if quant_type == "weight_only_int8" else quantize_int4(w, 32)
+
+    class Projection(paddle.nn.Layer):
+        def __init__(self):
+            super().__init__()
+            self.stored = []
+            for a in stored:
+                p = self.create_parameter(a.shape, dtype=str(a.dtype),
+                                          default_initializer=paddle.nn.initializer.Assign(a))
+                self.stored.append(p)
+                self.add_parameter(f"p{len(self.stored)}", p)
+
+        def forward(self, x):
+            return linear(x, self.stored[0], 40, "bfloat16", *self.stored[1:])
+
+    spec = [paddle.static.InputSpec([None, 64], "float32", "x")]
+    paddle.jit.save(paddle.jit.to_static(Projection(), input_spec=spec, full_graph=True), str(tmp_path / "model"))
+    config = paddle.inference.Config(str(tmp_path / "model.json"), str(tmp_path / "model.pdiparams"))
+    config.disable_gpu()
+    config.enable_new_ir(True)
+    config.enable_new_executor(True)
+    config.enable_custom_passes(["paddlellm_weight_only_linear_pass"], True)
+    ops.register_ops()
+    ops.forget_pass_matches()
+    predictor = paddle.inference.create_predictor(config)
+    assert ops.pass_matches("paddlellm_weight_only_linear_pass") == 1
+    x = rng.standard_normal((3, 64)).astype(np.float32)
+    predictor.get_input_handle("x").copy_from_cpu(x)
+    predictor.run()
+    got = predictor.get_output_handle(predictor.get_output_names()[0]).copy_to_cpu()
+    want = ops.weight_only_linear(paddle.to_tensor(x), *[paddle.to_tensor(a) for a in stored])
+    np.testing.assert_array_equal(got, want.numpy())

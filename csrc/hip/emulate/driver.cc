@@ -36,6 +36,10 @@ int emu_rotary(float* q, float* k, const int32_t* pos, const float* inv_freq, lo
   return rotary_embedding(q, k, pos, inv_freq, T, hq, hk, D, interleaved != 0, nullptr);
 }
 int emu_swiglu(const float* x, float* out, long rows, long F) { return swiglu(x, out, rows, F, nullptr); }
+int emu_weight_only_linear(const float* x, const int8_t* weight, const float* scale, const float* offset, float* out,
+                           long M, long K, long N, long G) {
+  return weight_only_linear(x, weight, scale, offset, out, M, K, N, G, nullptr);
+}
 int emu_plan(BATCH_ARGS, int32_t* ws) { return plan_batch(BATCH, ws, nullptr); }
 int emu_write(BATCH_ARGS, const int32_t* ws, const void* src, int sd, void* cache, int cd) {
   return write_cache_kv(BATCH, ws, src, static_cast<Dtype>(sd), cache, static_cast<Dtype>(cd), nullptr);

@@ -44,6 +44,7 @@ def build(tmp):
     lib.emu_rms_norm.argtypes = [V, V, V, I, V, V, L, L, F]
     lib.emu_rotary.argtypes = [V, V, V, V, L, L, L, L, I]
     lib.emu_swiglu.argtypes = [V, V, L, L]
+    lib.emu_weight_only_linear.argtypes = [V, V, V, V, V, L, L, L, L]
     lib.emu_plan.argtypes = BATCH + [V]
     lib.emu_write.argtypes = BATCH + [V, V, I, V, I]
     lib.emu_attention.argtypes = BATCH + [V, V, L, V, V, I, V]
@@ -119,6 +120,37 @@ def check_swiglu(lib, tag):
     rel = max_rel(out[m], ref[m])
     special = bool(np.isnan(out[2, 2])) and out[0, 0] == np.float32(100.0) * x[0, 50]
     report(f"{tag} swiglu", rel <= 1e-6 and special, f"rel {rel:.1e}, NaN and gate > 86 cases {special}")
+
+
+def check_weight_only_linear(lib, tag):
+    """out = x @ (q * scale + offset), scale/offset rows repeated over their group of K / G rows, against float64
+    with SPEC's "matmul" tolerance: rtol 1e-5, atol 1e-7 * K^1.5 + 1e-6."""
+    for M, K, N, G, with_offset in ((1, 576, 960, 1, False), (12, 576, 192, 18, False), (5, 64, 33, 2, True),
+                                    (0, 32, 8, 1, False), (3, 1, 100, 1, False), (25, 96, 70, 3, True),
+                                    (7, 64, 31, 1, False), (2, 600, 65, 4, True), (9, 300, 130, 1, True),
+                                    (4, 0, 5, 1, False)):
+        x = rng.standard_normal((M, K), dtype=np.float32)
+        if with_offset:  # int4 values one a byte, with per-group min offsets
+            q = rng.integers(0, 16, (K, N)).astype(np.int8)
+            scale = (rng.random((G, N)) * 0.02 + 1e-3).astype(np.float32)
+            offset = (-8 * scale * (0.5 + rng.random((G, N)))).astype(np.float32)
+        else:  # int8 [-127, 127], per channel ([N], G = 1) or per group
+            q = rng.integers(-127, 128, (K, N)).astype(np.int8)
+            scale = (rng.random((G, N)) * 0.002 + 1e-4).astype(np.float32)
+            offset = None
+        if G == 1 and not with_offset:
+            scale = scale.reshape(N)  # the [N] form
+        w = q.astype(np.float64) * np.repeat(scale.reshape(G, N).astype(np.float64), K // G, axis=0)
+        if offset is not None:
+            w += np.repeat(offset.astype(np.float64), K // G, axis=0)
+        ref = x.astype(np.float64) @ w
+        out = np.full((M, N), np.nan, np.float32)
+        assert lib.emu_weight_only_linear(ptr(x), ptr(q), ptr(scale), ptr(offset), ptr(out), M, K, N, G) == 0
+        excess = float(np.max(np.abs(out - ref) - 1e-5 * np.abs(ref), initial=-np.inf))
+        atol = 1e-7 * K ** 1.5 + 1e-6
+        finite = bool(np.all(np.isfinite(out)))
+        report(f"{tag} weight_only_linear M={M} K={K} N={N} G={G} offset={with_offset}", finite and excess <= atol,
+               f"|err| - 1e-5 |ref| = {excess:.1e} (<= {atol:.1e})")
 
 
 def paged(lib, tag, lens, past, kv_heads, group, block_size, D, cache_dt, src_dt, spoil=None, status=0):
@@ -246,6 +278,7 @@ def main():
             check_norms(lib, tag)
             check_rotary(lib, tag)
             check_swiglu(lib, tag)
+            check_weight_only_linear(lib, tag)
             check_paged(lib, tag)
             check_generation(lib, tag)
     print(f"FAILED {len(failures)}: {', '.join(failures)}" if failures else "all emulated checks passed")

@@ -39,8 +39,8 @@ from paddlellm.files import read_json
 
 REQUIRED_KEYS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
 # config.json of a checkpoint whose layer projections are stored quantized (convert_gguf.py --keep_quant):
-# {"quant_type": "weight_only_int4", "group_size": 32}; each `name` then int8 values with `name`_scale and
-# `name`_offset [out, in / group_size] beside it
+# {"quant_type": "weight_only_int4" | "weight_only_int8", "group_size": 32}; each `name` then int8 values with
+# `name`_scale (and int4's `name`_offset) [out, in / group_size] beside it
 QUANTIZATION_KEY = "paddlellm_quantization"
 
 

@@ -8,7 +8,7 @@ from paddlellm.errors import UserError
 from paddlellm.models.llama.checkpoint import read_config, read_state_dict, stored_quantization
 from paddlellm.models.llama.config import LlamaConfig
 from paddlellm.models.llama.model import LlamaForCausalLM
-from paddlellm.quantization import (DEFAULT_GROUP_SIZE, check_a8w8_sizes, check_group_size, check_quant_type,
+from paddlellm.quantization import (check_a8w8_sizes, check_group_size, check_quant_type, group_size_for,
                                     quantize_int4, quantize_int8)
 
 
@@ -34,16 +34,19 @@ def resolve_quantization(model_dir, quant_type, group_size, lora_path=None, port
 
 
 def load_model(model_dir, dtype="float32", device="cpu", lora_path=None, portable=False, quant_type=None,
-               quant_lm_head=False, group_size=DEFAULT_GROUP_SIZE):
+               quant_lm_head=False, group_size=None):
     """The inference model in eval mode, weights in `dtype`, math in compute_dtype(dtype, device); a LoRA
     adapter at `lora_path` is merged into the weights first, then the projections are quantized as `quant_type`
-    says (paddlellm.quantization; int4 in groups of `group_size` rows; the lm_head too with `quant_lm_head`),
+    says (paddlellm.quantization; int4 and int8 in groups of `group_size` rows, as group_size_for gives them; the
+    lm_head too with `quant_lm_head`),
     which only a portable model may be. It runs on the device's op library (the CPU's
     where the device is not present: enough to trace its program for the device), on the CPU on its own
     ops (see uses_cpu_ops) unless `portable`: the program export traces, which the device's IR passes fuse
     when the predictor starts."""
     config = load_config(model_dir)
     quant_type, group_size = resolve_quantization(model_dir, quant_type, group_size, lora_path, portable)
+    check_quant_type(quant_type)
+    group_size = group_size_for(quant_type, group_size)
     ops.use_device(device, present=is_present(device))
     if lora_path is None:
         state = read_state_dict(model_dir)
@@ -51,9 +54,8 @@ def load_model(model_dir, dtype="float32", device="cpu", lora_path=None, portabl
         from paddlellm.models.llama.lora import merged_state_dict
 
         state = merged_state_dict(model_dir, lora_path)
-    check_quant_type(quant_type)
     input_sizes = [config.hidden_size, config.num_attention_heads * config.head_dim, config.intermediate_size]
-    if quant_type == "weight_only_int4":
+    if group_size is not None:
         check_group_size(group_size, input_sizes)
     elif quant_type == "a8w8":
         check_a8w8_sizes(input_sizes)
@@ -78,10 +80,10 @@ def assign_hf_weights(model, state):
         value = paddle.to_tensor(np.ascontiguousarray(array, dtype=np.float32))
         param.set_value(value.astype(param.dtype))
 
-    def projection(names):  # [in, out], the names' outputs side by side; kept quantized: (q, scales, offsets)
+    def projection(names):  # [in, out], the names' outputs side by side; kept quantized: (q, scales[, offsets])
         if model.quant_type is not None and names[0] + "_scale" in state:
             return tuple(np.concatenate([np.asarray(state[n + suffix]).T for n in names], axis=1)
-                         for suffix in ("", "_scale", "_offset"))
+                         for suffix in ("", "_scale", "_offset") if names[0] + suffix in state)
         return np.concatenate([hf(n).T for n in names], axis=1)
 
     def put_projection(owner, name, array):  # quantized with its scales where the model quantizes it
@@ -89,14 +91,15 @@ def assign_hf_weights(model, state):
         if scale is None:
             return put(getattr(owner, name), array)
         offset = getattr(owner, name + "_offset")
-        if isinstance(array, tuple):  # stored int4 (resolve_quantization: the model's type and groups)
-            q, scales, offsets = array
-            offset.set_value(paddle.to_tensor(np.ascontiguousarray(offsets, np.float32)))
+        if isinstance(array, tuple):  # stored int4 or int8 (resolve_quantization: the model's type and groups)
+            q, scales, *offsets = array
+            if offsets:
+                offset.set_value(paddle.to_tensor(np.ascontiguousarray(offsets[0], np.float32)))
         elif offset is not None:  # int4, in groups of rows
             q, scales, offsets = quantize_int4(array, array.shape[0] // scale.shape[0])
             offset.set_value(paddle.to_tensor(offsets))
-        else:
-            q, scales = quantize_int8(array)
+        else:  # int8, per column or in groups of rows
+            q, scales = quantize_int8(array, array.shape[0] // scale.shape[0] if len(scale.shape) == 2 else None)
         getattr(owner, name).set_value(paddle.to_tensor(np.ascontiguousarray(q, np.int8)))
         scale.set_value(paddle.to_tensor(np.ascontiguousarray(scales, np.float32)))
 

@@ -109,17 +109,19 @@ def linear(x, weight, out_features, compute_dtype, scale=None, offset=None, per_
     """x @ weight -> float32. A weight packed by use_cpu_ops ([out / 32, in, 32]) runs as the CPU op
     paddlellm_linear; one stored [in, out] as a matmul in compute_dtype, a quantized one (int8 values, see
     paddlellm.quantization) dequantized first: cast(weight) * scale with its column scales [out]
-    (weight_only_int8; a8w8 with `per_token`: x quantized by quantize_per_token), or cast(weight) * scale + offset
-    with its group scales and offsets [in / group, out] each repeated group times along in (weight_only_int4): the
-    forms the CPU's linear passes pack as int8, a8w8 and int4 weights."""
+    (weight_only_int8; a8w8 with `per_token`: x quantized by quantize_per_token), cast(weight) * scale with its
+    group scales [in / group, out] each repeated group times along in (grouped weight_only_int8), and + offset, its
+    group offsets so repeated (weight_only_int4): the forms the CPU's linear passes pack as int8, a8w8 and int4
+    weights."""
     if len(weight.shape) == 3:
         return ops.linear(x, weight, out_features)
     if per_token:
         x = quantize_per_token(x)
-    if offset is not None:
+    if scale is not None and len(scale.shape) == 2:
         group = weight.shape[0] // scale.shape[0]
-        weight = (cast(weight, "float32") * paddle.repeat_interleave(scale, group, axis=0)
-                  + paddle.repeat_interleave(offset, group, axis=0))
+        weight = cast(weight, "float32") * paddle.repeat_interleave(scale, group, axis=0)
+        if offset is not None:
+            weight = weight + paddle.repeat_interleave(offset, group, axis=0)
     elif scale is not None:
         weight = cast(weight, "float32") * scale
     return cast(paddle.matmul(cast(x, compute_dtype), cast(weight, compute_dtype)), "float32")
@@ -127,14 +129,15 @@ def linear(x, weight, out_features, compute_dtype, scale=None, offset=None, per_
 
 def add_projection(layer, name, shape, dtype, quant_type=None, group_size=None):
     """Parameter `name` [in, out] of `layer`: in `dtype`, or quantized (int8 values) with float32 `name`_scale
-    [out] (weight_only_int8, a8w8) or `name`_scale and `name`_offset [in / group_size, out] (weight_only_int4)."""
+    [out] (weight_only_int8, a8w8) or [in / group_size, out] (grouped weight_only_int8), or `name`_scale and
+    `name`_offset [in / group_size, out] (weight_only_int4)."""
     zeros = nn.initializer.Constant(0.0)
 
     def param(param_shape, param_dtype):
         return layer.create_parameter(param_shape, dtype=param_dtype, default_initializer=zeros)
     int4 = quant_type == "weight_only_int4"
     setattr(layer, name, param(shape, "int8" if quant_type else dtype))
-    setattr(layer, name + "_scale", param([shape[0] // group_size, shape[1]] if int4 else [shape[1]], "float32")
+    setattr(layer, name + "_scale", param([shape[0] // group_size, shape[1]] if group_size else [shape[1]], "float32")
             if quant_type else None)
     setattr(layer, name + "_offset", param([shape[0] // group_size, shape[1]], "float32") if int4 else None)
 
@@ -189,7 +192,7 @@ class LlamaLayer(nn.Layer):
 class LlamaForCausalLM(nn.Layer):
     def __init__(self, config: LlamaConfig, dtype="float32", compute_dtype="float32", quant_type=None,
                  quant_lm_head=False, group_size=None):
-        """`quant_type` (paddlellm.quantization; int4 in groups of `group_size` rows): the layers' projections
+        """`quant_type` (paddlellm.quantization; int4 and grouped int8 in groups of `group_size` rows): the layers' projections
         quantized; with `quant_lm_head` the lm_head too (the embedding stays in `dtype`)."""
         super().__init__()
         self.config = config
