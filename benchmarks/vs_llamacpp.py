@@ -4,7 +4,7 @@
     python benchmarks/vs_llamacpp.py [--batch_sizes 1 4 8 12] [--prompt_tokens 128] [--new_tokens 64]
         [--threads 2] [--runs 2] [--stat best|median] [--output FILE.json]
         [--skip_ours | --skip_llamacpp | --skip_hf | --only_ours] [--ours_export_flags '--block_attn']
-        [--passes_off_batches 1 8] [--quant q8_0 | a8w8 | q4_0]
+        [--passes_off_batches 1 8] [--quant q8_0 | a8w8 | q4_0 | q8_0_kept]
 
 Same weights (the reference model SmolLM2-135M-Instruct, de-quantized to F32), same prompt length, new
 tokens, threads and batch sizes; each measurement is its own process. Steps:
@@ -26,7 +26,8 @@ tokens, threads and batch sizes; each measurement is its own process. Steps:
    --outtype q8_0; q4_0: benchmarks/gguf_requantize.py from the F32 GGUF; every matrix, the tied
    embedding/output included, in blocks of 32 with a float16 scale), ours the export with --quant_type
    weight_only_int8 (per-column scales), a8w8 (the same weights, int8 activations per token) or weight_only_int4
-   --group_size 32 (a scale and an offset per column and 32 rows), --quant_lm_head; at the
+   --group_size 32 (a scale and an offset per column and 32 rows), --quant_lm_head; q8_0_kept: the Q8_0 GGUF's own
+   blocks (convert_gguf.py --keep_quant: weight_only_int8 --group_size 32, the lm_head re-quantized so); at the
    --passes_off_batches sizes ours also runs the float32 export (with its IR passes) in place of the passes-off
    run, for the quantized/float32 ratio.
 Prints one Markdown table with the ratios and writes every raw number, the machine (CPU, avx2/avx512/amx),
@@ -62,7 +63,9 @@ TARGETS = ["llama-batched-bench"]
 # (a8w8 against Q8_0: llama.cpp's Q8_0 products also meet int8 activations)
 QUANTS = {"q8_0": ("q8_0", ["--quant_type", "weight_only_int8", "--quant_lm_head"]),
           "a8w8": ("q8_0", ["--quant_type", "a8w8", "--quant_lm_head"]),
-          "q4_0": ("q4_0", ["--quant_type", "weight_only_int4", "--quant_lm_head", "--group_size", "32"])}
+          "q4_0": ("q4_0", ["--quant_type", "weight_only_int4", "--quant_lm_head", "--group_size", "32"]),
+          "q8_0_kept": ("q8_0", ["--quant_type", "weight_only_int8", "--group_size", "32", "--quant_lm_head"])}
+KEPT = ("q8_0_kept",)  # ours exports a checkpoint converted from llama.cpp's own GGUF with --keep_quant
 CONVERTER_TYPES = ("f32", "q8_0")  # what convert_hf_to_gguf.py writes; others come from the F32 GGUF by
 # benchmarks/gguf_requantize.py
 
@@ -202,12 +205,18 @@ def prepare_models(work, llamacpp_src, export_flags, need_ours, need_gguf, quant
             print(f"re-quantizing it to {outtype.upper()} (benchmarks/gguf_requantize.py) ...", flush=True)
             run_child([sys.executable, ROOT / "benchmarks/gguf_requantize.py", source, gguf, outtype],
                       work / "logs" / "gguf_requantize", genv)
-    exports = {"float32": (work / "inference", export_flags)}
-    if quant:
-        exports[quant] = (work / f"inference_{quant}", export_flags + QUANTS[quant][1])
-    for name, (inference, flags) in exports.items() if need_ours else ():
+    exports = {"float32": (work / "inference", export_flags, checkpoint)}
+    if quant in KEPT:
+        kept = work / f"checkpoint_{quant}"
+        print(f"converting {gguf.name} with --keep_quant ...", flush=True)
+        run_child([sys.executable, ROOT / "llm/tools/convert_gguf.py", "--gguf", gguf, "--output_path", kept,
+                   "--overwrite", "--keep_quant"], work / "logs" / "convert_gguf_kept", env)
+        exports[quant] = (work / f"inference_{quant}", export_flags + QUANTS[quant][1], kept)
+    elif quant:
+        exports[quant] = (work / f"inference_{quant}", export_flags + QUANTS[quant][1], checkpoint)
+    for name, (inference, flags, source) in exports.items() if need_ours else ():
         print(f"exporting our inference model ({' '.join(flags) or 'no extra flags'}) ...", flush=True)
-        run_child([sys.executable, ROOT / "llm/predict/export_model.py", "--model_name_or_path", checkpoint,
+        run_child([sys.executable, ROOT / "llm/predict/export_model.py", "--model_name_or_path", source,
                    "--output_path", inference, "--inference_model", *flags], work / "logs" / f"export_{name}", env)
     return checkpoint, gguf, exports[quant or "float32"][0], exports["float32"][0]
 
@@ -386,7 +395,7 @@ def main():
         print(f"llama.cpp: {bin_dir}", flush=True)
         if args.build_only:
             return
-    need_gguf = not args.skip_llamacpp
+    need_gguf = not args.skip_llamacpp or args.quant in KEPT
     src = llamacpp_source(cache) if need_gguf else None
     checkpoint, gguf, inference, inference_float32 = prepare_models(
         work, src, shlex.split(args.ours_export_flags), not args.skip_ours, need_gguf, args.quant)

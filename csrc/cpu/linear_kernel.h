@@ -9,15 +9,17 @@ namespace paddlellm_cpu {
 // columns 32b .. 32b+31 row after row (zeros past N), so one block is one contiguous stream of K * 32 values.
 constexpr int64_t kLinearBlock = 32;
 // An int8 weight (W = q * scale, one scale per column and group of `group` rows; group K: per column) is stored as
-// [ceil(N / 32), 4 * K / group + K, 32] int8: each block starts with each group's 32 float32 scales (128 bytes: 4
-// rows of 32), then its K rows of 32 int8, so a block is still one contiguous stream, its scales read with it (as
-// llama.cpp's block_q8_0 keeps its scale; a Q8_0 weight is groups of 32).
+// [ceil(N / 32), 4 * K / group + K, 32] int8: each block is its groups in order, each group its 32 columns' float32
+// scales (128 bytes: 4 rows of 32) then its rows of 32 int8, so a block is one contiguous stream read front to
+// back, the scales with their rows (as llama.cpp's block_q8_0 keeps its scale; a Q8_0 weight is groups of 32).
+// Scales apart from their rows (all of a block's first) measured half the streaming rate at one row.
 constexpr int64_t kScaleRows = 4;
 // An int4 weight (W = q * scale + offset, q in [0, 15], a scale and an offset per column and group of `group`
 // rows, as llama.cpp's Q4_1 per block; group and K multiples of 32; scales and offsets float16 values) is stored
-// as [ceil(N / 32), 4 * K / group + K / 2, 32] uint8: each block starts with its K / group groups' 32 float16
-// scales and 32 float16 offsets (128 bytes a group, as Q4_1's d and m), then its K / 8 octets of rows, 128 bytes each: column c's 4 bytes (at 4c),
-// byte j holding q[8o + j][c] in its low and q[8o + 4 + j][c] in its high 4 bits. So a 4-byte lane is one
+// as [ceil(N / 32), 4 * K / group + K / 2, 32] uint8: each block is its K / group groups in order, each group its
+// 32 float16 scales and 32 float16 offsets (128 bytes, as Q4_1's d and m) then its group / 8 octets of rows, 128
+// bytes each: column c's 4 bytes (at 4c), byte j holding q[8o + j][c] in its low and q[8o + 4 + j][c] in its high
+// 4 bits. So a 4-byte lane is one
 // column's 8 rows, as byte dot products (vpdpbusd, pmaddubsw) take them against 4 + 4 int8 activations.
 // The int4 kernels multiply int8 activations: x quantized per row and block of kQuantBlock values
 // (xs = max |x| / 127, xq = round(x / xs), as llama.cpp's Q8 activations), with the block's float sum for the

@@ -55,10 +55,11 @@ phi::DenseTensor* scope_tensor(pir::Pass* pass, const pir::Value& param) {
 // [ceil(N / 32), K, 32], block b holding columns 32b.. row after row, zero past N. With `swiglu`, the first half
 // of the columns (gate) and the second (up) are packed apart and their blocks interleaved (ops.pack_swiglu_weight).
 // float32 and bfloat16 stay as they are; float16, which the CPU kernels do not read, becomes float32 (exactly).
-// Quantized weights (int8 values, csrc/cpu/linear_kernel.h): with column scales `scale` [N] float32 (or group
-// scales [G, N], K / G rows a group, a multiple of 32), int8 blocks [blocks, 4 G + K, 32], each group's 32 scales
-// first; with group scales and offsets [G, N] (int4; float16 values), uint8 blocks [blocks, 4 G + K / 2, 32]: each group's 32 scales and 32
-// offsets as float16, then octets of rows, a column's 8 rows in 4 bytes; with `a8w8` (column scales, for int8 activations; K a multiple of
+// Quantized weights (int8 values, csrc/cpu/linear_kernel.h; each block its groups in order, each its header then its
+// rows): with column scales `scale` [N] float32 (or group scales [G, N], K / G rows a group, a multiple of 32),
+// int8 blocks [blocks, 4 G + K, 32], a group's header its 32 scales; with group scales and offsets [G, N] (int4;
+// float16 values), uint8 blocks [blocks, 4 G + K / 2, 32]: a group's 32 scales and 32 offsets as float16, then
+// octets of rows, a column's 8 rows in 4 bytes; with `a8w8` (column scales, for int8 activations; K a multiple of
 // 32), uint8 blocks [blocks, 4 + K, 32]: the 32 scales, then quads of rows, a column's 4 rows in 4 bytes, each
 // q + 128.
 bool pack_weight(pir::Pass* pass, pir::Value param, bool swiglu, pir::Value scale, pir::Value offset, bool a8w8) {
@@ -90,46 +91,51 @@ bool pack_weight(pir::Pass* pass, pir::Value param, bool swiglu, pir::Value scal
     for (int64_t i = 0; i < K * N; ++i) out[i] = static_cast<float>(narrow[i]);
   }
   const int64_t n = N / halves, blocks = (n + kBlock - 1) / kBlock;
-  const int64_t scale_rows = kScaleRows * groups;  // int4: 32 float16 scales and 32 offsets a group
-  const int64_t rows = scale_rows + (int4 ? K / 2 : K);
+  const int64_t rows = kScaleRows * groups + (int4 ? K / 2 : K);
   const size_t size = phi::SizeOf(dtype);
   auto packed = std::static_pointer_cast<phi::DenseTensor>(
       paddle::empty({blocks * halves, rows, kBlock}, dtype, paddle::CPUPlace()).impl());
   const char* src = static_cast<const char*>(widen ? wide->data() : weight->data());
   char* dst = static_cast<char*>(packed->data());
   std::memset(dst, 0, packed->numel() * size);
+  // a quantized block: its groups in order, each its header (32 scales; int4: float16, and 32 offsets; zero past N)
+  // then its rows; a float block: its rows
+  const int64_t segments = std::max<int64_t>(groups, 1), group_k = K / segments;
+  const int64_t header_bytes = groups ? kScaleRows * kBlock : 0;
+  const int64_t segment_bytes = header_bytes + (int4 ? group_k / 2 : group_k) * kBlock * size;
+  const auto* q = reinterpret_cast<const int8_t*>(src);
   for (int64_t half = 0; half < halves; ++half)
     for (int64_t b = 0; b < blocks; ++b) {
       const int64_t columns = std::min(kBlock, n - b * kBlock), c0 = half * n + b * kBlock;
       char* block = dst + (b * halves + half) * rows * kBlock * size;
-      for (int64_t g = 0; g < groups; ++g) {  // 32 scales (int4: float16, and 32 offsets) a group (zero past N)
-        char* group = block + g * kScaleRows * kBlock;
+      for (int64_t g = 0; g < segments; ++g) {
+        char* header = block + g * segment_bytes;
         if (int4) {
-          auto* halves16 = reinterpret_cast<phi::dtype::float16*>(group);
+          auto* halves16 = reinterpret_cast<phi::dtype::float16*>(header);
           for (int64_t c = 0; c < columns; ++c) {
             halves16[c] = phi::dtype::float16(scales->data<float>()[g * N + c0 + c]);
             halves16[kBlock + c] = phi::dtype::float16(offsets->data<float>()[g * N + c0 + c]);
           }
-        } else {
-          std::memcpy(group, scales->data<float>() + g * N + c0, columns * sizeof(float));
+        } else if (groups) {
+          std::memcpy(header, scales->data<float>() + g * N + c0, columns * sizeof(float));
         }
-      }
-      char* values = block + scale_rows * kBlock * size;
-      const auto* q = reinterpret_cast<const int8_t*>(src);
-      if (a8w8) {  // quads of rows: column c's 4 bytes, byte j = row 4o + j, + 128
-        for (int64_t o = 0; o < K / 4; ++o)
-          for (int64_t c = 0; c < columns; ++c)
-            for (int64_t j = 0; j < 4; ++j)
-              values[(o * kBlock + c) * 4 + j] = static_cast<char>(q[(4 * o + j) * N + c0 + c] + 128);
-      } else if (int4) {  // octets of rows: column c's 4 bytes, byte j = row 8o + j | row 8o + 4 + j << 4
-        for (int64_t o = 0; o < K / 8; ++o)
-          for (int64_t c = 0; c < columns; ++c)
-            for (int64_t j = 0; j < 4; ++j)
-              values[(o * kBlock + c) * 4 + j] =
-                  static_cast<char>(q[(8 * o + j) * N + c0 + c] | (q[(8 * o + 4 + j) * N + c0 + c] << 4));
-      } else {
-        for (int64_t k = 0; k < K; ++k)
-          std::memcpy(values + k * kBlock * size, src + (k * N + c0) * size, columns * size);
+        char* values = header + header_bytes;
+        const int64_t k0 = g * group_k;
+        if (a8w8) {  // quads of rows: column c's 4 bytes, byte j = row 4o + j, + 128
+          for (int64_t o = 0; o < group_k / 4; ++o)
+            for (int64_t c = 0; c < columns; ++c)
+              for (int64_t j = 0; j < 4; ++j)
+                values[(o * kBlock + c) * 4 + j] = static_cast<char>(q[(k0 + 4 * o + j) * N + c0 + c] + 128);
+        } else if (int4) {  // octets of rows: column c's 4 bytes, byte j = row 8o + j | row 8o + 4 + j << 4
+          for (int64_t o = 0; o < group_k / 8; ++o)
+            for (int64_t c = 0; c < columns; ++c)
+              for (int64_t j = 0; j < 4; ++j)
+                values[(o * kBlock + c) * 4 + j] = static_cast<char>(q[(k0 + 8 * o + j) * N + c0 + c] |
+                                                                     (q[(k0 + 8 * o + 4 + j) * N + c0 + c] << 4));
+        } else {
+          for (int64_t k = 0; k < group_k; ++k)
+            std::memcpy(values + k * kBlock * size, src + ((k0 + k) * N + c0) * size, columns * size);
+        }
       }
     }
   *weight = *packed;

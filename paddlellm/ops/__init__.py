@@ -122,12 +122,12 @@ def pack_linear_weight(weight, scale=None, offset=None, a8w8=False):
     row, zero-padded past N. Plain Paddle ops (pad, reshape, transpose), same dtype. Quantized weights (int8
     values q), as csrc/cpu/linear_kernel.h lays them out:
     - int8, `scale` [N] or [K / group, N] float32 (W = q * scale per column, or per column and group of rows;
-      groups multiples of 32): each block starts with each group's 32 scales (their float32 bytes as 4 rows of 32
-      int8), [ceil(N / 32), 4 * K / group + K, 32] int8;
+      groups multiples of 32): each block is its groups in order, each its 32 scales (their float32 bytes as 4 rows
+      of 32 int8) then its rows, [ceil(N / 32), 4 * K / group + K, 32] int8;
     - int4, `scale` and `offset` [K / group, N] (W = q * scale + offset, q in [0, 15], per column and group of
-      rows; K and group multiples of 32; float16 values, stored as such): each block starts with each group's 32
-      scales and 32 offsets, then its K / 8 octets of rows: column c's 4 bytes, byte j holding rows 8o + j and
-      8o + 4 + j in its low and high 4 bits, [ceil(N / 32), 4 * K / group + K / 2, 32] uint8;
+      rows; K and group multiples of 32; float16 values, stored as such): each block is its groups in order, each
+      its 32 scales and 32 offsets then its group / 8 octets of rows: column c's 4 bytes, byte j holding rows
+      8o + j and 8o + 4 + j in its low and high 4 bits, [ceil(N / 32), 4 * K / group + K / 2, 32] uint8;
     - a8w8 (`a8w8`, `scale` [N]: W = q * scale, met by int8 activations; K a multiple of 32): each block starts
       with its 32 columns' scales, then its K / 4 quads of rows: column c's 4 bytes its rows 4o .. 4o + 3, each
       q + 128, [ceil(N / 32), 4 + K, 32] uint8."""
@@ -153,15 +153,20 @@ def pack_linear_weight(weight, scale=None, offset=None, a8w8=False):
         biased = (values.astype(np.int16) + 128).astype(np.uint8)
         quads = biased.reshape(blocks, k // 4, 4, LINEAR_BLOCK).transpose(0, 1, 3, 2)  # [b, o, c, j]
         return paddle.to_tensor(np.concatenate([header, quads.reshape(blocks, k, LINEAR_BLOCK)], axis=1))
+    def grouped(header, rows):  # [blocks, 4 G, 32] and [blocks, G * R, 32] -> each group's header, then its rows
+        g = header.shape[1] // SCALE_ROWS
+        return np.concatenate([header.reshape(blocks, g, SCALE_ROWS, LINEAR_BLOCK),
+                               rows.reshape(blocks, g, -1, LINEAR_BLOCK)], axis=2).reshape(blocks, -1, LINEAR_BLOCK)
+
     if offset is None:
         header = by_block(np.asarray(scale, np.float32).reshape(-1, n))
-        return paddle.to_tensor(np.concatenate([header.view(np.int8), values], axis=1))
+        return paddle.to_tensor(grouped(header.view(np.int8), values))
     scale, offset = np.asarray(scale, np.float32), np.asarray(offset, np.float32)
     groups = np.stack([scale, offset], axis=1).reshape(2 * len(scale), n)  # per group: scales, offsets
     header = by_block(groups, np.float16)
     octets = values.astype(np.uint8).reshape(blocks, k // 8, 2, 4, LINEAR_BLOCK)  # [b, o, low/high, j, c]
     lanes = (octets[:, :, 0] | (octets[:, :, 1] << 4)).transpose(0, 1, 3, 2)  # [b, o, c, j]
-    return paddle.to_tensor(np.concatenate([header, lanes.reshape(blocks, k // 2, LINEAR_BLOCK)], axis=1))
+    return paddle.to_tensor(grouped(header, lanes.reshape(blocks, k // 2, LINEAR_BLOCK)))
 
 
 def quantize_activations(x):
@@ -175,6 +180,22 @@ def quantize_activations(x):
     return (np.rint(blocks * inverse).astype(np.float64) * scale.astype(np.float64)).reshape(x.shape)
 
 
+def _unpack_groups(raw, int8, k, offsets):
+    """A grouped int8 / int4 packed weight's [blocks, K, 32] float32 values from its groups (header, then rows)."""
+    groups = 1 if k is None else (raw.shape[1] - (k if int8 else k // 2)) // SCALE_ROWS
+    segments = raw.reshape(raw.shape[0], groups, -1, LINEAR_BLOCK)
+    header = np.ascontiguousarray(segments[:, :, :SCALE_ROWS]).view(np.float32 if int8 else np.float16)
+    header = header.astype(np.float32).reshape(raw.shape[0], groups, -1, LINEAR_BLOCK)  # int4: scales, offsets
+    rows = segments[:, :, SCALE_ROWS:].reshape(raw.shape[0], -1, LINEAR_BLOCK)
+    if int8:
+        return rows.astype(np.float32) * np.repeat(header[:, :, 0], rows.shape[1] // groups, axis=1)
+    lanes = rows.reshape(raw.shape[0], k // 8, LINEAR_BLOCK, 4)  # [b, o, c, j]
+    q = np.stack([lanes & 15, lanes >> 4], axis=2).transpose(0, 1, 2, 4, 3)  # [b, o, low/high, j, c]
+    values = q.reshape(raw.shape[0], k, LINEAR_BLOCK).astype(np.float32) * np.repeat(header[:, :, 0], k // groups,
+                                                                                       axis=1)
+    return values + np.repeat(header[:, :, 1], k // groups, axis=1) if offsets else values
+
+
 def unpack_linear_weight(packed, n, k=None, offsets=True):
     """The [K, n] float32 numpy matrix a packed weight holds (quantized ones' scales applied; an int4, a8w8 or
     grouped int8 one needs its K, and with offsets=False an int4 one leaves its offsets out): for references and tests. With
@@ -184,22 +205,8 @@ def unpack_linear_weight(packed, n, k=None, offsets=True):
         scales = np.ascontiguousarray(raw[:, :SCALE_ROWS]).view(np.float32).reshape(raw.shape[0], 1, LINEAR_BLOCK)
         quads = raw[:, SCALE_ROWS:].reshape(raw.shape[0], k // 4, LINEAR_BLOCK, 4).transpose(0, 1, 3, 2)
         values = (quads.reshape(raw.shape[0], k, LINEAR_BLOCK).astype(np.float32) - 128) * scales
-    elif packed.dtype == paddle.int8:
-        groups = 1 if k is None else (raw.shape[1] - k) // SCALE_ROWS
-        scales = np.ascontiguousarray(raw[:, : SCALE_ROWS * groups]).view(np.float32)
-        scales = np.repeat(scales.reshape(raw.shape[0], groups, LINEAR_BLOCK), (raw.shape[1] - SCALE_ROWS * groups)
-                           // groups, axis=1)
-        values = raw[:, SCALE_ROWS * groups:].astype(np.float32) * scales
-    elif packed.dtype == paddle.uint8:
-        groups = (raw.shape[1] - k // 2) // SCALE_ROWS
-        header = np.ascontiguousarray(raw[:, : SCALE_ROWS * groups]).view(np.float16).astype(np.float32)
-        header = header.reshape(raw.shape[0], groups, 2, LINEAR_BLOCK)
-        lanes = raw[:, SCALE_ROWS * groups:].reshape(raw.shape[0], k // 8, LINEAR_BLOCK, 4)  # [b, o, c, j]
-        q = np.stack([lanes & 15, lanes >> 4], axis=2).transpose(0, 1, 2, 4, 3)  # [b, o, low/high, j, c]
-        q = q.reshape(raw.shape[0], k, LINEAR_BLOCK).astype(np.float32)
-        values = q * np.repeat(header[:, :, 0], k // groups, axis=1)
-        if offsets:
-            values = values + np.repeat(header[:, :, 1], k // groups, axis=1)
+    elif packed.dtype in (paddle.int8, paddle.uint8):
+        values = _unpack_groups(raw, packed.dtype == paddle.int8, k, offsets)
     else:
         values = packed.astype("float32").numpy()
     if n is None:
