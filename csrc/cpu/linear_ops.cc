@@ -42,8 +42,8 @@ static int64_t group_of(const paddle::Tensor& w, int64_t K) {
   return K % groups == 0 && ((int8 && groups == 1) || (K / groups) % kQuantBlock == 0) ? K / groups : 0;
 }
 
-// x [M, K] -> int8 per row and block of kQuantBlock (linear_kernel.h): xs = max |x| / 127, xq = round(x / xs) (as
-// x * (1 / xs), to nearest even), each block's sum of x (in order) and of xq.
+// x [M, K] -> int8 per row and block of kQuantBlock (linear_kernel.h; quantize_int8_values), each block's sum of x
+// (in order) and of xq.
 static void quantize_rows(const float* x, int64_t M, int64_t K, int8_t* xq, float* xs, float* xsum, int32_t* xqsum) {
   constexpr int64_t block = kQuantBlock;
   const int64_t blocks = K / block;
@@ -51,18 +51,14 @@ static void quantize_rows(const float* x, int64_t M, int64_t K, int8_t* xq, floa
   for (int64_t m = 0; m < M; ++m)
     for (int64_t b = 0; b < blocks; ++b) {
       const float* in = x + m * K + b * block;
-      float amax = 0.f, sum = 0.f;
-      for (int64_t k = 0; k < block; ++k) {
-        amax = std::max(amax, std::fabs(in[k]));
-        sum += in[k];
-      }
-      const float scale = amax / 127.f, inverse = scale > 0.f ? 1.f / scale : 0.f;
+      int8_t* q = xq + m * K + b * block;
+      float sum = 0.f;
       int32_t qsum = 0;
+      xs[m * blocks + b] = quantize_int8_values(in, block, q);
       for (int64_t k = 0; k < block; ++k) {
-        xq[m * K + b * block + k] = static_cast<int8_t>(std::nearbyint(in[k] * inverse));
-        qsum += xq[m * K + b * block + k];
+        sum += in[k];
+        qsum += q[k];
       }
-      xs[m * blocks + b] = scale;
       xsum[m * blocks + b] = sum;
       xqsum[m * blocks + b] = qsum;
     }

@@ -100,10 +100,7 @@ using namespace paddlellm_cpu;
 // An int8 cache row (attention_kernel.h): scale = max |x| / 127, q = round(x / scale) (as x * (1 / scale), to
 // nearest even), then the scale's 4 bytes.
 static void quantize_row(const float* in, int64_t D, int8_t* out) {
-  float amax = 0.f;
-  for (int64_t d = 0; d < D; ++d) amax = std::max(amax, std::fabs(in[d]));
-  const float scale = amax / 127.f, inverse = scale > 0.f ? 1.f / scale : 0.f;
-  for (int64_t d = 0; d < D; ++d) out[d] = static_cast<int8_t>(std::nearbyint(in[d] * inverse));
+  const float scale = quantize_int8_values(in, D, out);
   std::memcpy(out + D, &scale, sizeof scale);
 }
 
