@@ -10,8 +10,9 @@ def main(argv):
     parser.add_argument("--output_path", required=True, help="output directory for the HF checkpoint")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty output directory")
     parser.add_argument("--keep_quant", action="store_true",
-                        help="keep Q4_0 / Q4_1 layer weights as weight_only_int4 (groups of 32) without a float "
-                             "round trip; the checkpoint is then for export_model.py only (Q8_0 does not line up)")
+                        help="keep Q4_0 / Q4_1 layer weights as weight_only_int4 and Q8_0 ones as weight_only_int8 "
+                             "(groups of 32) without a float round trip; the checkpoint is then for export_model.py "
+                             "only")
     args = parser.parse_args(argv)
     from paddlellm.convert.gguf import convert
 

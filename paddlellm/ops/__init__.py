@@ -198,8 +198,8 @@ def _unpack_groups(raw, int8, k, offsets):
 
 def unpack_linear_weight(packed, n, k=None, offsets=True):
     """The [K, n] float32 numpy matrix a packed weight holds (quantized ones' scales applied; an int4, a8w8 or
-    grouped int8 one needs its K, and with offsets=False an int4 one leaves its offsets out): for references and tests. With
-    n = None, the [blocks, K, 32] blocks instead."""
+    grouped int8 one needs its K, and with offsets=False an int4 one leaves its offsets out): for references and
+    tests. With n = None, the [blocks, K, 32] blocks instead."""
     raw = packed.numpy()
     if k is not None and is_a8w8(packed, k):
         scales = np.ascontiguousarray(raw[:, :SCALE_ROWS]).view(np.float32).reshape(raw.shape[0], 1, LINEAR_BLOCK)
