@@ -4,6 +4,7 @@
     python benchmarks/vs_llamacpp.py [--batch_sizes 1 4 8 12] [--prompt_tokens 128] [--new_tokens 64]
         [--threads 2] [--runs 2] [--stat best|median] [--output FILE.json]
         [--skip_ours | --skip_llamacpp | --skip_hf | --only_ours] [--ours_export_flags '--block_attn']
+        [--llamacpp_flags '-ctk q8_0 -ctv q8_0 -fa on']
         [--passes_off_batches 1 8] [--quant q8_0 | a8w8 | q4_0 | q8_0_kept]
 
 Same weights (the reference model SmolLM2-135M-Instruct, de-quantized to F32), same prompt length, new
@@ -248,10 +249,10 @@ def parse_batched_bench(stdout):
     return [json.loads(line) for line in stdout.splitlines() if line.startswith("{") and '"speed_tg"' in line]
 
 
-def run_llamacpp(bin_dir, gguf, P, N, B, T, work, tag):
+def run_llamacpp(bin_dir, gguf, P, N, B, T, work, tag, flags=()):
     log = work / "logs" / f"llamacpp_b{B}_{tag}"
     cmd = [bin_dir / "llama-batched-bench", "-m", gguf, "-c", B * (P + N), "-b", 2048, "-ub", 512,
-           "-npp", P, "-ntg", N, "-npl", B, "-t", T, "--output-format", "jsonl"]
+           "-npp", P, "-ntg", N, "-npl", B, "-t", T, "--output-format", "jsonl", *flags]
     stdout, seconds, rss = run_child(cmd, log, child_env())
     records = parse_batched_bench(stdout)
     if len(records) != 1:
@@ -365,6 +366,9 @@ def main():
                    help="checkpoint, GGUF, export and logs")
     p.add_argument("--llamacpp_cache", default=str(Path.home() / ".cache/paddlellm/llamacpp" / LLAMA_CPP_PYTHON),
                    help="where the llama-cpp-python sdist and the llama.cpp build are kept")
+    p.add_argument("--llamacpp_flags", default="",
+                   help="more llama-batched-bench flags, e.g. '-ctk q8_0 -ctv q8_0 -fa on' (an int8 KV cache, as ours "
+                        "with --ours_export_flags '--block_attn --cachekv_int8_type dynamic')")
     p.add_argument("--ours_export_flags", default="--block_attn",
                    help="extra flags for our export_model.py (e.g. '--block_attn --block_size 32')")
     p.add_argument("--passes_off_batches", type=int, nargs="*", default=[1, 8],
@@ -424,7 +428,7 @@ def main():
                     elif tool == "ours_float32":
                         s = run_ours(inference_float32, P, N, B, T, work, f"float32_{run}")
                     elif tool == "llamacpp":
-                        s = run_llamacpp(bin_dir, gguf, P, N, B, T, work, run)
+                        s = run_llamacpp(bin_dir, gguf, P, N, B, T, work, run, shlex.split(args.llamacpp_flags))
                     else:
                         s = run_hf(checkpoint, P, N, B, T, work, run)
                     s["loadavg_1m_before"] = load
@@ -450,6 +454,7 @@ def main():
         "machine": machine,
         "settings": {"prompt_tokens": P, "new_tokens": N, "threads": T, "runs": args.runs, "stat": args.stat,
                      "batch_sizes": args.batch_sizes, "ours_export_flags": args.ours_export_flags,
+                     "llamacpp_flags": args.llamacpp_flags,
                      "passes_off_batches": args.passes_off_batches, "quant": args.quant},
         "llamacpp": {"llama_cpp_python": LLAMA_CPP_PYTHON, "build": build_record, "cpu_variant": variant},
         "table": table, "medians": rows, "samples": {t: {str(B): v for B, v in s.items()} for t, s in samples.items()},
