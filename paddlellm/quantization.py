@@ -22,14 +22,15 @@ QUANT_TYPES = ("weight_only_int8", "weight_only_int4", "a8w8")
 DEFAULT_GROUP_SIZE = 32
 
 
+CACHEKV_INT8_TYPES = ("dynamic", "static")
+
+
 def check_cachekv_int8_type(kind, device="cpu"):
-    """None (a float cache) or "dynamic": each token's K and V rows of each head stored as int8 with their own
-    scale (max |x| / 127) computed as they are written (csrc/cpu/attention_kernel.h); else a UserError."""
-    if kind == "static":
-        raise UserError("--cachekv_int8_type static needs per-head scales calibrated on data, which paddlellm does "
-                        "not compute (use --cachekv_int8_type dynamic: scales computed per row as it is written)")
-    if kind not in (None, "dynamic"):
-        raise UserError(f"--cachekv_int8_type {kind} is not supported (choose dynamic)")
+    """None (a float cache), "dynamic" (each token's K and V rows of each head stored as int8 with their own scale,
+    max |x| / 127, computed as they are written: csrc/cpu/attention_kernel.h) or "static" (one scale per layer
+    and head, calibrated at export: paddlellm.export.calibration); else a UserError."""
+    if kind not in (None,) + CACHEKV_INT8_TYPES:
+        raise UserError(f"--cachekv_int8_type {kind} is not supported (choose {' or '.join(CACHEKV_INT8_TYPES)})")
     if kind and device != "cpu":
         raise UserError(f"--cachekv_int8_type {kind}: the int8 KV cache has CPU kernels only, not the {device}'s "
                         "(export for --device cpu, or drop --cachekv_int8_type)")

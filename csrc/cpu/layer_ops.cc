@@ -19,7 +19,9 @@ void FusedDecoderLayer(paddle::Tensor& h, paddle::Tensor& delta, const paddle::T
                        const paddle::Tensor& seq_lens_decoder, const paddle::Tensor& input_norm,
                        const paddle::Tensor& qkv_proj, const paddle::Tensor& o_proj,
                        const paddle::Tensor& post_attention_norm, const paddle::Tensor& gate_up_proj,
-                       const paddle::Tensor& down_proj, float epsilon, int64_t num_heads, int64_t intermediate_size) {
+                       const paddle::Tensor& down_proj, const paddle::optional<paddle::Tensor>& key_scale,
+                       const paddle::optional<paddle::Tensor>& value_scale, float epsilon, int64_t num_heads,
+                       int64_t intermediate_size) {
   const char* op = "paddlellm_fused_decoder_layer";
   const auto hs = h.shape(), cs = key_cache.shape();
   PD_CHECK(hs.size() == 2 && delta.shape() == hs, op, ": h and delta must both be [tokens, hidden]");
@@ -50,7 +52,8 @@ void FusedDecoderLayer(paddle::Tensor& h, paddle::Tensor& delta, const paddle::T
     std::memcpy(v.data<float>() + t * kv_heads * D, row + (num_heads + kv_heads) * D, kv_heads * D * sizeof(float));
   }
   RotaryEmbedding(q, k, positions, inv_freq, false);
-  WriteCacheKV(k, v, key_cache, value_cache, block_tables, seq_lens_this_time, seq_lens_decoder);
+  WriteCacheKV(k, v, key_cache, value_cache, block_tables, seq_lens_this_time, seq_lens_decoder, key_scale,
+               value_scale);
   auto attn = BlockAttention(q, key_cache, value_cache, block_tables, seq_lens_this_time, seq_lens_decoder)[0];
   auto attn_out = empty({T, H});
   linear_compute(attn.data<float>(), T, num_heads * D, o_proj, H, false, attn_out.data<float>());
@@ -68,7 +71,9 @@ std::vector<std::vector<int64_t>> FusedDecoderLayerInferShape(
     const std::vector<int64_t>& seq_lens_this_time, const std::vector<int64_t>& seq_lens_decoder,
     const std::vector<int64_t>& input_norm, const std::vector<int64_t>& qkv_proj, const std::vector<int64_t>& o_proj,
     const std::vector<int64_t>& post_attention_norm, const std::vector<int64_t>& gate_up_proj,
-    const std::vector<int64_t>& down_proj, float epsilon, int64_t num_heads, int64_t intermediate_size) {
+    const std::vector<int64_t>& down_proj, const paddle::optional<std::vector<int64_t>>& key_scale,
+    const paddle::optional<std::vector<int64_t>>& value_scale, float epsilon, int64_t num_heads,
+    int64_t intermediate_size) {
   return {h, delta, key_cache, value_cache};
 }
 
@@ -78,14 +83,15 @@ std::vector<paddle::DataType> FusedDecoderLayerInferDtype(
     const paddle::DataType& block_tables, const paddle::DataType& seq_lens_this_time,
     const paddle::DataType& seq_lens_decoder, const paddle::DataType& input_norm, const paddle::DataType& qkv_proj,
     const paddle::DataType& o_proj, const paddle::DataType& post_attention_norm, const paddle::DataType& gate_up_proj,
-    const paddle::DataType& down_proj) {
+    const paddle::DataType& down_proj, const paddle::optional<paddle::DataType>& key_scale,
+    const paddle::optional<paddle::DataType>& value_scale) {
   return {h, delta, key_cache, value_cache};
 }
 
 PD_BUILD_OP(paddlellm_fused_decoder_layer)
     .Inputs({"h", "delta", "positions", "inv_freq", "key_cache", "value_cache", "block_tables", "seq_lens_this_time",
              "seq_lens_decoder", "input_norm", "qkv_proj", "o_proj", "post_attention_norm", "gate_up_proj",
-             "down_proj"})
+             "down_proj", paddle::Optional("key_scale"), paddle::Optional("value_scale")})
     .Outputs({"h_out", "delta_out", "key_cache_out", "value_cache_out"})
     .Attrs({"epsilon: float", "num_heads: int64_t", "intermediate_size: int64_t"})
     .SetInplaceMap({{"h", "h_out"}, {"delta", "delta_out"}, {"key_cache", "key_cache_out"},

@@ -40,7 +40,9 @@ CacheType cache_type(const paddle::Tensor& cache);  // a KV cache's element type
 }  // namespace paddlellm_cpu
 void WriteCacheKV(const paddle::Tensor& key, const paddle::Tensor& value, paddle::Tensor& key_cache,
                   paddle::Tensor& value_cache, const paddle::Tensor& block_tables,
-                  const paddle::Tensor& seq_lens_this_time, const paddle::Tensor& seq_lens_decoder);
+                  const paddle::Tensor& seq_lens_this_time, const paddle::Tensor& seq_lens_decoder,
+                  const paddle::optional<paddle::Tensor>& key_scale,
+                  const paddle::optional<paddle::Tensor>& value_scale);
 std::vector<paddle::Tensor> BlockAttention(const paddle::Tensor& q, const paddle::Tensor& key_cache,
                                            const paddle::Tensor& value_cache, const paddle::Tensor& block_tables,
                                            const paddle::Tensor& seq_lens_this_time,

@@ -97,15 +97,25 @@ using namespace paddlellm_cpu;
 
 // ---------------------------------------------------------------- write_cache_kv
 
-// An int8 cache row (attention_kernel.h): scale = max |x| / 127, q = round(x / scale) (as x * (1 / scale), to
-// nearest even), then the scale's 4 bytes.
-static void quantize_row(const float* in, int64_t D, int8_t* out) {
-  const float scale = quantize_int8_values(in, D, out);
+// An int8 cache row (attention_kernel.h): q = round(x / scale) (as x * (1 / scale), to nearest even), then the
+// scale's 4 bytes. Dynamic (static_scale 0): scale = max |x| / 127, the row's own. Static (--cachekv_int8_type
+// static): the head's calibrated scale, values beyond 127 * scale clamped to +-127.
+static void quantize_row(const float* in, int64_t D, float static_scale, int8_t* out) {
+  float scale = static_scale;
+  if (scale > 0.f) {
+    const float inverse = 1.f / scale;
+    constexpr float kMagic = 12582912.f;  // rounds as quantize_int8_values does
+    for (int64_t d = 0; d < D; ++d)
+      out[d] = static_cast<int8_t>((std::min(std::max(in[d] * inverse, -127.f), 127.f) + kMagic) - kMagic);
+  } else {
+    scale = quantize_int8_values(in, D, out);
+  }
   std::memcpy(out + D, &scale, sizeof scale);
 }
 
+// head_scales: the static scale of each kv head (int8 caches), or null (dynamic).
 template <typename Src, typename Dst>
-static void write_rows(const Batch& b, const Src* src, Dst* cache) {
+static void write_rows(const Batch& b, const Src* src, const float* head_scales, Dst* cache) {
   const int64_t H = b.kv_heads, D = b.head_dim;
   const int64_t row_size = std::is_same<Dst, int8_t>::value ? D + kCacheScaleBytes : D;
   std::vector<int64_t> seq_of(b.T), pos_of(b.T);
@@ -124,7 +134,7 @@ static void write_rows(const Batch& b, const Src* src, Dst* cache) {
       if constexpr (std::is_same<Src, Dst>::value) {
         std::memcpy(out, in, D * sizeof(Dst));
       } else if constexpr (std::is_same<Dst, int8_t>::value) {
-        quantize_row(in, D, out);
+        quantize_row(in, D, head_scales ? head_scales[h] : 0.f, out);
       } else {
         for (int64_t d = 0; d < D; ++d) out[d] = float_to_bf16_bits(in[d]);
       }
@@ -132,21 +142,37 @@ static void write_rows(const Batch& b, const Src* src, Dst* cache) {
   }
 }
 
-static void write_one(const Batch& b, const paddle::Tensor& x, paddle::Tensor& cache) {
+static void write_one(const Batch& b, const paddle::Tensor& x, const float* head_scales, paddle::Tensor& cache) {
   if (b.cache == CacheType::kInt8) {
-    write_rows(b, x.data<float>(), cache.data<int8_t>());
+    write_rows(b, x.data<float>(), head_scales, cache.data<int8_t>());
   } else if (x.dtype() == cache.dtype() && x.dtype() == paddle::DataType::FLOAT32) {
-    write_rows(b, x.data<float>(), cache.data<float>());
+    write_rows(b, x.data<float>(), nullptr, cache.data<float>());
   } else if (x.dtype() == cache.dtype()) {  // bfloat16 into bfloat16: raw bits
-    write_rows(b, static_cast<const uint16_t*>(x.data()), static_cast<uint16_t*>(cache.data()));
+    write_rows(b, static_cast<const uint16_t*>(x.data()), nullptr, static_cast<uint16_t*>(cache.data()));
   } else {
-    write_rows(b, x.data<float>(), static_cast<uint16_t*>(cache.data()));
+    write_rows(b, x.data<float>(), nullptr, static_cast<uint16_t*>(cache.data()));
   }
+}
+
+// A static int8 cache's per-head scales: float32 [num_kv_heads], positive and finite; null when absent.
+static const float* static_scales(const char* op, const char* name, const paddle::optional<paddle::Tensor>& scale,
+                                  const Batch& b) {
+  if (!scale) return nullptr;
+  PD_CHECK(b.cache == CacheType::kInt8, op, ": ", name, " is a static int8 cache's scale, but the cache is not int8");
+  PD_CHECK(scale->is_cpu() && scale->dtype() == paddle::DataType::FLOAT32 && scale->numel() == b.kv_heads, op, ": ",
+           name, " must be float32 [num_kv_heads] (", b.kv_heads, ") on the CPU");
+  const float* values = scale->data<float>();
+  for (int64_t h = 0; h < b.kv_heads; ++h)
+    PD_CHECK(std::isfinite(values[h]) && values[h] > 0.f, op, ": ", name, "[", h, "] = ", values[h],
+             " is not a positive scale");
+  return values;
 }
 
 void WriteCacheKV(const paddle::Tensor& key, const paddle::Tensor& value, paddle::Tensor& key_cache,
                   paddle::Tensor& value_cache, const paddle::Tensor& block_tables,
-                  const paddle::Tensor& seq_lens_this_time, const paddle::Tensor& seq_lens_decoder) {
+                  const paddle::Tensor& seq_lens_this_time, const paddle::Tensor& seq_lens_decoder,
+                  const paddle::optional<paddle::Tensor>& key_scale,
+                  const paddle::optional<paddle::Tensor>& value_scale) {
   const char* op = "paddlellm_write_cache_kv";
   PD_CHECK(key.is_cpu() && value.is_cpu(), op, ": key and value must be CPU tensors");
   auto ks = key.shape();
@@ -158,28 +184,33 @@ void WriteCacheKV(const paddle::Tensor& key, const paddle::Tensor& value, paddle
   for (const paddle::Tensor* x : {&key, &value})
     PD_CHECK(x->dtype() == paddle::DataType::FLOAT32 || (b.cache != CacheType::kInt8 && x->dtype() == key_cache.dtype()),
              op, ": key/value must be float32 or the (float) cache's dtype");
+  PD_CHECK(bool(key_scale) == bool(value_scale), op, ": key_scale and value_scale come together (a static int8 cache)");
+  const float* k_scales = static_scales(op, "key_scale", key_scale, b);
+  const float* v_scales = static_scales(op, "value_scale", value_scale, b);
   if (b.T == 0) return;
-  write_one(b, key, key_cache);
-  write_one(b, value, value_cache);
+  write_one(b, key, k_scales, key_cache);
+  write_one(b, value, v_scales, value_cache);
 }
 
 std::vector<std::vector<int64_t>> WriteCacheKVInferShape(
     const std::vector<int64_t>& key, const std::vector<int64_t>& value, const std::vector<int64_t>& key_cache,
     const std::vector<int64_t>& value_cache, const std::vector<int64_t>& block_tables,
-    const std::vector<int64_t>& seq_lens_this_time, const std::vector<int64_t>& seq_lens_decoder) {
+    const std::vector<int64_t>& seq_lens_this_time, const std::vector<int64_t>& seq_lens_decoder,
+    const paddle::optional<std::vector<int64_t>>& key_scale, const paddle::optional<std::vector<int64_t>>& value_scale) {
   return {key_cache, value_cache};
 }
 
 std::vector<paddle::DataType> WriteCacheKVInferDtype(
     const paddle::DataType& key, const paddle::DataType& value, const paddle::DataType& key_cache,
     const paddle::DataType& value_cache, const paddle::DataType& block_tables,
-    const paddle::DataType& seq_lens_this_time, const paddle::DataType& seq_lens_decoder) {
+    const paddle::DataType& seq_lens_this_time, const paddle::DataType& seq_lens_decoder,
+    const paddle::optional<paddle::DataType>& key_scale, const paddle::optional<paddle::DataType>& value_scale) {
   return {key_cache, value_cache};
 }
 
 PD_BUILD_OP(paddlellm_write_cache_kv)
-    .Inputs({"key", "value", "key_cache", "value_cache", "block_tables", "seq_lens_this_time",
-             "seq_lens_decoder"})
+    .Inputs({"key", "value", "key_cache", "value_cache", "block_tables", "seq_lens_this_time", "seq_lens_decoder",
+             paddle::Optional("key_scale"), paddle::Optional("value_scale")})
     .Outputs({"key_cache_out", "value_cache_out"})
     .SetInplaceMap({{"key_cache", "key_cache_out"}, {"value_cache", "value_cache_out"}})
     .SetKernelFn(PD_KERNEL(WriteCacheKV))

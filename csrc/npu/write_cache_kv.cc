@@ -29,10 +29,14 @@ void scatter_rows(const paddle::Tensor& x, paddle::Tensor& cache, const paddle::
 
 void NpuWriteCacheKV(const paddle::Tensor& key, const paddle::Tensor& value, paddle::Tensor& key_cache,
                      paddle::Tensor& value_cache, const paddle::Tensor& block_tables,
-                     const paddle::Tensor& seq_lens_this_time, const paddle::Tensor& seq_lens_decoder) {
+                     const paddle::Tensor& seq_lens_this_time, const paddle::Tensor& seq_lens_decoder,
+                     const paddle::optional<paddle::Tensor>& key_scale,
+                     const paddle::optional<paddle::Tensor>& value_scale) {
   const char* op = "paddlellm_write_cache_kv";
   check_on_device(op, "key", key);
   check_on_device(op, "value", value);
+  PD_CHECK(!key_scale && !value_scale, op, ": key_scale / value_scale are a static int8 cache's, which only the ",
+           "CPU has (--cachekv_int8_type is CPU-only)");
   const auto ks = key.shape();
   PD_CHECK(ks.size() == 3, op, ": key must be [tokens, num_kv_heads, head_dim], got ", shape_str(ks));
   PD_CHECK(value.shape() == ks, op, ": value must have key's shape ", shape_str(ks), ", got ",
@@ -71,20 +75,22 @@ void NpuWriteCacheKV(const paddle::Tensor& key, const paddle::Tensor& value, pad
 std::vector<std::vector<int64_t>> NpuWriteCacheKVInferShape(
     const std::vector<int64_t>& key, const std::vector<int64_t>& value, const std::vector<int64_t>& key_cache,
     const std::vector<int64_t>& value_cache, const std::vector<int64_t>& block_tables,
-    const std::vector<int64_t>& seq_lens_this_time, const std::vector<int64_t>& seq_lens_decoder) {
+    const std::vector<int64_t>& seq_lens_this_time, const std::vector<int64_t>& seq_lens_decoder,
+    const paddle::optional<std::vector<int64_t>>& key_scale, const paddle::optional<std::vector<int64_t>>& value_scale) {
   return {key_cache, value_cache};
 }
 
 std::vector<paddle::DataType> NpuWriteCacheKVInferDtype(
     const paddle::DataType& key, const paddle::DataType& value, const paddle::DataType& key_cache,
     const paddle::DataType& value_cache, const paddle::DataType& block_tables,
-    const paddle::DataType& seq_lens_this_time, const paddle::DataType& seq_lens_decoder) {
+    const paddle::DataType& seq_lens_this_time, const paddle::DataType& seq_lens_decoder,
+    const paddle::optional<paddle::DataType>& key_scale, const paddle::optional<paddle::DataType>& value_scale) {
   return {key_cache, value_cache};
 }
 
 PD_BUILD_OP(paddlellm_write_cache_kv)
-    .Inputs({"key", "value", "key_cache", "value_cache", "block_tables", "seq_lens_this_time",
-             "seq_lens_decoder"})
+    .Inputs({"key", "value", "key_cache", "value_cache", "block_tables", "seq_lens_this_time", "seq_lens_decoder",
+             paddle::Optional("key_scale"), paddle::Optional("value_scale")})
     .Outputs({"key_cache_out", "value_cache_out"})
     .SetInplaceMap({{"key_cache", "key_cache_out"}, {"value_cache", "value_cache_out"}})
     .SetKernelFn(PD_KERNEL(NpuWriteCacheKV))

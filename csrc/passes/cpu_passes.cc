@@ -324,6 +324,11 @@ bool read_by(const pir::Value& v, const char* name) {
   return false;
 }
 
+// A static int8 cache's key (7) or value (8) scales the write reads, or none (the null value of an absent input).
+pir::Value static_scale(pir::Operation* write, uint32_t index) {
+  return index < write->num_operands() ? write->operand_source(index) : pir::Value();
+}
+
 // A decoder layer of the CPU pipeline's program (after the norm, rotary, SwiGLU and projection passes), rooted at
 // its paged-cache write:
 //   x, h1 = fused_add_rms_norm(h, delta, input_norm)     (the first layer: x = rms_norm(h, input_norm), h1 = h)
@@ -401,7 +406,8 @@ class DecoderLayerRewrite : public pir::RewritePattern {
         {h, residual, rotary->operand_source(2), rotary->operand_source(3), write->operand_source(2),
          write->operand_source(3), write->operand_source(4), write->operand_source(5), write->operand_source(6),
          input_norm->operand_source(first ? 1 : 2), qkv->operand_source(1), o_proj->operand_source(1),
-         post_norm->operand_source(2), gate_up->operand_source(1), down->operand_source(1)},
+         post_norm->operand_source(2), gate_up->operand_source(1), down->operand_source(1), static_scale(write, 7),
+         static_scale(write, 8)},
         attributes, {h.type(), residual.type(), write->result(0).type(), write->result(1).type()}, info));
     rewriter.ReplaceAllUsesWith(h2, layer->result(0));
     rewriter.ReplaceAllUsesWith(delta2, layer->result(1));

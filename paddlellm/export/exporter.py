@@ -33,13 +33,15 @@ def step_input_specs(config, cache_dtype, block_size):
 
 def export_model(model_dir, output_path, dtype="float32", device="cpu", lora_path=None, block_attn=None,
                  block_size=64, quant_type=None, quant_lm_head=False, group_size=None,
-                 cachekv_int8_type=None):
+                 cachekv_int8_type=None, calibration_file=None, calibration_tokens=None):
     """Export `model_dir` (a checkpoint, with the LoRA adapter at `lora_path` merged in) into `output_path`:
     the step over a paged KV cache of `block_size`-token blocks, for `device`'s op library, its projections
     quantized as `quant_type` says (in groups of `group_size` rows: quantization.group_size_for; the lm_head too
     with `quant_lm_head`;
-    see paddlellm.quantization), the KV cache int8 with `cachekv_int8_type` "dynamic". `block_attn` (PaddleNLP's
-    flag) is accepted; block attention is the only step there is. The directory appears whole or not at all."""
+    see paddlellm.quantization), the KV cache int8 with `cachekv_int8_type` "dynamic" or "static" (its scales
+    calibrated on the first `calibration_tokens` tokens of `calibration_file`: paddlellm.export.calibration).
+    `block_attn` (PaddleNLP's flag) is accepted; block attention is the only step there is. The directory appears
+    whole or not at all."""
     check_block_attn(block_attn)
     if not (isinstance(block_size, int) and block_size >= 1):
         raise UserError(f"--block_size must be a positive number of tokens, got {block_size}")
@@ -48,6 +50,7 @@ def export_model(model_dir, output_path, dtype="float32", device="cpu", lora_pat
     group_size = group_size_for(quant_type, group_size)
     check_device_name(device)
     check_cachekv_int8_type(cachekv_int8_type, device)
+    calibration = calibration_settings(cachekv_int8_type, calibration_file, calibration_tokens)
     check_cache_dtype(dtype, device)
     model_dir, output_path = Path(model_dir).resolve(), Path(output_path).resolve()
     if output_path == model_dir:
@@ -74,6 +77,8 @@ def export_model(model_dir, output_path, dtype="float32", device="cpu", lora_pat
     model = load_model(model_dir, dtype=dtype, device=device, lora_path=lora_path, portable=True,
                        quant_type=quant_type, quant_lm_head=quant_lm_head, group_size=group_size)
     config, math_dtype = model.config, compute_dtype(dtype, device)
+    if calibration:
+        calibration = calibrate(model, model_dir, block_size, *calibration)
     cache_dtype = "int8" if cachekv_int8_type else math_dtype
     if ops.library_device() != device:
         _log(f"the {device} is not present here: tracing with the CPU op library (same op signatures)")
@@ -93,11 +98,42 @@ def export_model(model_dir, output_path, dtype="float32", device="cpu", lora_pat
             head_dim=config.head_dim, max_position_embeddings=config.max_position_embeddings,
             vocab_size=config.vocab_size, block_size=block_size, inputs=plain + cache_names,
             outputs=["logits"], quant_type=quant_type, quant_lm_head=quant_lm_head,
-            group_size=group_size, cachekv_int8_type=cachekv_int8_type,
+            group_size=group_size, cachekv_int8_type=cachekv_int8_type, cachekv_calibration=calibration,
             versions={"paddle": paddle.__version__, "paddlellm": paddlellm.__version__},
         ).write(staging)
     _log(f"exported to {output_path} in {time.perf_counter() - started:.1f}s")
     return output_path
+
+
+def calibration_settings(cachekv_int8_type, calibration_file, calibration_tokens):
+    """(text file, tokens) to calibrate a static int8 KV cache on (defaults filled in), or None for other caches;
+    a UserError for calibration flags that would do nothing, or a count below 2."""
+    from paddlellm.export.calibration import DEFAULT_CALIBRATION_FILE, DEFAULT_CALIBRATION_TOKENS
+
+    if cachekv_int8_type != "static":
+        if calibration_file is not None or calibration_tokens is not None:
+            raise UserError("--calibration_file / --calibration_tokens calibrate --cachekv_int8_type static's scales "
+                            "(add it, or drop them)")
+        return None
+    tokens = DEFAULT_CALIBRATION_TOKENS if calibration_tokens is None else calibration_tokens
+    if tokens < 2:
+        raise UserError(f"--calibration_tokens must be at least 2, got {tokens}")
+    return Path(calibration_file or DEFAULT_CALIBRATION_FILE), tokens
+
+
+def calibrate(model, model_dir, block_size, calibration_file, tokens):
+    """Sets each layer's static KV cache scales from the text; returns what the manifest records of it."""
+    from paddlellm.export.calibration import calibrate_cache_scales, calibration_sequences, read_calibration_documents
+    from paddlellm.tokenizer import load_tokenizer
+
+    tokenizer = load_tokenizer(model_dir)
+    sequences = calibration_sequences(tokenizer, read_calibration_documents(calibration_file), tokens)
+    _log(f"calibrating the int8 KV cache's scales on {sum(map(len, sequences))} tokens of {calibration_file.name}"
+         + (" (as text, then as chat prompts)" if tokenizer.has_chat_template else ""))
+    scales = calibrate_cache_scales(model, sequences, block_size)
+    for layer, key, value in zip(model.layers, scales.key, scales.value):
+        layer.set_cache_scales(key, value)
+    return {"data_file": calibration_file.name, "tokens": scales.tokens, "chat_template": tokenizer.has_chat_template}
 
 
 def check_narrow_math_traceable(dtype, device):

@@ -28,7 +28,13 @@ def build_parser():
                    help=f"rows (input features) per scale: weight_only_int4 (default {DEFAULT_GROUP_SIZE}), "
                    "weight_only_int8 (default: one scale per column)")
     p.add_argument("--cachekv_int8_type", default=None,
-                   help="dynamic: an int8 KV cache, each row's scale computed as it is written (CPU; default: none)")
+                   help="an int8 KV cache (CPU): dynamic, each row's scale computed as it is written, or static, one "
+                   "scale per layer and kv head calibrated on --calibration_file (default: none)")
+    p.add_argument("--calibration_file", default=None,
+                   help="text (.txt, or .jsonl of {\"text\": ...}) to calibrate --cachekv_int8_type static on "
+                   "(default: llm/data/pretrain_demo/corpus.jsonl)")
+    p.add_argument("--calibration_tokens", type=int, default=None,
+                   help="calibrate on the text's first N tokens (default: 4096)")
     add_debug(p)
     return p
 
@@ -42,7 +48,8 @@ def main(argv):
     export_model(args.model_name_or_path, args.output_path, dtype=args.dtype, device=args.device,
                  lora_path=args.lora_path, block_attn=args.block_attn, block_size=args.block_size,
                  quant_type=args.quant_type, quant_lm_head=bool(args.quant_lm_head), group_size=args.group_size,
-                 cachekv_int8_type=args.cachekv_int8_type)
+                 cachekv_int8_type=args.cachekv_int8_type, calibration_file=args.calibration_file,
+                 calibration_tokens=args.calibration_tokens)
     return 0
 
 

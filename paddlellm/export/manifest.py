@@ -32,7 +32,8 @@ class Manifest:
     quant_type: Optional[str] = None  # the layers' projections (paddlellm.quantization), None: in `dtype`
     quant_lm_head: bool = False  # the lm_head quantized too
     group_size: Optional[int] = None  # weight_only_int4, grouped weight_only_int8: rows per scale
-    cachekv_int8_type: Optional[str] = None  # "dynamic": the KV cache int8, scales per row (ops.cache_row)
+    cachekv_int8_type: Optional[str] = None  # the KV cache int8 (ops.cache_row), scales "dynamic" per row or "static"
+    cachekv_calibration: Optional[dict] = None  # static: the text file's name and the tokens its scales came from
     program: str = "model.json"
     params: str = "model.pdiparams"
     versions: dict = field(default_factory=dict)

@@ -28,12 +28,15 @@ __all__ = ["write_cache_kv", "block_attention", "linear", "pack_linear_weight", 
 
 
 @unified
-def write_cache_kv(key, value, key_cache, value_cache, block_tables, seq_lens_this_time, seq_lens_decoder):
-    """Writes this step's K/V rows into their cache blocks, in place (op paddlellm_write_cache_kv).
-    Returns (key_cache_out, value_cache_out), which alias key_cache and value_cache."""
+def write_cache_kv(key, value, key_cache, value_cache, block_tables, seq_lens_this_time, seq_lens_decoder,
+                   key_scale=None, value_scale=None):
+    """Writes this step's K/V rows into their cache blocks, in place (op paddlellm_write_cache_kv); an int8 cache
+    with `key_scale` and `value_scale` (float32 [num_kv_heads], --cachekv_int8_type static) quantizes each head's
+    rows with its fixed scale (see quantize_cache_rows). Returns (key_cache_out, value_cache_out), which alias
+    key_cache and value_cache."""
     register_ops()
     outs = _C_ops._run_custom_op("paddlellm_write_cache_kv", key, value, key_cache, value_cache,
-                                 block_tables, seq_lens_this_time, seq_lens_decoder)
+                                 block_tables, seq_lens_this_time, seq_lens_decoder, key_scale, value_scale)
     return outs[0], outs[1]
 
 
@@ -50,16 +53,17 @@ def block_attention(q, key_cache, value_cache, block_tables, seq_lens_this_time,
 @unified
 def fused_decoder_layer(h, delta, positions, inv_freq, key_cache, value_cache, block_tables, seq_lens_this_time,
                         seq_lens_decoder, input_norm, qkv_proj, o_proj, post_attention_norm, gate_up_proj, down_proj,
-                        epsilon, num_heads, intermediate_size):
+                        key_scale, value_scale, epsilon, num_heads, intermediate_size):
     """One Llama decoder layer over a packed batch (op paddlellm_fused_decoder_layer, CPU): the residual stream
     h + delta [tokens, hidden] float32 goes through the attention block and the MLP; in place, h becomes
     h + delta + attention output, delta the MLP output, and this step's K/V are written into the caches.
-    Weights as the model stores them on the CPU (packed; gate/up by pack_swiglu_weight). Returns (h, delta,
-    key_cache, value_cache), aliasing the inputs."""
+    Weights as the model stores them on the CPU (packed; gate/up by pack_swiglu_weight); key_scale and value_scale
+    as write_cache_kv takes them (None: none). Returns (h, delta, key_cache, value_cache), aliasing the inputs."""
     register_ops()
     outs = _C_ops._run_custom_op("paddlellm_fused_decoder_layer", h, delta, positions, inv_freq, key_cache,
                                  value_cache, block_tables, seq_lens_this_time, seq_lens_decoder, input_norm, qkv_proj,
-                                 o_proj, post_attention_norm, gate_up_proj, down_proj, float(epsilon), int(num_heads),
+                                 o_proj, post_attention_norm, gate_up_proj, down_proj, key_scale, value_scale,
+                                 float(epsilon), int(num_heads),
                                  int(intermediate_size))
     return outs[0], outs[1], outs[2], outs[3]
 
@@ -87,17 +91,22 @@ CACHE_SCALE_BYTES = 4  # an int8 cache row's float32 scale, after its head_dim v
 
 def cache_row(head_dim, dtype):
     """Elements of one token's row of one head in a KV cache of `dtype`: head_dim, and for int8 its scale's 4
-    bytes too (--cachekv_int8_type dynamic: x ~ q * scale per row, scale = max |x| / 127)."""
+    bytes too (--cachekv_int8_type: x ~ q * scale per row)."""
     return head_dim + CACHE_SCALE_BYTES if str(dtype).split(".")[-1] == "int8" else head_dim
 
 
-def quantize_cache_rows(x):
+def quantize_cache_rows(x, scale=None):
     """x [..., head_dim] float32 -> [..., head_dim + 4] int8 rows as the CPU's write_cache_kv stores them: q =
-    round(x / scale) (x * (1 / scale) in float32, to nearest even), scale = max |x| / 127, its bytes last."""
+    round(x / scale) (x * (1 / scale) in float32, to nearest even), the scale's bytes last. Dynamic (`scale`
+    None): scale = max |x| / 127 per row. Static: `scale` (broadcast to x[..., :1], e.g. [heads, 1] for x [heads,
+    head_dim]: --cachekv_int8_type static's per-head scales), q clipped to [-127, 127]."""
     x = np.asarray(x, np.float32)
-    scale = np.abs(x).max(axis=-1, keepdims=True) / np.float32(127)
+    if scale is None:
+        scale = np.abs(x).max(axis=-1, keepdims=True) / np.float32(127)
+    else:
+        scale = np.broadcast_to(np.asarray(scale, np.float32), x[..., :1].shape)
     inverse = np.divide(np.float32(1), scale, out=np.zeros_like(scale), where=scale > 0)
-    q = np.rint(x * inverse).astype(np.int8)
+    q = np.clip(np.rint(x * inverse), -127, 127).astype(np.int8)
     return np.concatenate([q, np.ascontiguousarray(scale).view(np.int8)], axis=-1)
 
 

@@ -23,18 +23,20 @@ def _token_slots(block_tables, seq_lens_this_time, seq_lens_decoder, block_size)
     return slots
 
 
-def write_cache_kv_ref(key, value, key_cache, value_cache, block_tables, seq_lens_this_time, seq_lens_decoder):
+def write_cache_kv_ref(key, value, key_cache, value_cache, block_tables, seq_lens_this_time, seq_lens_decoder,
+                       key_scale=None, value_scale=None):
     """Returns new (key_cache, value_cache) with token i of sequence s at position
-    seq_lens_decoder[s] + i of its block table (an int8 cache: quantized per row, ops.quantize_cache_rows); the
-    inputs are left unchanged."""
+    seq_lens_decoder[s] + i of its block table (an int8 cache: quantized per row, or with the per-head
+    key_scale / value_scale when given, ops.quantize_cache_rows); the inputs are left unchanged."""
     from paddlellm.ops import quantize_cache_rows
 
     block_size = key_cache.shape[2]
     new_k, new_v = key_cache.clone(), value_cache.clone()
+    head_scale = lambda s: None if s is None else s.numpy().reshape(-1, 1)  # noqa: E731
     for row, block, slot in _token_slots(block_tables, seq_lens_this_time, seq_lens_decoder, block_size):
-        for new, x in ((new_k, key[row]), (new_v, value[row])):
+        for new, x, scale in ((new_k, key[row], head_scale(key_scale)), (new_v, value[row], head_scale(value_scale))):
             if new.dtype == paddle.int8:
-                new[block, :, slot, :] = paddle.to_tensor(quantize_cache_rows(x.numpy()))
+                new[block, :, slot, :] = paddle.to_tensor(quantize_cache_rows(x.numpy(), scale))
             else:
                 new[block, :, slot, :] = x.astype(new.dtype)
     return new_k, new_v
@@ -198,7 +200,7 @@ def swiglu_ref(x):
 
 def fused_decoder_layer_ref(h, delta, positions, inv_freq, key_cache, value_cache, block_tables, seq_lens_this_time,
                             seq_lens_decoder, input_norm, qkv_proj, o_proj, post_attention_norm, gate_up_proj, down_proj,
-                            epsilon, num_heads, intermediate_size):
+                            key_scale, value_scale, epsilon, num_heads, intermediate_size):
     """The layer from the other ops' references (each rounding its result to float32, as the op's steps do):
     returns new (h + delta + attention output, MLP output, key_cache, value_cache)."""
     tokens, hidden = h.shape
@@ -208,7 +210,7 @@ def fused_decoder_layer_ref(h, delta, positions, inv_freq, key_cache, value_cach
     qkv = linear_ref(x, qkv_proj, (num_heads + 2 * kv_heads) * head_dim).reshape([tokens, -1, head_dim])
     q, k, v = paddle.split(qkv, [num_heads, kv_heads, kv_heads], axis=1)
     q, k = rotary_embedding_ref(q, k, positions, inv_freq)
-    key_cache, value_cache = write_cache_kv_ref(k, v, key_cache, value_cache, *meta)
+    key_cache, value_cache = write_cache_kv_ref(k, v, key_cache, value_cache, *meta, key_scale, value_scale)
     attn = block_attention_ref(q, key_cache, value_cache, *meta).reshape([tokens, num_heads * head_dim])
     x, h = fused_add_rms_norm_ref(linear_ref(attn, o_proj, hidden), h, post_attention_norm, epsilon)
     mlp = linear_ref(linear_swiglu_ref(x, gate_up_proj, intermediate_size), down_proj, hidden)

@@ -126,8 +126,16 @@ def paged_batch(case, rng):
 
 def _make_write_cache_kv(case, rng):
     b = paged_batch(case, rng)
+    scales = [static_head_scales(b[n], rng) for n in ("key", "value")] if case.get("static") else [None, None]
     return [b[n] for n in ("key", "value", "key_cache", "value_cache", "block_tables", "seq_lens_this_time",
-                           "seq_lens_decoder")], []
+                           "seq_lens_decoder")] + scales, []
+
+
+def static_head_scales(x, rng):
+    """Per-head scales [num_kv_heads] for x [tokens, num_kv_heads, head_dim] as calibration could give them: the
+    head's max |x| / 127 times 0.5 to 1.5, so that some heads' largest values lie beyond 127 steps (clipped)."""
+    peak = np.abs(x.numpy()).max(axis=(0, 2)) if x.shape[0] else np.ones(x.shape[1], np.float32)
+    return paddle.to_tensor((peak / 127 * rng.uniform(0.5, 1.5, peak.shape)).astype(np.float32))
 
 
 def _make_block_attention(case, rng):
@@ -405,7 +413,7 @@ def _make_fused_decoder_layer(case, rng):
               paddle.to_tensor(rope_inv_freq(config)), b["key_cache"], b["value_cache"], b["block_tables"],
               b["seq_lens_this_time"], b["seq_lens_decoder"], _randn(rng, hidden, dtype=norm_dtype),
               weight(hidden, (heads + 2 * kv) * d), weight(heads * d, hidden), _randn(rng, hidden, dtype=norm_dtype),
-              weight(hidden, 2 * f, swiglu=True), weight(f, hidden)]
+              weight(hidden, 2 * f, swiglu=True), weight(f, hidden), None, None]
     return inputs, [1e-5, heads, f]
 
 
@@ -439,8 +447,10 @@ def _plain_final_logits(h, delta, last_rows, norm_weight, lm_head, epsilon, n):
 PAGED_IO = ("block_tables", "seq_lens_this_time", "seq_lens_decoder")
 OPS = (
     OpSpec("write_cache_kv", "exact", "write this step's K/V rows into their cache blocks",
-           ("key", "value", "key_cache", "value_cache") + PAGED_IO, (), ("key_cache_out", "value_cache_out"),
-           _make_write_cache_kv, _with_dtypes(PAGED_CASES, "cache", CACHE_DTYPES),
+           ("key", "value", "key_cache", "value_cache") + PAGED_IO + ("key_scale", "value_scale"), (),
+           ("key_cache_out", "value_cache_out"), _make_write_cache_kv,
+           _with_dtypes(PAGED_CASES, "cache", CACHE_DTYPES) + tuple(dict(c, cache="int8", static=True)
+                                                                   for c in PAGED_CASES),
            inplace=("key_cache", "value_cache"), backends=("cpu", "hip", "npu"),
            bench_cases=(dict(seqs="decode_batch_12", kv=3, group=3, d=64, bs=64, cache="float32"),)),
     OpSpec("block_attention", "attention", "causal GQA attention of a packed batch over the block tables",
@@ -474,7 +484,8 @@ OPS = (
            bench_cases=ROPE_BENCH),
     OpSpec("fused_decoder_layer", "layer", "a whole decoder layer over a packed batch (h, delta, caches in place)",
            ("h", "delta", "positions", "inv_freq", "key_cache", "value_cache") + PAGED_IO
-           + ("input_norm", "qkv_proj", "o_proj", "post_attention_norm", "gate_up_proj", "down_proj"),
+           + ("input_norm", "qkv_proj", "o_proj", "post_attention_norm", "gate_up_proj", "down_proj", "key_scale",
+              "value_scale"),
            ("epsilon", "num_heads", "intermediate_size"), ("h_out", "delta_out", "key_cache_out", "value_cache_out"),
            _make_fused_decoder_layer, LAYER_CASES, inplace=("h", "delta", "key_cache", "value_cache"), isa_kernels=True,
            bench_cases=LAYER_BENCH),

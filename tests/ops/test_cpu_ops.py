@@ -136,6 +136,20 @@ def test_bad_inputs_are_clear_errors():
         ops.block_attention(q_bad, b["key_cache"], b["value_cache"], *_meta(b))
 
 
+def test_static_cache_scales_are_checked():
+    """--cachekv_int8_type static's per-head scales: both or neither, an int8 cache only, positive, one per kv head."""
+    b = make_batch("block_boundaries", "int8")  # 3 kv heads
+    ones = paddle.ones([3], "float32")
+    for k_scale, v_scale, words in [(ones, None, "key_scale and value_scale come together"),
+                                    (ones, paddle.to_tensor([1.0, 0.0, 1.0]), r"value_scale\[1\] = 0 is not a positive"),
+                                    (ones, paddle.ones([2], "float32"), r"value_scale must be float32 \[num_kv_heads\] \(3\)")]:
+        with pytest.raises(Exception, match=words):
+            ops.write_cache_kv(b["key"], b["value"], b["key_cache"], b["value_cache"], *_meta(b), k_scale, v_scale)
+    f = make_batch("block_boundaries", "float32")
+    with pytest.raises(Exception, match="key_scale is a static int8 cache's scale, but the cache is not int8"):
+        ops.write_cache_kv(f["key"], f["value"], f["key_cache"], f["value_cache"], *_meta(f), ones, ones)
+
+
 def test_unknown_isa_is_an_error(monkeypatch):
     b = make_batch("one_token_empty_cache", "float32")
     monkeypatch.setenv("PADDLELLM_CPU_ISA", "sse9")

@@ -159,6 +159,17 @@ class LlamaLayer(nn.Layer):
         for name, out in self.out_features.items():
             add_projection(self, name, [in_features[name], out], dtype, quant_type, group_size)
         self.cpu_ops = False  # see LlamaForCausalLM.use_cpu_ops
+        self.cache_k_scale = self.cache_v_scale = None  # see set_cache_scales
+
+    def set_cache_scales(self, key_scale, value_scale):
+        """A static int8 KV cache (--cachekv_int8_type static): this layer's K and V rows of head h are stored as
+        round(x / scale[h]) (clipped to +-127), scales float32 [num_kv_heads] from calibration
+        (paddlellm.export.calibration); parameters, so the exported program holds them."""
+        for name, value in (("cache_k_scale", key_scale), ("cache_v_scale", value_scale)):
+            param = self.create_parameter([len(value)], dtype="float32")
+            param.set_value(paddle.to_tensor(np.asarray(value, np.float32)))
+            param.stop_gradient = True
+            setattr(self, name, param)
 
     def project(self, x, name):
         return linear(x, getattr(self, name), self.out_features[name], self.compute_dtype,
@@ -174,7 +185,8 @@ class LlamaLayer(nn.Layer):
             h, delta, _, _ = ops.fused_decoder_layer(
                 h, paddle.zeros_like(h) if delta is None else delta, positions, inv_freq, key_cache, value_cache,
                 block_tables, seq_lens_this_time, seq_lens_decoder, self.input_layernorm, self.qkv_proj, self.o_proj,
-                self.post_attention_layernorm, self.gate_up_proj, self.down_proj, c.rms_norm_eps, nh,
+                self.post_attention_layernorm, self.gate_up_proj, self.down_proj, self.cache_k_scale,
+                self.cache_v_scale, c.rms_norm_eps, nh,
                 c.intermediate_size)
             return h, delta
         x, h = add_rms_norm(delta, h, self.input_layernorm, c.rms_norm_eps)
@@ -182,7 +194,7 @@ class LlamaLayer(nn.Layer):
         q, k, v = paddle.split(qkv, [nh, nkv, nkv], axis=1)
         q, k = rope(q, k, positions, inv_freq)
         key_cache, value_cache = ops.write_cache_kv(k, v, key_cache, value_cache, block_tables, seq_lens_this_time,
-                                                    seq_lens_decoder)
+                                                    seq_lens_decoder, self.cache_k_scale, self.cache_v_scale)
         attn = ops.block_attention(q, key_cache, value_cache, block_tables, seq_lens_this_time, seq_lens_decoder)
         x, h = add_rms_norm(self.project(attn.reshape([0, nh * hd]), "o_proj"), h, self.post_attention_layernorm,
                             c.rms_norm_eps)
