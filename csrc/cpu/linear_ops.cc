@@ -116,9 +116,9 @@ void linear_compute(const float* x, int64_t M, int64_t K, const paddle::Tensor& 
   const int64_t blocks = swiglu ? weight.shape()[0] / 2 : weight.shape()[0];
   prefer_huge_pages(weight.data(), weight.shape()[0] * packed_block_bytes(type, K, group));
   LinearParams p{x, weight.data(), type, y, M, K, n, group, nullptr, nullptr, nullptr, nullptr};
-  std::vector<int8_t> xq;
-  std::vector<float> xs, xsum;
-  std::vector<int32_t> xqsum;
+  thread_local std::vector<int8_t> xq;  // kept between calls: decode steps allocate nothing
+  thread_local std::vector<float> xs, xsum;
+  thread_local std::vector<int32_t> xqsum;
   const bool int_dot = type == WeightType::kInt4 || type == WeightType::kA8W8;
   if (int_dot) {
     xq.resize(M * K);

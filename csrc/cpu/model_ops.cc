@@ -113,8 +113,8 @@ PD_BUILD_OP(paddlellm_rms_norm)
 
 // ---------------------------------------------------------------- fused_add_rms_norm
 
-std::vector<paddle::Tensor> FusedAddRmsNorm(const paddle::Tensor& x, const paddle::Tensor& residual,
-                                            const paddle::Tensor& weight, float epsilon) {
+void FusedAddRmsNormInto(const paddle::Tensor& x, const paddle::Tensor& residual, const paddle::Tensor& weight,
+                         float epsilon, paddle::Tensor& out, paddle::Tensor& residual_out) {
   const char* op = "paddlellm_fused_add_rms_norm";
   check_f32(op, "x", x);
   check_f32(op, "residual", residual);
@@ -124,8 +124,6 @@ std::vector<paddle::Tensor> FusedAddRmsNorm(const paddle::Tensor& x, const paddl
            shape_str(residual.shape()));
   std::vector<float> wbuf;
   const float* w = weight_f32(op, weight, H, wbuf);
-  auto out = paddle::empty(x.shape(), paddle::DataType::FLOAT32, x.place());
-  auto residual_out = paddle::empty(x.shape(), paddle::DataType::FLOAT32, x.place());
   const float* a = x.data<float>();
   const float* b = residual.data<float>();
   float* o = out.data<float>();
@@ -136,6 +134,13 @@ std::vector<paddle::Tensor> FusedAddRmsNorm(const paddle::Tensor& x, const paddl
     for (int64_t j = 0; j < H; ++j) sr[j] = a[r * H + j] + b[r * H + j];
     norm_row(sr, w, o + r * H, H, epsilon);
   }
+}
+
+std::vector<paddle::Tensor> FusedAddRmsNorm(const paddle::Tensor& x, const paddle::Tensor& residual,
+                                            const paddle::Tensor& weight, float epsilon) {
+  auto out = paddle::empty(x.shape(), paddle::DataType::FLOAT32, x.place());
+  auto residual_out = paddle::empty(x.shape(), paddle::DataType::FLOAT32, x.place());
+  FusedAddRmsNormInto(x, residual, weight, epsilon, out, residual_out);
   return {out, residual_out};
 }
 

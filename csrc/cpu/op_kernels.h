@@ -32,6 +32,9 @@ int64_t check_packed_weight(const char* op, const char* name, const paddle::Tens
 // model_ops.cc
 std::vector<paddle::Tensor> FusedAddRmsNorm(const paddle::Tensor& x, const paddle::Tensor& residual,
                                             const paddle::Tensor& weight, float epsilon);
+// The same into given float32 tensors of x's shape (residual_out may be neither input).
+void FusedAddRmsNormInto(const paddle::Tensor& x, const paddle::Tensor& residual, const paddle::Tensor& weight,
+                         float epsilon, paddle::Tensor& out, paddle::Tensor& residual_out);
 void RotaryEmbedding(paddle::Tensor& q, paddle::Tensor& k, const paddle::Tensor& positions,
                      const paddle::Tensor& inv_freq, bool interleaved);
 // paged_ops.cc
@@ -47,3 +50,7 @@ std::vector<paddle::Tensor> BlockAttention(const paddle::Tensor& q, const paddle
                                            const paddle::Tensor& value_cache, const paddle::Tensor& block_tables,
                                            const paddle::Tensor& seq_lens_this_time,
                                            const paddle::Tensor& seq_lens_decoder);
+// The same into a given float32 tensor of q's shape.
+void BlockAttentionInto(const paddle::Tensor& q, const paddle::Tensor& key_cache, const paddle::Tensor& value_cache,
+                        const paddle::Tensor& block_tables, const paddle::Tensor& seq_lens_this_time,
+                        const paddle::Tensor& seq_lens_decoder, paddle::Tensor& out);

@@ -223,6 +223,14 @@ std::vector<paddle::Tensor> BlockAttention(const paddle::Tensor& q, const paddle
                                            const paddle::Tensor& value_cache, const paddle::Tensor& block_tables,
                                            const paddle::Tensor& seq_lens_this_time,
                                            const paddle::Tensor& seq_lens_decoder) {
+  auto out = paddle::empty(q.shape(), paddle::DataType::FLOAT32, q.place());
+  BlockAttentionInto(q, key_cache, value_cache, block_tables, seq_lens_this_time, seq_lens_decoder, out);
+  return {out};
+}
+
+void BlockAttentionInto(const paddle::Tensor& q, const paddle::Tensor& key_cache, const paddle::Tensor& value_cache,
+                        const paddle::Tensor& block_tables, const paddle::Tensor& seq_lens_this_time,
+                        const paddle::Tensor& seq_lens_decoder, paddle::Tensor& out) {
   const char* op = "paddlellm_block_attention";
   PD_CHECK(q.is_cpu() && q.dtype() == paddle::DataType::FLOAT32, op, ": q must be a float32 CPU tensor");
   auto qs = q.shape();
@@ -231,8 +239,7 @@ std::vector<paddle::Tensor> BlockAttention(const paddle::Tensor& q, const paddle
   PD_CHECK(qs[2] == b.head_dim, op, ": q has head_dim ", qs[2], " but the cache ", b.head_dim);
   PD_CHECK(qs[1] % b.kv_heads == 0, op, ": num_heads ", qs[1], " is not a multiple of num_kv_heads ", b.kv_heads);
   const int isa = checked_isa();
-  auto out = paddle::empty(qs, paddle::DataType::FLOAT32, q.place());
-  if (b.T == 0) return {out};
+  if (b.T == 0) return;
 
   AttnParams p;
   p.q = q.data<float>();
@@ -274,7 +281,6 @@ std::vector<paddle::Tensor> BlockAttention(const paddle::Tensor& q, const paddle
     if (static_cast<int64_t>(scratch.size()) < need) scratch.resize(need);
     for (int64_t i = next++; i < n; i = next++) fn(p, items[i], scratch.data());
   }
-  return {out};
 }
 
 std::vector<std::vector<int64_t>> BlockAttentionInferShape(
