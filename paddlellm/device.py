@@ -50,6 +50,16 @@ def compute_dtype(dtype, device):
     return "float32" if device == "cpu" else dtype
 
 
+def kv_cache_dtype(dtype, math_dtype, cachekv_int8_type=None):
+    """The KV cache's dtype for weights in `dtype` whose math runs in `math_dtype` (compute_dtype): int8 with
+    --cachekv_int8_type; else the math's dtype, except that bfloat16 weights keep a bfloat16 cache where the math is
+    float32 (the CPU): half the bytes attention reads each step, widened as the kernels load them. (float16 has
+    no CPU cache kernels: its cache stays float32.)"""
+    if cachekv_int8_type:
+        return "int8"
+    return "bfloat16" if dtype == "bfloat16" else math_dtype
+
+
 def check_cache_dtype(dtype, device):
     """The npu's attention kernels (CANN's) take 16-bit KV caches only, and the cache is in compute_dtype."""
     if device == "npu" and compute_dtype(dtype, device) == "float32":

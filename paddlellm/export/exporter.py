@@ -9,7 +9,8 @@ from paddle.static import InputSpec
 
 import paddlellm
 from paddlellm import ops
-from paddlellm.device import check_cache_dtype, check_device, check_device_name, check_dtype, compute_dtype
+from paddlellm.device import (check_cache_dtype, check_device, check_device_name, check_dtype, compute_dtype,
+                              kv_cache_dtype)
 from paddlellm.errors import UserError
 from paddlellm.export.manifest import MANIFEST_NAME, Manifest, check_block_attn
 from paddlellm.files import atomic_directory
@@ -79,7 +80,7 @@ def export_model(model_dir, output_path, dtype="float32", device="cpu", lora_pat
     config, math_dtype = model.config, compute_dtype(dtype, device)
     if calibration:
         calibration = calibrate(model, model_dir, block_size, *calibration)
-    cache_dtype = "int8" if cachekv_int8_type else math_dtype
+    cache_dtype = kv_cache_dtype(dtype, math_dtype, cachekv_int8_type)
     if ops.library_device() != device:
         _log(f"the {device} is not present here: tracing with the CPU op library (same op signatures)")
     ops.load_library()  # (the CPU's is built on first use), before tracing needs it
@@ -99,6 +100,7 @@ def export_model(model_dir, output_path, dtype="float32", device="cpu", lora_pat
             vocab_size=config.vocab_size, block_size=block_size, inputs=plain + cache_names,
             outputs=["logits"], quant_type=quant_type, quant_lm_head=quant_lm_head,
             group_size=group_size, cachekv_int8_type=cachekv_int8_type, cachekv_calibration=calibration,
+            kv_cache_dtype=cache_dtype,
             versions={"paddle": paddle.__version__, "paddlellm": paddlellm.__version__},
         ).write(staging)
     _log(f"exported to {output_path} in {time.perf_counter() - started:.1f}s")

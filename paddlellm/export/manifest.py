@@ -16,7 +16,7 @@ FORMAT_VERSION = 3  # 3: the portable program, fused by the device's IR passes a
 class Manifest:
     model_type: str
     dtype: str  # weights
-    compute_dtype: str  # matmuls and the KV cache unless int8 (activations between ops are float32)
+    compute_dtype: str  # matmuls (activations between ops are float32; the KV cache: kv_cache_dtype)
     device: str  # the device the program was exported for
     num_layers: int
     num_kv_heads: int
@@ -34,6 +34,7 @@ class Manifest:
     group_size: Optional[int] = None  # weight_only_int4, grouped weight_only_int8: rows per scale
     cachekv_int8_type: Optional[str] = None  # the KV cache int8 (ops.cache_row), scales "dynamic" per row or "static"
     cachekv_calibration: Optional[dict] = None  # static: the text file's name and the tokens its scales came from
+    kv_cache_dtype: Optional[str] = None  # device.kv_cache_dtype (None: an export from before it was recorded)
     program: str = "model.json"
     params: str = "model.pdiparams"
     versions: dict = field(default_factory=dict)
@@ -41,7 +42,9 @@ class Manifest:
 
     @property
     def cache_dtype(self):
-        return "int8" if self.cachekv_int8_type else self.compute_dtype
+        if self.kv_cache_dtype is not None:
+            return self.kv_cache_dtype
+        return "int8" if self.cachekv_int8_type else self.compute_dtype  # how earlier exports chose it
 
     @property
     def quantized_projections(self):

@@ -91,7 +91,7 @@ class DynamicBlockRunner(BlockRunner):
 
     def __init__(self, model, threads, num_blocks=0, block_size=64):
         c = model.config
-        super().__init__(c.num_hidden_layers, c.num_key_value_heads, c.head_dim, block_size, model.compute_dtype,
+        super().__init__(c.num_hidden_layers, c.num_key_value_heads, c.head_dim, block_size, model.kv_cache_dtype,
                          num_blocks)
         self.model = model
         set_cpu_threads(threads)

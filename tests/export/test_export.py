@@ -60,6 +60,31 @@ def test_reexport_replaces(tiny_llama, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["inference"]
 
 
+@pytest.mark.parametrize("flags, cache", [([], "float32"), (["--dtype", "bfloat16"], "bfloat16"),
+                                          (["--dtype", "float16"], "float32"),
+                                          (["--dtype", "bfloat16", "--cachekv_int8_type", "dynamic"], "int8")])
+def test_kv_cache_dtype_is_recorded_and_fed(tiny_llama, tmp_path, flags, cache):
+    """On the CPU the math is float32; bfloat16 weights keep a bfloat16 KV cache (half the bytes attention reads),
+    float16 ones a float32 cache (no float16 CPU cache kernels). The program takes caches of that dtype."""
+    from paddlellm.predictor.runners import StaticBlockRunner, prompt_logits
+
+    out = export(tiny_llama, tmp_path / "inference", *flags)
+    manifest = read_manifest(out)
+    assert (manifest.kv_cache_dtype, manifest.cache_dtype, manifest.compute_dtype) == (cache, cache, "float32")
+    runner = StaticBlockRunner(out, manifest, "cpu", 2)
+    assert np.isfinite(prompt_logits(runner, [[5, 9, 33, 100]])).all()
+    assert {str(c.dtype) for c in runner.caches} == {f"paddle.{cache}"}
+
+
+def test_manifest_without_kv_cache_dtype_reads_as_before(tiny_llama, tmp_path):
+    """An export from before the manifest recorded kv_cache_dtype took caches in compute_dtype (int8 with
+    --cachekv_int8_type)."""
+    out = export(tiny_llama, tmp_path / "inference", "--dtype", "bfloat16")
+    path = out / MANIFEST_NAME
+    path.write_text(json.dumps({k: v for k, v in json.loads(path.read_text()).items() if k != "kv_cache_dtype"}))
+    assert read_manifest(out).cache_dtype == "float32"
+
+
 @pytest.mark.parametrize("flags, words", [
     (["--dtype", "int4"], "unknown --dtype"),
     (["--device", "tpu"], "unknown --device"),

@@ -7,7 +7,7 @@ RMSNorm, the residual adds, RoPE, Paddle's swiglu) around the op set's paged-cac
 library has; the device's IR passes (paddlellm.ops.passes) put the op set's fused ops in place of the plain
 subgraphs when the predictor starts (on the CPU: one fused op per layer over packed weights). In dynamic mode on
 the CPU with float32 or bfloat16 weights the model runs on those CPU ops directly (use_cpu_ops). Activations
-between ops are float32; the matmuls and the cache run in compute_dtype.
+between ops are float32; the matmuls run in compute_dtype, the cache in device.kv_cache_dtype.
 """
 import math
 
@@ -17,6 +17,7 @@ import paddle.nn.functional as F
 from paddle import nn
 
 from paddlellm import ops
+from paddlellm.device import kv_cache_dtype
 from paddlellm.models.llama.config import LlamaConfig
 
 def rope_inv_freq(config: LlamaConfig) -> np.ndarray:
@@ -209,6 +210,7 @@ class LlamaForCausalLM(nn.Layer):
         super().__init__()
         self.config = config
         self.compute_dtype = compute_dtype
+        self.kv_cache_dtype = kv_cache_dtype(dtype, compute_dtype)  # what the dynamic runner's caches hold
         self.quant_type = quant_type
         self.cpu_ops = False  # see use_cpu_ops
         zeros = nn.initializer.Constant(0.0)
