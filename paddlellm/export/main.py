@@ -16,7 +16,7 @@ def build_parser():
     p.add_argument("--lora_path", default=None,
                    help="LoRA adapter directory (paddleformers) to merge into the weights (default: none)")
     add_bool(p, "--inference_model", "export the inference model (the only kind paddlellm exports; default: true)")
-    p.add_argument("--dtype", default="float32", help="weights: " + " | ".join(DTYPES))
+    p.add_argument("--dtype", default="float32", help="weights (bfloat16: the KV cache too): " + " | ".join(DTYPES))
     p.add_argument("--device", default="cpu", help=f"the device the program is for: {' | '.join(DEVICES)}")
     add_bool(p, "--block_attn", "a paged KV cache with continuous batching: always on (PaddleNLP's flag, accepted)")
     p.add_argument("--block_size", type=int, default=64, help="tokens per KV cache block")
