@@ -41,6 +41,23 @@ bool has_avx512_vnni() {
 #endif
 }
 
+static bool has_avx_vnni() {
+#if defined(__x86_64__) || defined(__i386__)
+  return isa_supported(kAvx2) && __builtin_cpu_supports("avxvnni");
+#else
+  return false;
+#endif
+}
+
+AvxVnni avx_vnni_kernels() {
+  const char* env = std::getenv("PADDLELLM_CPU_AVXVNNI");
+  const std::string choice = env == nullptr || env[0] == '\0' ? "auto" : env;
+  if (choice == "emulated") return AvxVnni::kEmulated;
+  PD_CHECK(choice == "auto" || choice == "off", "PADDLELLM_CPU_AVXVNNI=", choice,
+           " is not one of auto, off, emulated");
+  return choice == "auto" && has_avx_vnni() ? AvxVnni::kOn : AvxVnni::kOff;
+}
+
 int select_isa() {
   const char* env = std::getenv("PADDLELLM_CPU_ISA");
   if (env == nullptr || env[0] == '\0' || std::string(env) == "auto") {
@@ -68,6 +85,7 @@ int checked_isa() {
 // name, -2 unsupported), whether the CPU runs an ISA, and the OpenMP threads a parallel call would use.
 extern "C" int paddlellm_cpu_isa(void) { return paddlellm_cpu::select_isa(); }
 extern "C" int paddlellm_cpu_isa_supported(int isa) { return paddlellm_cpu::isa_supported(isa) ? 1 : 0; }
+extern "C" int paddlellm_cpu_has_avx_vnni(void) { return paddlellm_cpu::has_avx_vnni() ? 1 : 0; }
 #if defined(_OPENMP)
 extern "C" int paddlellm_cpu_num_threads(void) { return omp_get_max_threads(); }
 #else

@@ -16,5 +16,10 @@ int select_isa();
 int checked_isa();
 // AVX-512 with byte dot products (avx512bw, avx512vnni): the avx512 level's int4 linear kernels use them.
 bool has_avx512_vnni();
+// The avx2 level's int4 / a8w8 linear kernels: plain AVX2 (pmaddubsw), AVX-VNNI's (VEX vpdpbusd, where the CPU has
+// avxvnni), or AVX-VNNI's with the instruction emulated. PADDLELLM_CPU_AVXVNNI=auto (default) | off | emulated
+// (read every call, so checks can switch; emulated lets a CPU without AVX-VNNI check those kernels).
+enum class AvxVnni { kOff, kOn, kEmulated };
+AvxVnni avx_vnni_kernels();
 
 }  // namespace paddlellm_cpu

@@ -71,6 +71,8 @@ void linear_block_scalar(const LinearParams& p, int64_t nb, int64_t m0, int64_t 
 void linear_block_avx2(const LinearParams& p, int64_t nb, int64_t m0, int64_t m1);
 void linear_block_avx512(const LinearParams& p, int64_t nb, int64_t m0, int64_t m1);
 void linear_block_avx512vnni(const LinearParams& p, int64_t nb, int64_t m0, int64_t m1);  // int4 and a8w8 only
+void linear_block_avxvnni(const LinearParams& p, int64_t nb, int64_t m0, int64_t m1);     // int4 and a8w8 only
+void linear_block_avxvnni_emulated(const LinearParams& p, int64_t nb, int64_t m0, int64_t m1);  // its check
 
 // The gate/up projection with SwiGLU applied: weight blocks 2 nb (gate) and 2 nb + 1 (up) give
 // y[m0:m1, 32 nb : 32 nb + 32] = silu(x W_gate) * (x W_up), clipped to N.
@@ -78,5 +80,7 @@ void linear_swiglu_block_scalar(const LinearParams& p, int64_t nb, int64_t m0, i
 void linear_swiglu_block_avx2(const LinearParams& p, int64_t nb, int64_t m0, int64_t m1);
 void linear_swiglu_block_avx512(const LinearParams& p, int64_t nb, int64_t m0, int64_t m1);
 void linear_swiglu_block_avx512vnni(const LinearParams& p, int64_t nb, int64_t m0, int64_t m1);  // int4 and a8w8 only
+void linear_swiglu_block_avxvnni(const LinearParams& p, int64_t nb, int64_t m0, int64_t m1);
+void linear_swiglu_block_avxvnni_emulated(const LinearParams& p, int64_t nb, int64_t m0, int64_t m1);
 
 }  // namespace paddlellm_cpu

@@ -134,10 +134,13 @@ void linear_compute(const float* x, int64_t M, int64_t K, const paddle::Tensor& 
   int isa = checked_isa();
   if (int_dot && isa == kAvx512 && !has_avx512_vnni()) isa = kAvx2;  // no byte dot products
   const bool vnni = int_dot && isa == kAvx512;
-  const LinearFn fn = swiglu ? (vnni ? linear_swiglu_block_avx512vnni : isa == kAvx512 ? linear_swiglu_block_avx512
-                                : isa == kAvx2 ? linear_swiglu_block_avx2 : linear_swiglu_block_scalar)
-                             : (vnni ? linear_block_avx512vnni : isa == kAvx512 ? linear_block_avx512
-                                : isa == kAvx2 ? linear_block_avx2 : linear_block_scalar);
+  const AvxVnni avx_vnni = int_dot && isa == kAvx2 ? avx_vnni_kernels() : AvxVnni::kOff;
+  LinearFn fn = swiglu ? (vnni ? linear_swiglu_block_avx512vnni : isa == kAvx512 ? linear_swiglu_block_avx512
+                          : isa == kAvx2 ? linear_swiglu_block_avx2 : linear_swiglu_block_scalar)
+                       : (vnni ? linear_block_avx512vnni : isa == kAvx512 ? linear_block_avx512
+                          : isa == kAvx2 ? linear_block_avx2 : linear_block_scalar);
+  if (avx_vnni == AvxVnni::kOn) fn = swiglu ? linear_swiglu_block_avxvnni : linear_block_avxvnni;
+  if (avx_vnni == AvxVnni::kEmulated) fn = swiglu ? linear_swiglu_block_avxvnni_emulated : linear_block_avxvnni_emulated;
   const int64_t chunks = (M + kRowsPerItem - 1) / kRowsPerItem;
   // Static split of (block, row chunk) in block-major order: each thread streams a contiguous range of blocks.
 #pragma omp parallel for collapse(2) schedule(static) if (blocks * chunks > 1)

@@ -15,8 +15,8 @@ import paddle
 from paddle import _C_ops, in_dynamic_mode
 from paddle.jit.marker import unified
 
-from paddlellm.ops.build import (cpu_isa, forget_pass_matches, library_device, library_id, load_library, num_threads,
-                                 pass_matches, register_ops, supported_isas, use_device)
+from paddlellm.ops.build import (cpu_isa, forget_pass_matches, has_avx_vnni, library_device, library_id, load_library,
+                                 num_threads, pass_matches, register_ops, supported_isas, use_device)
 
 __all__ = ["write_cache_kv", "block_attention", "linear", "pack_linear_weight", "linear_swiglu", "pack_swiglu_weight",
            "unpack_linear_weight", "weight_only_linear", "SCALE_ROWS", "is_a8w8", "cache_row", "quantize_cache_rows",
@@ -24,7 +24,7 @@ __all__ = ["write_cache_kv", "block_attention", "linear", "pack_linear_weight", 
            "packed_embedding", "LINEAR_BLOCK", "rms_norm", "fused_add_rms_norm", "rotary_embedding", "swiglu",
            "packed_positions", "final_logits",
            "load_library", "register_ops", "use_device", "library_device", "library_id", "cpu_isa", "supported_isas",
-           "num_threads", "ops_in_program", "describe_ops", "fused_decoder_layer", "forget_pass_matches", "pass_matches"]
+           "has_avx_vnni", "num_threads", "ops_in_program", "describe_ops", "fused_decoder_layer", "forget_pass_matches", "pass_matches"]
 
 
 @unified

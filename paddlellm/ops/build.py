@@ -263,6 +263,12 @@ def supported_isas():
     return [name for code, name in enumerate(ISAS) if _lib.paddlellm_cpu_isa_supported(code)]
 
 
+def has_avx_vnni():
+    """Whether this CPU has AVX-VNNI (VEX byte dot products): the avx2 level's int4 / a8w8 kernels then use them."""
+    load_library()
+    return bool(_lib.paddlellm_cpu_has_avx_vnni())
+
+
 def num_threads():
     """OpenMP threads a parallel op call would use now."""
     load_library()

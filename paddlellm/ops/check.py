@@ -30,26 +30,47 @@ class CheckResult:
     problem: str = ""  # why it failed: not finite, a guard overwritten, outside tolerance
 
 
+# --check's CPU backends beyond the ISAs: the avx2 level with AVX-VNNI's int4 / a8w8 kernels (where the CPU has
+# AVX-VNNI), or with them and vpdpbusd emulated in AVX2 (where it does not: the same kernel code, checked here).
+AVX_VNNI_BACKENDS = {"avx2": ("avx2", "off"), "avxvnni": ("avx2", "auto"), "avxvnni-emulated": ("avx2", "emulated")}
+
+
 @contextmanager
 def cpu_isa(isa):
-    """Force the CPU kernels' ISA (PADDLELLM_CPU_ISA) inside the block; None leaves the choice automatic."""
-    before = os.environ.get("PADDLELLM_CPU_ISA")
+    """Force the CPU kernels' ISA (PADDLELLM_CPU_ISA; for avx2, avxvnni and avxvnni-emulated also the avx2 level's
+    byte dot products, PADDLELLM_CPU_AVXVNNI) inside the block; None leaves the choice automatic."""
+    settings = {}
     if isa is not None:
-        os.environ["PADDLELLM_CPU_ISA"] = isa
+        level, avx_vnni = AVX_VNNI_BACKENDS.get(isa, (isa, None))
+        settings = {"PADDLELLM_CPU_ISA": level, "PADDLELLM_CPU_AVXVNNI": avx_vnni}
+    before = {name: os.environ.get(name) for name in settings}
+    for name, value in settings.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
     try:
         yield
     finally:
-        if before is None:
-            os.environ.pop("PADDLELLM_CPU_ISA", None)
-        else:
-            os.environ["PADDLELLM_CPU_ISA"] = before
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def cpu_backends(op: OpSpec):
-    """The CPU kernel variants to check: one per ISA this CPU runs for ops compiled per ISA, else one."""
+    """The CPU kernel variants to check: one per ISA this CPU runs for ops compiled per ISA (and the AVX-VNNI
+    kernels, real or emulated, for ops with int4 / a8w8 cases), else one."""
     from paddlellm import ops
 
-    return [f"cpu-{isa}" for isa in ops.supported_isas()] if op.isa_kernels else ["cpu"]
+    if not op.isa_kernels:
+        return ["cpu"]
+    isas = ops.supported_isas()
+    backends = [f"cpu-{isa}" for isa in isas]
+    if "avx2" in isas and any(str(case.get("w", "")).startswith(("int4", "a8w8")) for case in op.cases):
+        backends.append("cpu-avxvnni" if ops.has_avx_vnni() else "cpu-avxvnni-emulated")
+    return backends
 
 
 def _guarded(t):

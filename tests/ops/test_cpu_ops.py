@@ -150,6 +150,27 @@ def test_static_cache_scales_are_checked():
         ops.write_cache_kv(f["key"], f["value"], f["key_cache"], f["value_cache"], *_meta(f), ones, ones)
 
 
+def test_avx_vnni_kernels_are_chosen_by_the_cpu_or_the_variable(monkeypatch):
+    """PADDLELLM_CPU_AVXVNNI: auto takes AVX-VNNI's int4 kernels where the CPU has them (else plain AVX2's, the
+    same bits as off), emulated the same kernel code with vpdpbusd in AVX2 (the same integer sums: the same bits as
+    the real instruction would give); anything else is an error."""
+    from paddlellm.ops.spec import _packed_weight
+
+    rng = np.random.RandomState(0)
+    x, w = paddle.to_tensor(rng.randn(3, 64).astype("float32")), _packed_weight(rng, 64, 40, "int4_g32")
+    monkeypatch.setenv("PADDLELLM_CPU_ISA", "avx2")
+    out = {}
+    for choice in ("off", "auto", "emulated"):
+        monkeypatch.setenv("PADDLELLM_CPU_AVXVNNI", choice)
+        out[choice] = ops.linear(x, w, 40).numpy()
+    if not ops.has_avx_vnni():
+        assert np.array_equal(out["auto"], out["off"])
+    np.testing.assert_allclose(out["emulated"], out["off"], rtol=1e-6, atol=1e-6)  # the same products, summed apart
+    monkeypatch.setenv("PADDLELLM_CPU_AVXVNNI", "sse")
+    with pytest.raises(Exception, match="PADDLELLM_CPU_AVXVNNI=sse is not one of auto, off, emulated"):
+        ops.linear(x, w, 40)
+
+
 def test_unknown_isa_is_an_error(monkeypatch):
     b = make_batch("one_token_empty_cache", "float32")
     monkeypatch.setenv("PADDLELLM_CPU_ISA", "sse9")
